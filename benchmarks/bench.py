@@ -1,0 +1,189 @@
+"""Block-sparse products against dense jnp.dot and the peers, in one process, on one card.
+
+    python benchmarks/bench.py [--quick] [--out benchmarks/results]
+
+Every figure is the median over repeats of a chain of STEPS dependent products
+inside one jit (or one CUDA graph for torch), divided by STEPS, so that nothing
+can be merged or overlapped across products. Writes ``<out>/<gpu>.json``.
+"""
+import argparse
+import datetime
+import json
+import os
+import re
+import statistics
+import time
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+from jax import lax
+
+import jax_blocksparse as jbs  # the installed package: run from the repo root only after pip install
+
+STEPS = 16
+
+
+def random_mask(blocks, density, seed=0):
+    rng = np.random.default_rng(seed)
+    mask = rng.random((blocks, blocks)) < density
+    mask[np.arange(blocks), rng.integers(0, blocks, blocks)] = True  # no empty block-row
+    return mask
+
+
+def watts_strogatz_mask(blocks, density, seed=0):
+    import networkx as nx
+    k = max(2, int(round(density * blocks)) // 2 * 2)
+    mask = nx.to_numpy_array(nx.watts_strogatz_graph(blocks, k, 0.2, seed=seed), dtype=bool)
+    np.fill_diagonal(mask, True)
+    return mask
+
+
+def median_seconds(fn, *args, repeats=15):
+    jax.block_until_ready(fn(*args))
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        jax.block_until_ready(fn(*args))
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def chain_square(product):
+    """y <- product(y), STEPS times: each step needs the last one's output."""
+    def run(y, w):
+        for _ in range(STEPS):
+            y = product(y, w)
+        return y
+    return jax.jit(run)
+
+
+def chain_reduction(product):
+    """dw <- product(x, dy), with dy nudged by one element of the last dw: dependent, nearly free."""
+    def run(x, dy):
+        total = jnp.zeros((), jnp.float32)
+        for _ in range(STEPS):
+            dw = product(x, dy)
+            corner = dw.reshape(-1)[:1].astype(dy.dtype).reshape(1, 1)
+            dy = lax.dynamic_update_slice(dy, corner, (0, 0))
+            total = total + dw.reshape(-1)[0].astype(jnp.float32)
+        return total
+    return jax.jit(run)
+
+
+def torch_peers(mask, bs, w_dense_np, m, dtype_name):
+    """Per-product microseconds of torch's Triton BSR and cuSPARSE CSR, or {} when unavailable."""
+    try:
+        import torch
+        from torch.sparse._triton_ops import bsr_dense_mm
+        from triton.testing import do_bench_cudagraph
+    except Exception:
+        return {}
+    if not torch.cuda.is_available():
+        return {}
+    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype_name]
+    # Column form as in the peers' baseline: yT <- W.T @ yT.
+    a = torch.from_numpy(np.ascontiguousarray(w_dense_np.T)).to("cuda", dt)
+    y0 = torch.randn(a.shape[1], m, device="cuda", dtype=dt)
+    out = {}
+    variants = {}
+    try:
+        a_bsr = a.to_sparse_bsr((bs, bs))
+        variants["torch_bsr_triton"] = lambda y: bsr_dense_mm(a_bsr, y)
+    except Exception as err:
+        print("  torch BSR unavailable:", err)
+    if mask.mean() <= 0.25 and dtype_name != "float16":
+        try:
+            a_csr = a.to_sparse_csr()
+            variants["torch_csr_cusparse"] = lambda y: a_csr @ y
+        except Exception as err:
+            print("  torch CSR unavailable:", err)
+    for name, op in variants.items():
+        def chain(op=op):
+            y = y0
+            for _ in range(STEPS):
+                y = op(y)
+            return y
+        try:
+            out[name] = do_bench_cudagraph(chain, rep=100, return_mode="median") / STEPS * 1e3
+        except Exception as err:
+            print(f"  {name} failed: {type(err).__name__}: {str(err)[:120]}")
+    del a, y0
+    torch.cuda.empty_cache()
+    return out
+
+
+def bench_config(config, m, size, bs, density, dtype_name, precision, layout_kind, with_peers):
+    mask = (watts_strogatz_mask if layout_kind == "watts_strogatz" else random_mask)(size // bs, density)
+    layout = jbs.Layout(mask, bs)
+    dtype = jnp.dtype(dtype_name)
+    rng = np.random.default_rng(1)
+    fan_in = max(1.0, layout.density * size)
+    w = jnp.asarray(rng.standard_normal(layout.w_shape) / np.sqrt(fan_in), dtype)
+    x = jnp.asarray(rng.standard_normal((m, size)), dtype)
+    w_dense = layout.todense(w)
+    prec = lax.Precision.HIGHEST if precision == "highest" else lax.Precision.DEFAULT
+
+    ours = {
+        "matmul": (chain_square(lambda y, w: jbs.matmul(y, w, layout, precision=precision)), (x, w)),
+        "matmul_t": (chain_square(lambda y, w: jbs.matmul_t(y, w, layout, precision=precision)), (x, w)),
+        "sampled_matmul": (chain_reduction(lambda a, b: jbs.sampled_matmul(a, b, layout, precision=precision)),
+                           (x, x)),
+    }
+    dense = {
+        "matmul": (chain_square(lambda y, w: jnp.dot(y, w, precision=prec)), (x, w_dense)),
+        "matmul_t": (chain_square(lambda y, w: jnp.dot(y, w.T, precision=prec)), (x, w_dense)),
+        "sampled_matmul": (chain_reduction(lambda a, b: jnp.dot(a.T, b, precision=prec)), (x, x)),
+    }
+    peers = torch_peers(mask, bs, np.asarray(w_dense, np.float32), m, dtype_name) if with_peers else {}
+    records = []
+    for op in ours:
+        us = median_seconds(*ours[op][:1], *ours[op][1]) / STEPS * 1e6
+        dense_us = median_seconds(*dense[op][:1], *dense[op][1]) / STEPS * 1e6
+        record = dict(op=op, config=config, layout=layout_kind, M=m, C=size, N=size, bs=bs,
+                      density=round(float(layout.density), 6), target_density=density,
+                      dtype=dtype_name, precision=precision, us=round(us, 2),
+                      dense_us=round(dense_us, 2), speedup=round(dense_us / us, 3),
+                      peers_us={k: round(v, 2) for k, v in peers.items()} if op == "matmul" else {})
+        records.append(record)
+        peer_text = " ".join(f"{k}={v:.1f}" for k, v in record["peers_us"].items())
+        print(f"{config:5s} {layout_kind:14s} M={m:5d} K={size:5d} bs={bs:3d} d={density:<8.4g} "
+              f"{dtype_name:8s} {precision:7s} {op:15s} {us:9.1f} us  dense {dense_us:9.1f} us  "
+              f"x{dense_us / us:6.2f}  {peer_text}", flush=True)
+    return records
+
+
+def configurations(quick):
+    seed_d = (1 / 4, 1 / 16, 1 / 64)
+    yield from (("seed", 32, 12288, 32, d, "bfloat16", "default", "random") for d in seed_d)
+    yield from (("seed", 32, 12288, 32, d, "float32", "highest", "random") for d in seed_d)
+    yield from (("wide", 8192, 4096, 32, d, "bfloat16", "default", "random") for d in (1 / 4, 1 / 16))
+    yield from (("small", 2048, 4096, bs, 1 / 8, "bfloat16", "default", "random") for bs in (16, 8))
+    if not quick:
+        yield from (("seed", 32, 12288, 32, d, "bfloat16", "default", "watts_strogatz") for d in seed_d)
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="skip the Watts-Strogatz repeats")
+    parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    args = parser.parse_args()
+    device = jax.devices()[0]
+    print(f"device: {device.device_kind}  jax {jax.__version__}  cuda kernels: "
+          f"{jbs.kernels_available('cuda')}", flush=True)
+    records = []
+    for config in configurations(args.quick):
+        records += bench_config(*config, with_peers=not args.no_peers)
+    gpu = re.sub(r"[^A-Za-z0-9]+", "-", device.device_kind).strip("-").lower()
+    os.makedirs(args.out, exist_ok=True)
+    path = os.path.join(args.out, f"{gpu}.json")
+    with open(path, "w") as f:
+        json.dump({"gpu": device.device_kind, "jax": jax.__version__,
+                   "date": datetime.date.today().isoformat(), "steps_per_chain": STEPS,
+                   "records": records}, f, indent=1)
+    print("wrote", path)
+
+
+if __name__ == "__main__":
+    main()

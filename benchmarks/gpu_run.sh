@@ -1,0 +1,36 @@
+#!/usr/bin/env bash
+# One call on the GPU machine: build, GPU test suite, benchmark, sanitizers.
+#   benchmarks/gpu_run.sh [all|test|bench|sanitize]...    (default: all)
+# Logs and results land in $OUT (the device tool's folder) or /tmp/jbs_out.
+set -uo pipefail
+export PYTHONUNBUFFERED=1
+out=${OUT:-/tmp/jbs_out}
+mkdir -p "$out"
+steps=${*:-all}
+has() { [[ " $steps " == *" all "* || " $steps " == *" $1 "* ]]; }
+
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
+start=$(date +%s)
+if ! CMAKE_ARGS="-DJBS_CUDA=ON ${JBS_CMAKE_ARGS:-}" pip install --no-build-isolation --no-deps -v . > "$out/build.log" 2>&1; then
+  tail -n 60 "$out/build.log"; exit 1
+fi
+echo "build: $(( $(date +%s) - start )) s"
+python -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))"
+
+status=0
+if has test; then
+  pytest tests -q -p no:cacheprovider -rfE 2>&1 | tee "$out/tests.log" | tail -n 40
+  status=${PIPESTATUS[0]}
+  echo "pytest exit: $status"
+fi
+if has sanitize; then
+  for tool in memcheck racecheck; do
+    compute-sanitizer --tool $tool --error-exitcode 9 python benchmarks/sanitize_case.py > "$out/sanitize_$tool.log" 2>&1
+    echo "compute-sanitizer $tool exit: $? ($(grep -c 'ERROR SUMMARY' "$out/sanitize_$tool.log") summaries: $(grep 'ERROR SUMMARY' "$out/sanitize_$tool.log" | head -1))"
+  done
+fi
+if has bench; then
+  python benchmarks/bench.py ${JBS_BENCH_ARGS:-} 2>&1 | tee "$out/bench.log" | grep -v "^  " | tail -n 60
+  cp benchmarks/results/*.json "$out/" 2>/dev/null
+fi
+exit $status

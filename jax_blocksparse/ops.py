@@ -1,0 +1,208 @@
+"""The three block-sparse primitives and their transformation rules.
+
+Every primitive works on a group axis ``G`` in front: a stack of weights that
+share one layout. Users never see it (the public functions bind ``G = 1``);
+``vmap`` over the weights folds its axis into ``G``, so a batch of weights is
+one kernel launch, never a Python loop.
+
+=====================  ==========================  ===================
+primitive              operands                    result
+=====================  ==========================  ===================
+``bsmm_p``             x (G, M, C), w (G, nnz, b, b)   y = x @ W  (G, M, N)
+``bsmm_t_p``           dy (G, M, N), w                 dx = dy @ W.T (G, M, C)
+``sampled_p``          x (G, M, C), dy (G, M, N)       blocks of x.T @ dy (G, nnz, b, b)
+=====================  ==========================  ===================
+
+All three are bilinear and transpose into each other:
+
+* ``y = x @ W``:      ct_x = ct @ W.T (bsmm_t),   ct_W = sampled(x, ct)
+* ``dx = dy @ W.T``:  ct_dy = ct @ W (bsmm),      ct_W = sampled(ct, dy)
+* ``dW = x.T @ dy``:  ct_x = dy @ ct_W.T (bsmm_t), ct_dy = x @ ct_W (bsmm)
+
+Params shared by all: ``layout`` (static, hashable), ``precision``
+(``"default"`` or ``"highest"``) and ``out_dtype`` (the input dtype, or
+float32 for 16-bit inputs).
+"""
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+from . import _compat
+
+bsmm_p = _compat.Primitive("blocksparse_matmul")
+bsmm_t_p = _compat.Primitive("blocksparse_matmul_t")
+sampled_p = _compat.Primitive("blocksparse_sampled_matmul")
+
+
+# -- binding -----------------------------------------------------------------
+def bsmm(x, w, *, layout, precision, out_dtype):
+    return bsmm_p.bind(x, w, layout=layout, precision=precision, out_dtype=np.dtype(out_dtype))
+
+
+def bsmm_t(dy, w, *, layout, precision, out_dtype):
+    return bsmm_t_p.bind(dy, w, layout=layout, precision=precision, out_dtype=np.dtype(out_dtype))
+
+
+def sampled(x, dy, *, layout, precision, out_dtype):
+    return sampled_p.bind(x, dy, layout=layout, precision=precision, out_dtype=np.dtype(out_dtype))
+
+
+# -- eager evaluation ------------------------------------------------------------
+@functools.lru_cache(maxsize=None)
+def _compiled(primitive, params):
+    return jax.jit(functools.partial(primitive.bind, **dict(params)))
+
+
+def _eager(primitive):
+    def impl(*operands, **params):
+        return _compiled(primitive, tuple(sorted(params.items())))(*operands)
+    return impl
+
+
+for _primitive in (bsmm_p, bsmm_t_p, sampled_p):
+    _primitive.def_impl(_eager(_primitive))
+
+
+# -- abstract evaluation -----------------------------------------------------------
+def _expect(condition, primitive, message, *operands):
+    if not condition:
+        shapes = ", ".join(f"{o.shape} {o.dtype}" for o in operands)
+        raise TypeError(f"{primitive}: {message}; operands: {shapes}")
+
+
+def _check_weight(name, operand, w, layout):
+    _expect(operand.ndim == 3 and w.ndim == 4, name, "expected (G, M, features) and (G, nnz, b, b)",
+            operand, w)
+    _expect(w.shape[1:] == layout.w_shape and w.shape[0] == operand.shape[0], name,
+            f"w must be (G, *{layout.w_shape}) with the operand's G", operand, w)
+    _expect(operand.dtype == w.dtype, name, "operands must share a dtype", operand, w)
+
+
+def _bsmm_abstract(x, w, *, layout, precision, out_dtype):
+    _check_weight("blocksparse_matmul", x, w, layout)
+    rows, cols = layout.shape
+    _expect(x.shape[2] == rows, "blocksparse_matmul", f"x features must be C = {rows}", x, w)
+    return _compat.ShapedArray((x.shape[0], x.shape[1], cols), out_dtype)
+
+
+def _bsmm_t_abstract(dy, w, *, layout, precision, out_dtype):
+    _check_weight("blocksparse_matmul_t", dy, w, layout)
+    rows, cols = layout.shape
+    _expect(dy.shape[2] == cols, "blocksparse_matmul_t", f"dy features must be N = {cols}", dy, w)
+    return _compat.ShapedArray((dy.shape[0], dy.shape[1], rows), out_dtype)
+
+
+def _sampled_abstract(x, dy, *, layout, precision, out_dtype):
+    name = "blocksparse_sampled_matmul"
+    rows, cols = layout.shape
+    _expect(x.ndim == 3 and dy.ndim == 3 and x.shape[:2] == dy.shape[:2], name,
+            "expected x (G, M, C) and dy (G, M, N) with equal G and M", x, dy)
+    _expect(x.shape[2] == rows and dy.shape[2] == cols, name,
+            f"features must be C = {rows} and N = {cols}", x, dy)
+    _expect(x.dtype == dy.dtype, name, "operands must share a dtype", x, dy)
+    return _compat.ShapedArray((x.shape[0], *layout.w_shape), out_dtype)
+
+
+bsmm_p.def_abstract_eval(_bsmm_abstract)
+bsmm_t_p.def_abstract_eval(_bsmm_t_abstract)
+sampled_p.def_abstract_eval(_sampled_abstract)
+
+
+# -- transposition (JVPs follow from bilinearity) ---------------------------------------
+# A cotangent arrives in the product's out_dtype (say float32 for bf16 inputs);
+# it is cast to the operands' dtype so that each gradient has its primal's dtype.
+def _like(ct, reference):
+    return ct.astype(reference.dtype)
+
+
+def _bsmm_ct_x(ct, x, w, **params):
+    return bsmm_t(_like(ct, w), w, **{**params, "out_dtype": w.dtype})
+
+
+def _bsmm_ct_w(ct, x, w, **params):
+    return sampled(x, _like(ct, x), **{**params, "out_dtype": x.dtype})
+
+
+def _bsmm_t_ct_dy(ct, dy, w, **params):
+    return bsmm(_like(ct, w), w, **{**params, "out_dtype": w.dtype})
+
+
+def _bsmm_t_ct_w(ct, dy, w, **params):
+    return sampled(_like(ct, dy), dy, **{**params, "out_dtype": dy.dtype})
+
+
+def _sampled_ct_x(ct, x, dy, **params):
+    return bsmm_t(dy, _like(ct, dy), **{**params, "out_dtype": dy.dtype})
+
+
+def _sampled_ct_dy(ct, x, dy, **params):
+    return bsmm(x, _like(ct, x), **{**params, "out_dtype": x.dtype})
+
+
+_compat.define_bilinear(bsmm_p, _bsmm_ct_x, _bsmm_ct_w)
+_compat.define_bilinear(bsmm_t_p, _bsmm_t_ct_dy, _bsmm_t_ct_w)
+_compat.define_bilinear(sampled_p, _sampled_ct_x, _sampled_ct_dy)
+
+
+# -- batching ---------------------------------------------------------------------------
+def _into_group(operand, axis, size):
+    """``(..., B at axis, ...)`` -> ``(B * G, ...)``; an unbatched operand is broadcast."""
+    if axis is None:
+        operand = jnp.broadcast_to(operand, (size, *operand.shape))
+    else:
+        operand = jnp.moveaxis(operand, axis, 0)
+    return operand.reshape(size * operand.shape[1], *operand.shape[2:])
+
+
+def _group_count(operand, axis):
+    """The size of ``G`` in an operand whose vmapped axis (if any) is ``axis``."""
+    shape = list(operand.shape)
+    if axis is not None:
+        del shape[axis]
+    return shape[0]
+
+
+def _split_group(out, size, groups):
+    """``(B * G, ...)`` -> ``(B, G, ...)``, undoing :func:`_into_group`."""
+    return out.reshape(size, groups, *out.shape[1:])
+
+
+def _into_rows(operand, axis):
+    """``(G, M, F)`` batched at ``axis`` -> ``(G, B * M, F)``: the batch becomes more rows."""
+    operand = jnp.moveaxis(operand, axis, 1)
+    g, b, m, f = operand.shape
+    return operand.reshape(g, b * m, f), b, m
+
+
+def _dense_times_weight_batcher(primitive):
+    def rule(operands, axes, **params):
+        dense, w = operands
+        dense_axis, w_axis = axes
+        if w_axis is None:
+            # Same weights for every batch member: a taller dense operand, one launch.
+            rows, size, m = _into_rows(dense, dense_axis)
+            out = primitive.bind(rows, w, **params)
+            g, _, f = out.shape
+            return out.reshape(g, size, m, f), 1
+        size = w.shape[w_axis]
+        out = primitive.bind(_into_group(dense, dense_axis, size), _into_group(w, w_axis, size),
+                             **params)
+        return _split_group(out, size, _group_count(w, w_axis)), 0
+    return rule
+
+
+def _sampled_batcher(operands, axes, **params):
+    x, dy = operands
+    x_axis, dy_axis = axes
+    size = x.shape[x_axis] if x_axis is not None else dy.shape[dy_axis]
+    out = sampled_p.bind(_into_group(x, x_axis, size), _into_group(dy, dy_axis, size), **params)
+    return _split_group(out, size, _group_count(x, x_axis)), 0
+
+
+_compat.register_batching(bsmm_p, _dense_times_weight_batcher(bsmm_p))
+_compat.register_batching(bsmm_t_p, _dense_times_weight_batcher(bsmm_t_p))
+_compat.register_batching(sampled_p, _sampled_batcher)

@@ -1,0 +1,104 @@
+"""CUDA kernels: every variant, on the GPU. Skipped cleanly without a GPU."""
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+
+import jax_blocksparse as jbs
+from conftest import gpu_devices
+from helpers import (BLOCK_SIZES, DTYPES, assert_close, blocks_of, dense_weight, f64, random_array,
+                     random_mask)
+
+GPUS = gpu_devices()
+pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not GPUS, reason="no GPU visible to JAX")]
+
+
+def _put(a):
+    return jax.device_put(a, GPUS[0])
+
+
+def test_cuda_kernels_are_built():
+    assert jbs.kernels_available("cuda"), jbs.unavailable_reason("cuda")
+
+
+@pytest.mark.parametrize("m", [1, 67, 300])
+@pytest.mark.parametrize("bs", BLOCK_SIZES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+@pytest.mark.parametrize("precision", ["default", "highest"])
+def test_every_kernel_variant(rng, m, bs, dtype, precision):
+    if precision == "default" and np.dtype(dtype) != np.float32:
+        pytest.skip("precision only changes float32")
+    grid = (5, 4) if bs <= 32 else (3, 2)
+    mask = random_mask(rng, *grid, density=0.5)
+    mask[:, 1] = False  # an empty block-column
+    layout = jbs.Layout(mask, bs)
+    C, N = layout.shape
+    x, dy = _put(random_array(rng, (m, C), dtype)), _put(random_array(rng, (m, N), dtype))
+    w = _put(random_array(rng, layout.w_shape, dtype))
+    Wd = dense_weight(mask, bs, f64(w))
+    kw = dict(precision=precision)
+    check = lambda out, ref: assert_close(out, ref, dtype, precision, on_gpu=True)
+    check(jbs.matmul(x, w, layout, **kw), f64(x) @ Wd)
+    check(jbs.matmul_t(dy, w, layout, **kw), f64(dy) @ Wd.T)
+    check(jbs.sampled_matmul(x, dy, layout, **kw), blocks_of(mask, bs, f64(x).T @ f64(dy)))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_float32_output_from_16_bit_inputs(rng, dtype):
+    layout = jbs.Layout(random_mask(rng, 6, 6), 32)
+    x = _put(random_array(rng, (129, 192), dtype))
+    w = _put(random_array(rng, layout.w_shape, dtype))
+    y = jbs.matmul(x, w, layout, preferred_element_type=jnp.float32)
+    assert y.dtype == jnp.float32
+    assert_close(y, f64(x) @ dense_weight(layout.mask, 32, f64(w)), np.float32)
+
+
+def test_weight_stack_runs_as_one_group_launch(rng):
+    layout = jbs.Layout(random_mask(rng, 4, 4), 16)
+    ws = _put(random_array(rng, (3, *layout.w_shape), np.float32))
+    x = _put(random_array(rng, (40, 64), np.float32))
+    dy = _put(random_array(rng, (3, 40, 64), np.float32))
+    ys = jax.vmap(lambda w: jbs.matmul(x, w, layout, precision="highest"))(ws)
+    dws = jax.vmap(lambda d: jbs.sampled_matmul(x, d, layout, precision="highest"))(dy)
+    for b in range(3):
+        assert_close(ys[b], f64(x) @ dense_weight(layout.mask, 16, f64(ws[b])), np.float32)
+        assert_close(dws[b], blocks_of(layout.mask, 16, f64(x).T @ f64(dy[b])), np.float32)
+
+
+def test_large_layout_with_long_column(rng):
+    mask = random_mask(rng, 48, 48, 1 / 8)
+    mask[:, 7] = True
+    layout = jbs.Layout(mask, 32)
+    x = _put(random_array(rng, (257, 1536), jnp.bfloat16))
+    w = _put(random_array(rng, layout.w_shape, jnp.bfloat16))
+    y = jbs.matmul(x, w, layout, preferred_element_type=jnp.float32)
+    assert_close(y, f64(x) @ dense_weight(mask, 32, f64(w)), np.float32)
+    dw = jbs.sampled_matmul(x, x, layout, preferred_element_type=jnp.float32)
+    assert_close(dw, blocks_of(mask, 32, f64(x).T @ f64(x)), np.float32)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16], ids=lambda d: np.dtype(d).name)
+def test_bitwise_determinism(rng, dtype):
+    layout = jbs.Layout(random_mask(rng, 32, 32, 0.25), 32)
+    x = _put(random_array(rng, (4096, 1024), dtype))
+    dy = _put(random_array(rng, (4096, 1024), dtype))
+    w = _put(random_array(rng, layout.w_shape, dtype))
+    step = jax.jit(lambda x, dy, w: (jbs.matmul(x, w, layout), jbs.matmul_t(dy, w, layout),
+                                     jbs.sampled_matmul(x, dy, layout)))
+    first = [np.asarray(f64(a)) for a in step(x, dy, w)]
+    for _ in range(2):
+        again = [np.asarray(f64(a)) for a in step(x, dy, w)]
+        for a, b in zip(first, again):
+            np.testing.assert_array_equal(a, b)
+
+
+def test_gradients_on_gpu(rng):
+    layout = jbs.Layout(random_mask(rng, 4, 4, 0.5), 32)
+    x = _put(random_array(rng, (50, 128), np.float32))
+    w = _put(random_array(rng, layout.w_shape, np.float32))
+    r = random_array(rng, (50, 128), np.float32)
+    gx, gw = jax.jit(jax.grad(lambda x, w: jnp.sum(jbs.matmul(x, w, layout, precision="highest") * r),
+                              argnums=(0, 1)))(x, w)
+    Wd = dense_weight(layout.mask, 32, f64(w))
+    assert_close(gx, f64(r) @ Wd.T, np.float32)
+    assert_close(gw, blocks_of(layout.mask, 32, f64(x).T @ f64(r)), np.float32)

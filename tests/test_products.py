@@ -1,0 +1,127 @@
+"""Forward products against float64 dense references, on the default device."""
+import numpy as np
+import pytest
+import jax
+import jax.numpy as jnp
+
+import jax_blocksparse as jbs
+from helpers import (BLOCK_SIZES, DTYPES, LAYOUT_NAMES, assert_close, blocks_of, default_backend_is_gpu,
+                     dense_weight, f64, named_masks, random_array, random_mask)
+
+ON_GPU = default_backend_is_gpu()
+
+
+def _expected(product, mask, bs, x, other):
+    if product == "matmul":
+        return f64(x) @ dense_weight(mask, bs, f64(other))
+    if product == "matmul_t":
+        return f64(x) @ dense_weight(mask, bs, f64(other)).T
+    lead_x = f64(x).reshape(-1, x.shape[-1])
+    lead_dy = f64(other).reshape(-1, other.shape[-1])
+    return blocks_of(mask, bs, lead_x.T @ lead_dy)
+
+
+def _run(product, rng, mask, bs, lead, dtype, precision=None, preferred=None):
+    layout = jbs.Layout(mask, bs)
+    rows, cols = layout.shape
+    if product == "matmul":
+        x, other = random_array(rng, (*lead, rows), dtype), random_array(rng, layout.w_shape, dtype)
+        out = jbs.matmul(x, other, layout, precision=precision, preferred_element_type=preferred)
+    elif product == "matmul_t":
+        x, other = random_array(rng, (*lead, cols), dtype), random_array(rng, layout.w_shape, dtype)
+        out = jbs.matmul_t(x, other, layout, precision=precision, preferred_element_type=preferred)
+    else:
+        x, other = random_array(rng, (*lead, rows), dtype), random_array(rng, (*lead, cols), dtype)
+        out = jbs.sampled_matmul(x, other, layout, precision=precision, preferred_element_type=preferred)
+    return out, _expected(product, mask, bs, x, other)
+
+
+PRODUCTS = ("matmul", "matmul_t", "sampled_matmul")
+
+
+@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("bs", BLOCK_SIZES)
+@pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
+def test_every_dtype_and_block_size(rng, product, bs, dtype):
+    grid = (3, 4) if bs <= 32 else (2, 3)
+    mask = random_mask(rng, *grid, density=0.5)
+    out, expected = _run(product, rng, mask, bs, (37,), dtype, precision="highest")
+    assert out.dtype == np.dtype(dtype)
+    assert_close(out, expected, dtype)
+
+
+@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("layout_name", LAYOUT_NAMES)
+@pytest.mark.parametrize("m", [1, 7, 130])
+def test_edge_layouts_and_row_counts(rng, product, layout_name, m):
+    mask = named_masks(rng)[layout_name]
+    out, expected = _run(product, rng, mask, 8, (m,), np.float32, precision="highest")
+    assert_close(out, expected, np.float32)
+
+
+@pytest.mark.parametrize("product", PRODUCTS)
+def test_leading_dimensions(rng, product):
+    mask = random_mask(rng, 4, 3)
+    out, expected = _run(product, rng, mask, 16, (2, 3, 5), np.float32, precision="highest")
+    if product != "sampled_matmul":
+        assert out.shape[:-1] == (2, 3, 5)
+    assert_close(out, expected.reshape(out.shape), np.float32)
+
+
+@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("dtype,preferred", [(jnp.bfloat16, np.float32), (np.float16, np.float32),
+                                             (jnp.bfloat16, np.float16), (np.float32, jnp.bfloat16)],
+                         ids=lambda d: np.dtype(d).name)
+def test_preferred_element_type(rng, product, dtype, preferred):
+    mask = random_mask(rng, 3, 3)
+    out, expected = _run(product, rng, mask, 16, (19,), dtype, precision="highest", preferred=preferred)
+    assert out.dtype == np.dtype(preferred)
+    assert_close(out, expected, preferred)
+
+
+@pytest.mark.parametrize("product", PRODUCTS)
+def test_default_precision_float32(rng, product):
+    # DEFAULT may use TF32 on GPU; it must still be TF32-accurate.
+    mask = random_mask(rng, 4, 4)
+    out, expected = _run(product, rng, mask, 32, (65,), np.float32, precision=None)
+    assert_close(out, expected, np.float32, precision="default", on_gpu=ON_GPU)
+
+
+def test_zero_rows(rng):
+    layout = jbs.Layout(random_mask(rng, 2, 2), 8)
+    x = jnp.zeros((0, 16), jnp.float32)
+    w = random_array(rng, layout.w_shape, np.float32)
+    assert jbs.matmul(x, w, layout).shape == (0, 16)
+    dw = jbs.sampled_matmul(x, jnp.zeros((0, 16), jnp.float32), layout)
+    np.testing.assert_array_equal(np.asarray(dw), 0.0)
+
+
+def test_empty_layout_gives_zeros(rng):
+    layout = jbs.Layout(np.zeros((3, 2), bool), 8)
+    x = random_array(rng, (5, 24), np.float32)
+    w = jnp.zeros(layout.w_shape, jnp.float32)
+    y = jbs.matmul(x, w, layout)
+    assert y.shape == (5, 16)
+    np.testing.assert_array_equal(np.asarray(y), 0.0)
+
+
+def test_results_are_deterministic(rng):
+    layout = jbs.Layout(random_mask(rng, 8, 8, 0.5), 32)
+    x = random_array(rng, (300, 256), np.float32)
+    dy = random_array(rng, (300, 256), np.float32)
+    w = random_array(rng, layout.w_shape, np.float32)
+    step = jax.jit(lambda x, dy, w: (jbs.matmul(x, w, layout), jbs.matmul_t(dy, w, layout),
+                                     jbs.sampled_matmul(x, dy, layout)))
+    first = [np.asarray(a) for a in step(x, dy, w)]
+    second = [np.asarray(a) for a in step(x, dy, w)]
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a.view(np.uint32), b.view(np.uint32))
+
+
+def test_seed_interface(rng):
+    mask = rng.integers(2, size=(4, 4))
+    bsmm = jbs.BlocksparseMatMul(mask, block_size=8)
+    w = bsmm.init_weights(jax.random.PRNGKey(0))
+    assert w.shape == bsmm.w_shape
+    x = random_array(rng, (3, 32), np.float32)
+    assert_close(bsmm(x, w), f64(x) @ dense_weight(mask, 8, f64(w)), np.float32)

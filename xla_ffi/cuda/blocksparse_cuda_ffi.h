@@ -1,0 +1,11 @@
+// XLA FFI handler symbols of the CUDA block-sparse kernels. The contract they implement is
+// docs/ffi_contract.md.
+#ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_BLOCKSPARSE_CUDA_FFI_H_
+#define JAX_BLOCKSPARSE_XLA_FFI_CUDA_BLOCKSPARSE_CUDA_FFI_H_
+
+#include "xla/ffi/api/api.h"
+
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JbsBsmmCuda);
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JbsSampledCuda);
+
+#endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_BLOCKSPARSE_CUDA_FFI_H_
