@@ -11,26 +11,28 @@ has() { [[ " $steps " == *" all "* || " $steps " == *" $1 "* ]]; }
 
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee "$out/gpu.txt"
 start=$(date +%s)
-if ! CMAKE_ARGS="-DJBS_CUDA=ON ${JBS_CMAKE_ARGS:-}" pip install --no-build-isolation --no-deps -v . > "$out/build.log" 2>&1; then
+repo=$(pwd)
+if ! CMAKE_ARGS="-DJBS_CUDA=ON ${JBS_CMAKE_ARGS:-}" python3 -m pip install --no-build-isolation --no-deps -v . > "$out/build.log" 2>&1; then
   tail -n 60 "$out/build.log"; exit 1
 fi
 echo "build: $(( $(date +%s) - start )) s"
-python -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))"
+(cd /tmp && python3 -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))")
 
 status=0
 if has test; then
-  pytest tests -q -p no:cacheprovider -rfE 2>&1 | tee "$out/tests.log" | tail -n 40
+  # from /tmp, so that the installed package (with its kernels) is imported, not the source tree
+  (cd /tmp && python3 -m pytest "$repo/tests" -q -p no:cacheprovider -rfE ${JBS_PYTEST_ARGS:-}) 2>&1 | tee "$out/tests.log" | tail -n 40
   status=${PIPESTATUS[0]}
   echo "pytest exit: $status"
 fi
 if has sanitize; then
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 9 python benchmarks/sanitize_case.py > "$out/sanitize_$tool.log" 2>&1
+    compute-sanitizer --tool $tool --error-exitcode 9 python3 benchmarks/sanitize_case.py > "$out/sanitize_$tool.log" 2>&1
     echo "compute-sanitizer $tool exit: $? ($(grep -c 'ERROR SUMMARY' "$out/sanitize_$tool.log") summaries: $(grep 'ERROR SUMMARY' "$out/sanitize_$tool.log" | head -1))"
   done
 fi
 if has bench; then
-  python benchmarks/bench.py ${JBS_BENCH_ARGS:-} 2>&1 | tee "$out/bench.log" | grep -v "^  " | tail -n 60
+  python3 benchmarks/bench.py ${JBS_BENCH_ARGS:-} 2>&1 | tee "$out/bench.log" | grep -v "^  " | tail -n 60
   cp benchmarks/results/*.json "$out/" 2>/dev/null
 fi
 exit $status
