@@ -25,14 +25,14 @@ if has test; then
   status=${PIPESTATUS[0]}
   echo "pytest exit: $status"
 fi
+if has bench; then
+  python3 benchmarks/bench.py ${JBS_BENCH_ARGS:-} 2>&1 | tee "$out/bench.log" | grep -v "^  " | tail -n 60
+  cp benchmarks/results/*.json "$out/" 2>/dev/null
+fi
 if has sanitize; then
   for tool in memcheck racecheck; do
     compute-sanitizer --tool $tool --error-exitcode 9 python3 benchmarks/sanitize_case.py > "$out/sanitize_$tool.log" 2>&1
     echo "compute-sanitizer $tool exit: $? ($(grep -c 'ERROR SUMMARY' "$out/sanitize_$tool.log") summaries: $(grep 'ERROR SUMMARY' "$out/sanitize_$tool.log" | head -1))"
   done
-fi
-if has bench; then
-  python3 benchmarks/bench.py ${JBS_BENCH_ARGS:-} 2>&1 | tee "$out/bench.log" | grep -v "^  " | tail -n 60
-  cp benchmarks/results/*.json "$out/" 2>/dev/null
 fi
 exit $status
