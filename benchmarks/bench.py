@@ -167,6 +167,8 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the Watts-Strogatz repeats")
     parser.add_argument("--no-peers", action="store_true")
+    parser.add_argument("--only", nargs="*", default=None, help="configs to run: seed wide small")
+    parser.add_argument("--dtype", default=None, help="run only this dtype")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
     device = jax.devices()[0]
@@ -174,10 +176,13 @@ def main():
           f"{jbs.kernels_available('cuda')}", flush=True)
     records = []
     for config in configurations(args.quick):
+        if args.only and config[0] not in args.only or args.dtype and config[5] != args.dtype:
+            continue
         records += bench_config(*config, with_peers=not args.no_peers)
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", device.device_kind).strip("-").lower()
     os.makedirs(args.out, exist_ok=True)
-    path = os.path.join(args.out, f"{gpu}.json")
+    partial = args.only or args.dtype or args.quick
+    path = os.path.join(args.out, f"{gpu}{'-partial' if partial else ''}.json")
     with open(path, "w") as f:
         json.dump({"gpu": device.device_kind, "jax": jax.__version__,
                    "date": datetime.date.today().isoformat(), "steps_per_chain": STEPS,
