@@ -59,13 +59,13 @@ def chain_square(product):
 
 
 def chain_reduction(product):
-    """dw <- product(x, dy), with dy nudged by one element of the last dw: dependent, nearly free."""
+    """dw <- product(x, dy), with one element of dy nudged by the last dw: dependent, nearly free."""
     def run(x, dy):
         total = jnp.zeros((), jnp.float32)
         for _ in range(STEPS):
             dw = product(x, dy)
-            corner = dw.reshape(-1)[:1].astype(dy.dtype).reshape(1, 1)
-            dy = lax.dynamic_update_slice(dy, corner, (0, 0))
+            corner = dw.reshape(-1)[:1].astype(dy.dtype).reshape((1,) * dy.ndim)
+            dy = lax.dynamic_update_slice(dy, corner, (0,) * dy.ndim)
             total = total + dw.reshape(-1)[0].astype(jnp.float32)
         return total
     return jax.jit(run)
@@ -153,6 +153,47 @@ def bench_config(config, m, size, bs, density, dtype_name, precision, layout_kin
     return records
 
 
+def bench_conv(batch=32, spatial=32, kernel=3, channels=1024, bs=32, density=1 / 8,
+               dtype_name="bfloat16"):
+    """conv forward, input gradient and filter gradient against dense cuDNN convolution."""
+    layout = jbs.Layout(random_mask(channels // bs, density), bs)
+    dtype = jnp.dtype(dtype_name)
+    rng = np.random.default_rng(2)
+    w = jnp.asarray(rng.standard_normal(jbs.conv_weight_shape(layout, (kernel, kernel)))
+                    / np.sqrt(kernel * kernel * layout.density * channels), dtype)
+    x = jnp.asarray(rng.standard_normal((batch, spatial, spatial, channels)), dtype)
+    filt = jbs.conv_dense_filter(w, layout)
+    sparse = lambda x, w: jbs.conv(x, w, layout)
+    dense = lambda x, f: lax.conv_general_dilated(x, f, (1, 1), "SAME",
+                                                  dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+    def input_grad(conv):
+        return lambda dy, w: jax.vjp(lambda x: conv(x, w), dy)[1](dy)[0]
+
+    def filter_grad(conv, w0):
+        return lambda x, dy: jax.vjp(lambda w: conv(x, w), w0)[1](dy)[0]
+
+    cases = {
+        "conv": (chain_square(sparse), (x, w), chain_square(dense), (x, filt)),
+        "conv_dx": (chain_square(input_grad(sparse)), (x, w), chain_square(input_grad(dense)), (x, filt)),
+        "conv_dw": (chain_reduction(filter_grad(sparse, w)), (x, x),
+                    chain_reduction(filter_grad(dense, filt)), (x, x)),
+    }
+    records = []
+    for op, (ours_fn, ours_args, dense_fn, dense_args) in cases.items():
+        us = median_seconds(ours_fn, *ours_args) / STEPS * 1e6
+        dense_us = median_seconds(dense_fn, *dense_args) / STEPS * 1e6
+        records.append(dict(op=op, config="conv", layout="random", M=batch * spatial * spatial,
+                            C=channels, N=channels, bs=bs, density=round(float(layout.density), 6),
+                            target_density=density, kernel=[kernel, kernel], spatial=[spatial, spatial],
+                            batch=batch, dtype=dtype_name, precision="default", us=round(us, 2),
+                            dense_us=round(dense_us, 2), speedup=round(dense_us / us, 3), peers_us={}))
+        print(f"conv  N={batch} {spatial}x{spatial} k={kernel} C=K={channels} bs={bs} d={density:.4g} "
+              f"{dtype_name} {op:8s} {us:9.1f} us  dense(cuDNN) {dense_us:9.1f} us  x{dense_us / us:6.2f}",
+              flush=True)
+    return records
+
+
 def configurations(quick):
     seed_d = (1 / 4, 1 / 16, 1 / 64)
     yield from (("seed", 32, 12288, 32, d, "bfloat16", "default", "random") for d in seed_d)
@@ -167,7 +208,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the Watts-Strogatz repeats")
     parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--only", nargs="*", default=None, help="configs to run: seed wide small")
+    parser.add_argument("--only", nargs="*", default=None, help="configs to run: seed wide small conv")
     parser.add_argument("--dtype", default=None, help="run only this dtype")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
@@ -179,6 +220,8 @@ def main():
         if args.only and config[0] not in args.only or args.dtype and config[5] != args.dtype:
             continue
         records += bench_config(*config, with_peers=not args.no_peers)
+    if not args.only or "conv" in args.only:
+        records += bench_conv()
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", device.device_kind).strip("-").lower()
     os.makedirs(args.out, exist_ok=True)
     partial = args.only or args.dtype or args.quick

@@ -1,6 +1,7 @@
 """Block-sparse matrix products for JAX, with CUDA and CPU kernels behind the XLA FFI."""
 from .layout import Layout, SUPPORTED_BLOCK_SIZES
 from .api import matmul, matmul_t, sampled_matmul, BlocksparseMatMul
+from .conv import conv, conv_weight_shape, conv_dense_filter
 from .lowering import kernels_available, unavailable_reason
 from .shapes import SUPPORTED_DTYPES
 
@@ -12,6 +13,9 @@ __all__ = [
     "matmul_t",
     "sampled_matmul",
     "BlocksparseMatMul",
+    "conv",
+    "conv_weight_shape",
+    "conv_dense_filter",
     "kernels_available",
     "unavailable_reason",
     "SUPPORTED_BLOCK_SIZES",
