@@ -47,3 +47,27 @@ def test_cpu_device_explicitly(rng, dtype):
     assert_close(y, f64(x) @ Wd, dtype)
     assert_close(jbs.matmul_t(dy, w, layout), f64(dy) @ Wd.T, dtype)
     assert_close(jbs.sampled_matmul(x, dy, layout), blocks_of(mask, 32, f64(x).T @ f64(dy)), dtype)
+
+
+@pytest.mark.parametrize("platform", ["cpu", "gpu"])
+def test_handlers_reject_inconsistent_calls_with_an_error(rng, platform):
+    """Calls that bypass the Python checks come back as FFI errors naming the shapes, not crashes."""
+    devices = [d for d in jax.devices() if d.platform == platform] if platform == "gpu" else jax.devices("cpu")
+    if not devices or (platform == "gpu" and not jbs.kernels_available("cuda")):
+        pytest.skip(f"no {platform} kernels here")
+    layout = jbs.Layout(random_mask(rng, 3, 2), 8)
+    table = layout.column_table
+    a = jax.device_put(jnp.ones((1, 4, 24), jnp.float32), devices[0])
+    w = jax.device_put(jnp.ones((1, *layout.w_shape), jnp.float32), devices[0])
+    wrong_out = jax.ShapeDtypeStruct((1, 4, 17), jnp.float32)  # not a multiple of the block size
+    call = jax.jit(lambda a, w: jax.ffi.ffi_call("jbs_bsmm", wrong_out)(
+        a, w, jnp.asarray(table.offsets), jnp.asarray(table.entries), transpose_w=False,
+        precision=np.int32(0)))
+    with pytest.raises(Exception, match=r"jbs_bsmm: .*out \(1, 4, 17\) float32"):
+        jax.block_until_ready(call(a, w))
+    bad_type = jax.ShapeDtypeStruct((1, 4, 16), jnp.float16)
+    call = jax.jit(lambda a, w: jax.ffi.ffi_call("jbs_bsmm", bad_type)(
+        a, w, jnp.asarray(table.offsets), jnp.asarray(table.entries), transpose_w=False,
+        precision=np.int32(0)))
+    with pytest.raises(Exception, match="unsupported dtypes"):
+        jax.block_until_ready(call(a, w))
