@@ -21,7 +21,9 @@ echo "build: $(( $(date +%s) - start )) s"
 status=0
 if has test; then
   # from /tmp, so that the installed package (with its kernels) is imported, not the source tree
-  (cd /tmp && python3 -m pytest "$repo/tests" -q -p no:cacheprovider -rfE ${JBS_PYTEST_ARGS:-}) 2>&1 | tee "$out/tests.log" | tail -n 40
+  # JBS_PYTEST_ARGS is split like a shell line, so -k 'a or b' stays one argument
+  eval "pytest_args=(${JBS_PYTEST_ARGS:-})"
+  (cd /tmp && python3 -m pytest "$repo/tests" -q -p no:cacheprovider -rfE "${pytest_args[@]}") 2>&1 | tee "$out/tests.log" | tail -n 40
   status=${PIPESTATUS[0]}
   echo "pytest exit: $status"
 fi
