@@ -102,3 +102,20 @@ def test_gradients_on_gpu(rng):
     Wd = dense_weight(layout.mask, 32, f64(w))
     assert_close(gx, f64(r) @ Wd.T, np.float32)
     assert_close(gw, blocks_of(layout.mask, 32, f64(x).T @ f64(r)), np.float32)
+
+
+@pytest.mark.parametrize("bs", BLOCK_SIZES)
+@pytest.mark.parametrize("dtype,precision", [(np.float32, "highest"), (np.float32, "default"),
+                                             (jnp.bfloat16, "default"), (np.float16, "default")],
+                         ids=lambda v: v if isinstance(v, str) else np.dtype(v).name)
+def test_sampled_long_reduction_few_blocks(rng, bs, dtype, precision):
+    # Few blocks and many rows: the tensor-core kernel splits M across warps (slice partials
+    # summed in a fixed order), a path the short-M variant test never reaches.
+    mask = random_mask(rng, 3, 2, density=0.5)
+    mask[0, 0] = True
+    layout = jbs.Layout(mask, bs)
+    C, N = layout.shape
+    m = 1031
+    x, dy = _put(random_array(rng, (m, C), dtype)), _put(random_array(rng, (m, N), dtype))
+    out = jbs.sampled_matmul(x, dy, layout, precision=precision)
+    assert_close(out, blocks_of(mask, bs, f64(x).T @ f64(dy)), dtype, precision, on_gpu=True)

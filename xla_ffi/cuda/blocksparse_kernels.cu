@@ -8,6 +8,8 @@
 // the tables, so results are bitwise reproducible run to run. No atomics anywhere.
 
 #include "blocksparse_kernels.h"
+#include "bsmm_tensor_core.h"
+#include "sampled_tensor_core.h"
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -608,8 +610,23 @@ bool IsAligned16(const void* pointer) {
   return reinterpret_cast<uintptr_t>(pointer) % kPacketBytes == 0;
 }
 
+template <typename T>
+constexpr ElementType ElementTypeOf() {
+  if constexpr (std::is_same_v<T, float>) return ElementType::kF32;
+  if constexpr (std::is_same_v<T, double>) return ElementType::kF64;
+  if constexpr (std::is_same_v<T, __half>) return ElementType::kF16;
+  return ElementType::kBF16;
+}
+
 template <typename T, typename O, int kBs>
 cudaError_t LaunchBsmmFor(const BsmmArgs& args, cudaStream_t stream) {
+  // Tensor cores take every 16-bit and float32 case they can; float64 and misaligned buffers
+  // come back as cudaErrorNotSupported and use the SIMT kernel.
+  if constexpr (!std::is_same_v<T, double>) {
+    const cudaError_t tc =
+        LaunchBsmmTensorCore(ElementTypeOf<T>(), ElementTypeOf<O>(), args, stream);
+    if (tc != cudaErrorNotSupported) return tc;
+  }
   const bool aligned = IsAligned16(args.a) && IsAligned16(args.w) && IsAligned16(args.out);
   return LaunchBsmmSimt<T, O, kBs>(args, aligned, stream);
 }
@@ -617,6 +634,10 @@ cudaError_t LaunchBsmmFor(const BsmmArgs& args, cudaStream_t stream) {
 template <typename T, typename O, int kBs>
 cudaError_t LaunchSampledFor(const SampledArgs& args, cudaStream_t stream) {
   const bool aligned = IsAligned16(args.a) && IsAligned16(args.b) && IsAligned16(args.out);
+  // cp.async and the vector stores of the tensor-core kernel need 16-byte aligned buffers.
+  if constexpr (!std::is_same_v<T, double>) {
+    if (aligned) return LaunchSampledTensorCore<T, O, kBs>(args, stream);
+  }
   return LaunchSampledSimt<T, O, kBs>(args, aligned, stream);
 }
 

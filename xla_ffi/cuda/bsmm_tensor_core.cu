@@ -1,0 +1,517 @@
+// Tensor-core jbs_bsmm. One CTA owns a kTM-row x kNT-column tile of one output block-column
+// (kNT = bs, or half of a bs=128 column). The column's reduction is the concatenation of its
+// entries' blocks along K; it is consumed in kKC-long chunks staged in shared memory by a
+// multi-stage cp.async pipeline (the gathered A slice plus the matching rows of op(W)).
+// Because a chunk is just a K range of the concatenation, bs=8 and bs=16 chunks pack several
+// entries and the mma instructions always see full k16 (k8 for tf32) steps.
+//
+// The CTA's warps form kWarpsK independent "k-groups"; each group walks every kWarpsK-th chunk
+// with its own pipeline and accumulators (split-K inside the CTA). Small-M problems are
+// bound by streaming W, and one column holds few chunks, so there several groups keep more
+// of W in flight; large M uses one group whose warps tile the rows. Partial sums are added in
+// group order through shared memory: the result does not depend on timing.
+
+#include "bsmm_tensor_core.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "tensor_core.cuh"
+
+namespace jbs {
+namespace {
+
+enum class MmaKind { kBf16, kF16, kTf32, k3xTf32 };
+
+template <MmaKind kKind>
+using ElemOf = std::conditional_t<kKind == MmaKind::kBf16, __nv_bfloat16,
+                                  std::conditional_t<kKind == MmaKind::kF16, __half, float>>;
+
+constexpr int64_t kMaxGridYZ = 65535;
+constexpr int64_t kMaxGridX = 2147483647;
+
+template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
+          int kStages>
+struct TcTiling {
+  using Elem = ElemOf<kKind>;
+  static constexpr bool kHalf = sizeof(Elem) == 2;
+  static constexpr int kVec = 16 / static_cast<int>(sizeof(Elem));  // elements per cp.async
+  // The W-streaming regime (kTM == 32) splits wide columns further: more CTAs in flight and
+  // a register budget that holds without spilling.
+  static constexpr int kNTMax = kTM <= 32 ? 32 : 64;
+  static constexpr int kNT = kBs < kNTMax ? kBs : kNTMax;
+  static constexpr int kNSplit = kBs / kNT;
+  static constexpr int kKC = 32;
+  static constexpr int kKStep = kHalf ? 16 : 8;
+  static constexpr int kWarpCols = kWarpsN;
+  static constexpr int kGroupWarps = kWarpsM * kWarpsN;
+  static constexpr int kGroupThreads = 32 * kGroupWarps;
+  static constexpr int kThreads = kGroupThreads * kWarpsK;
+  static constexpr int kWM = kTM / kWarpsM;
+  static constexpr int kWN = kNT / kWarpsN;
+  static constexpr int kMTiles = kWM / 16;
+  static constexpr int kNTiles = kWN / 8;
+
+  // Row strides, in 16-byte units. An odd unit count puts the 8 rows read by one ldmatrix
+  // phase (or, for scalar tf32 reads, rows g = 0..7 at column t) in distinct banks. A k-major
+  // tf32 W is read as W[k = t][n = g], which instead needs a stride of 8 or 24 words mod 32.
+  static constexpr int kAUnits = kKC / kVec;
+  static constexpr int kAStride = (kAUnits | 1) * kVec;
+  static constexpr int kWRows = kTransW ? kNT : kKC;
+  static constexpr int kWUnits = kTransW ? kKC / kVec : kNT / kVec;
+  static constexpr int kWStrideUnits =
+      (kTransW || kHalf) ? (kWUnits | 1) : (kWUnits < 2 ? 2 : ((kWUnits / 2) | 1) * 2);
+  static constexpr int kWStride = kWStrideUnits * kVec;
+  static constexpr int kAElems = kTM * kAStride;
+  static constexpr int kStageElems = kAElems + kWRows * kWStride;
+  static constexpr int kPipeBytes =
+      kWarpsK * kStages * kStageElems * static_cast<int>(sizeof(Elem));
+  // Partial sums of groups 1..kWarpsK-1, fp32, row stride padded by 4 words.
+  static constexpr int kRedStride = kNT + 4;
+  static constexpr int kRedBytes = (kWarpsK - 1) * kTM * kRedStride * 4;
+  static constexpr int kSmemBytes = kPipeBytes > kRedBytes ? kPipeBytes : kRedBytes;
+
+  static_assert(kTM % (16 * kWarpsM) == 0 && kNT % (8 * kWarpsN) == 0);
+  static_assert(!kHalf || kNTiles == 1 || kNTiles % 2 == 0, "B is loaded two n-tiles at a time");
+  static_assert(kGroupThreads % kAUnits == 0 && (kTM * kAUnits) % kGroupThreads == 0);
+  static_assert((kWRows * kWUnits) % kGroupThreads == 0 || kWRows * kWUnits < kGroupThreads);
+  static_assert(kBs * static_cast<int>(sizeof(Elem)) >= 16, "a 16-byte copy spans one entry");
+};
+
+// Which entry a reduction index of the column falls in, and where in that entry's block.
+struct EntryRef {
+  int64_t a_col;   // column of `a` (already offset by the block)
+  int64_t w_base;  // element offset of the w block
+  bool valid;
+};
+
+template <int kBs>
+__device__ __forceinline__ EntryRef LookUp(const int32_t* __restrict__ entries, int64_t entry,
+                                           int64_t entry_end, int64_t a_blocks, int64_t nnz,
+                                           int64_t w_group_base) {
+  EntryRef ref{0, 0, false};
+  if (entry < entry_end) {
+    const int2 pair = __ldg(reinterpret_cast<const int2*>(entries) + entry);
+    // Corrupt tables must not fault: out-of-range entries read as zero blocks.
+    ref.valid = pair.x >= 0 && pair.x < a_blocks && pair.y >= 0 && pair.y < nnz;
+    if (ref.valid) {
+      ref.a_col = static_cast<int64_t>(pair.x) * kBs;
+      ref.w_base = w_group_base + static_cast<int64_t>(pair.y) * (kBs * kBs);
+    }
+  }
+  return ref;
+}
+
+template <typename Elem>
+__device__ __forceinline__ uint32_t PackOut(float lo, float hi) {
+  if constexpr (std::is_same_v<Elem, __half>) {
+    return static_cast<uint32_t>(__half_as_ushort(__float2half_rn(lo))) |
+           (static_cast<uint32_t>(__half_as_ushort(__float2half_rn(hi))) << 16);
+  } else {
+    return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
+           (static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16);
+  }
+}
+
+template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
+          int kStages>
+__global__ void __launch_bounds__(
+    TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages>::kThreads)
+    BsmmTcKernel(BsmmArgs args, int64_t row_tiles, bool out_f32) {
+  using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages>;
+  using Elem = typename Tiling::Elem;
+  constexpr int kVec = Tiling::kVec;
+  constexpr int kKC = Tiling::kKC;
+  constexpr int kNT = Tiling::kNT;
+  constexpr int kMTiles = Tiling::kMTiles;
+  constexpr int kNTiles = Tiling::kNTiles;
+  constexpr int kGroupThreads = Tiling::kGroupThreads;
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Elem* smem = reinterpret_cast<Elem*>(smem_raw);
+
+  const Elem* __restrict__ a = static_cast<const Elem*>(args.a);
+  const Elem* __restrict__ w = static_cast<const Elem*>(args.w);
+  const int32_t* __restrict__ entries = args.entries;
+  const int64_t rows = args.rows;
+  const int64_t a_cols = args.a_cols;
+  const int64_t nnz = args.nnz;
+  const int64_t groups = args.groups;
+  const int64_t a_blocks = a_cols / kBs;
+  const int64_t out_cols = args.out_blocks * kBs;
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & 31;
+  const int kgroup = tid / kGroupThreads;
+  const int gtid = tid % kGroupThreads;
+  const int gwarp = gtid / 32;
+  const int warp_m = gwarp / Tiling::kWarpCols;
+  const int warp_n = gwarp % Tiling::kWarpCols;
+  const int lg = lane >> 2;
+  const int lt = lane & 3;
+
+  const int64_t out_block = blockIdx.x / Tiling::kNSplit;
+  const int n0 = static_cast<int>(blockIdx.x % Tiling::kNSplit) * kNT;
+  const int64_t entry_begin = min(max(static_cast<int64_t>(__ldg(args.offsets + out_block)),
+                                      int64_t{0}), nnz);
+  const int64_t entry_end = min(max(static_cast<int64_t>(__ldg(args.offsets + out_block + 1)),
+                                    entry_begin), nnz);
+  const int64_t chunks = ((entry_end - entry_begin) * kBs + kKC - 1) / kKC;
+  const int64_t my_chunks = chunks > kgroup ? (chunks - kgroup + kWarpsK - 1) / kWarpsK : 0;
+
+  Elem* group_stages = smem + kgroup * (kStages * Tiling::kStageElems);
+  auto group_sync = [&]() {
+    if constexpr (kWarpsK == 1) {
+      __syncthreads();
+    } else if constexpr (kGroupThreads == 32) {
+      __syncwarp();
+    } else {
+      tc::NamedBarrier(1 + kgroup, kGroupThreads);
+    }
+  };
+
+  for (int64_t g = blockIdx.z; g < groups; g += gridDim.z) {
+    const Elem* a_group = a + g * rows * a_cols;
+    const int64_t w_group_base = g * nnz * (kBs * kBs);
+    for (int64_t tile = blockIdx.y; tile < row_tiles; tile += gridDim.y) {
+      const int64_t row0 = tile * kTM;
+
+      // Chunk `chunk` (index into the column's concatenated K) -> stage `stage`.
+      auto load_chunk = [&](int64_t chunk, int stage) {
+        Elem* a_stage = group_stages + stage * Tiling::kStageElems;
+        Elem* w_stage = a_stage + Tiling::kAElems;
+        const int64_t k0 = chunk * kKC;
+        {
+          // Every thread copies the same K offset for all its rows, so one look-up suffices.
+          const int q = gtid % Tiling::kAUnits;
+          const int64_t kk = k0 + q * kVec;
+          const EntryRef ref = LookUp<kBs>(entries, entry_begin + kk / kBs, entry_end, a_blocks,
+                                           nnz, w_group_base);
+          const int within = static_cast<int>(kk % kBs);
+#pragma unroll
+          for (int i = 0; i < kTM * Tiling::kAUnits / kGroupThreads; ++i) {
+            const int r = gtid / Tiling::kAUnits + i * (kGroupThreads / Tiling::kAUnits);
+            const int64_t row = row0 + r;
+            const bool live = ref.valid && row < rows;
+            const Elem* src = live ? a_group + row * a_cols + ref.a_col + within : a;
+            tc::CpAsync16(tc::SharedAddress(a_stage + r * Tiling::kAStride + q * kVec), src, live);
+          }
+        }
+        constexpr int kWCopies = Tiling::kWRows * Tiling::kWUnits;
+        constexpr int kWIters = (kWCopies + kGroupThreads - 1) / kGroupThreads;
+        // With bs >= kKC a chunk lies inside one entry: one look-up for all of this thread's
+        // copies keeps the 64-bit address arithmetic (and registers) out of the unrolled loop.
+        EntryRef chunk_ref{0, 0, false};
+        if constexpr (kBs >= kKC) {
+          chunk_ref = LookUp<kBs>(entries, entry_begin + k0 / kBs, entry_end, a_blocks, nnz,
+                                  w_group_base);
+        }
+#pragma unroll
+        for (int i = 0; i < kWIters; ++i) {
+          const int u = gtid + i * kGroupThreads;
+          if (kWCopies % kGroupThreads != 0 && u >= kWCopies) break;
+          const int r = u / Tiling::kWUnits;
+          const int q = u % Tiling::kWUnits;
+          // Untransposed: stage row r is reduction index k0 + r, W row `within`.
+          // Transposed: stage row r is output column n0 + r, W row n0 + r, columns = K.
+          const int64_t kk = kTransW ? k0 + q * kVec : k0 + r;
+          EntryRef ref = chunk_ref;
+          if constexpr (kBs < kKC) {
+            ref = LookUp<kBs>(entries, entry_begin + kk / kBs, entry_end, a_blocks, nnz,
+                              w_group_base);
+          }
+          const int within = static_cast<int>(kk % kBs);
+          const int offset = kTransW ? (n0 + r) * kBs + within : within * kBs + n0 + q * kVec;
+          const Elem* src = ref.valid ? w + ref.w_base + offset : w;
+          tc::CpAsync16(tc::SharedAddress(w_stage + r * Tiling::kWStride + q * kVec), src,
+                        ref.valid);
+        }
+      };
+
+      float acc[kMTiles][kNTiles][4];
+#pragma unroll
+      for (int i = 0; i < kMTiles; ++i)
+#pragma unroll
+        for (int j = 0; j < kNTiles; ++j)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.f;
+
+      auto compute_chunk = [&](int stage) {
+        const Elem* a_stage = group_stages + stage * Tiling::kStageElems;
+        const Elem* w_stage = a_stage + Tiling::kAElems;
+        const int m_base = warp_m * Tiling::kWM;
+        const int n_base = warp_n * Tiling::kWN;
+#pragma unroll
+        for (int ks = 0; ks < kKC / Tiling::kKStep; ++ks) {
+          const int kb = ks * Tiling::kKStep;
+          if constexpr (Tiling::kHalf) {
+            uint32_t af[kMTiles][4];
+            uint32_t bf[kNTiles][2];
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt) {
+              const Elem* p = a_stage + (m_base + mt * 16 + (lane & 15)) * Tiling::kAStride + kb +
+                              (lane >> 4) * 8;
+              tc::LdMatrixX4(af[mt][0], af[mt][1], af[mt][2], af[mt][3], tc::SharedAddress(p));
+            }
+            // Lane l addresses row (l & 7) of 8x8 matrix (l >> 3): matrices alternate the
+            // k half (0-7, 8-15) and then advance one n-tile.
+            const int mi = lane >> 3;
+            const int rr = lane & 7;
+            if constexpr (kNTiles == 1) {
+              const Elem* p = kTransW ? w_stage + (n_base + rr) * Tiling::kWStride + kb + (mi & 1) * 8
+                                      : w_stage + (kb + (mi & 1) * 8 + rr) * Tiling::kWStride + n_base;
+              if constexpr (kTransW) {
+                tc::LdMatrixX2(bf[0][0], bf[0][1], tc::SharedAddress(p));
+              } else {
+                tc::LdMatrixX2Trans(bf[0][0], bf[0][1], tc::SharedAddress(p));
+              }
+            } else {
+#pragma unroll
+              for (int nt = 0; nt < kNTiles; nt += 2) {
+                const int n = n_base + (nt + (mi >> 1)) * 8;
+                const Elem* p = kTransW ? w_stage + (n + rr) * Tiling::kWStride + kb + (mi & 1) * 8
+                                        : w_stage + (kb + (mi & 1) * 8 + rr) * Tiling::kWStride + n;
+                if constexpr (kTransW) {
+                  tc::LdMatrixX4(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1],
+                                 tc::SharedAddress(p));
+                } else {
+                  tc::LdMatrixX4Trans(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1],
+                                      tc::SharedAddress(p));
+                }
+              }
+            }
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+              for (int nt = 0; nt < kNTiles; ++nt) {
+                if constexpr (kKind == MmaKind::kBf16) {
+                  tc::MmaBf16(acc[mt][nt], af[mt], bf[nt]);
+                } else {
+                  tc::MmaF16(acc[mt][nt], af[mt], bf[nt]);
+                }
+              }
+          } else {
+            // tf32: scalar shared loads (no 32-bit ldmatrix.trans); strides keep them
+            // conflict-free. 3xTF32 splits each operand once per k-step.
+            constexpr bool kSplit = kKind == MmaKind::k3xTf32;
+            uint32_t ab[kMTiles][4], as[kMTiles][4];
+            uint32_t bb[kNTiles][2], bsm[kNTiles][2];
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt) {
+              const float* p = a_stage + (m_base + mt * 16 + lg) * Tiling::kAStride + kb + lt;
+              const float v[4] = {p[0], p[8 * Tiling::kAStride], p[4], p[8 * Tiling::kAStride + 4]};
+#pragma unroll
+              for (int c = 0; c < 4; ++c) {
+                if constexpr (kSplit) {
+                  tc::SplitTf32(v[c], ab[mt][c], as[mt][c]);
+                } else {
+                  ab[mt][c] = tc::ToTf32(v[c]);
+                }
+              }
+            }
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt) {
+              const int n = n_base + nt * 8 + lg;
+              float v[2];
+              if constexpr (kTransW) {
+                const float* p = w_stage + n * Tiling::kWStride + kb + lt;
+                v[0] = p[0], v[1] = p[4];
+              } else {
+                const float* p = w_stage + (kb + lt) * Tiling::kWStride + n;
+                v[0] = p[0], v[1] = p[4 * Tiling::kWStride];
+              }
+#pragma unroll
+              for (int c = 0; c < 2; ++c) {
+                if constexpr (kSplit) {
+                  tc::SplitTf32(v[c], bb[nt][c], bsm[nt][c]);
+                } else {
+                  bb[nt][c] = tc::ToTf32(v[c]);
+                }
+              }
+            }
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+              for (int nt = 0; nt < kNTiles; ++nt) {
+                if constexpr (kSplit) {
+                  // Small cross terms first, so they are not lost under the big product.
+                  tc::MmaTf32(acc[mt][nt], as[mt], bb[nt]);
+                  tc::MmaTf32(acc[mt][nt], ab[mt], bsm[nt]);
+                }
+                tc::MmaTf32(acc[mt][nt], ab[mt], bb[nt]);
+              }
+          }
+        }
+      };
+
+      // Multi-stage pipeline: wait for chunk i, barrier (which also frees the stage consumed
+      // at i-1), refill that stage with chunk i+kStages-1, then compute chunk i.
+#pragma unroll
+      for (int s = 0; s < kStages - 1; ++s) {
+        if (s < my_chunks) load_chunk(kgroup + static_cast<int64_t>(s) * kWarpsK, s);
+        tc::CpAsyncCommit();
+      }
+      for (int64_t i = 0; i < my_chunks; ++i) {
+        tc::CpAsyncWait<kStages - 2>();
+        group_sync();
+        const int64_t prefetch = i + kStages - 1;
+        if (prefetch < my_chunks) {
+          load_chunk(kgroup + prefetch * kWarpsK, static_cast<int>(prefetch % kStages));
+        }
+        tc::CpAsyncCommit();
+        compute_chunk(static_cast<int>(i % kStages));
+      }
+      tc::CpAsyncWait<0>();
+
+      const int m_base = warp_m * Tiling::kWM;
+      const int n_base = warp_n * Tiling::kWN;
+      if constexpr (kWarpsK > 1) {
+        // The reduction buffer aliases the pipeline stages.
+        __syncthreads();
+        float* red = reinterpret_cast<float*>(smem_raw);
+        if (kgroup > 0) {
+          float* mine = red + (kgroup - 1) * (kTM * Tiling::kRedStride);
+#pragma unroll
+          for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+              for (int h = 0; h < 2; ++h) {
+                const int r = m_base + mt * 16 + lg + 8 * h;
+                const int c = n_base + nt * 8 + 2 * lt;
+                *reinterpret_cast<float2*>(mine + r * Tiling::kRedStride + c) =
+                    make_float2(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
+              }
+        }
+        __syncthreads();
+        if (kgroup == 0) {
+#pragma unroll
+          for (int k = 1; k < kWarpsK; ++k) {
+            const float* theirs = red + (k - 1) * (kTM * Tiling::kRedStride);
+#pragma unroll
+            for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+              for (int nt = 0; nt < kNTiles; ++nt)
+#pragma unroll
+                for (int h = 0; h < 2; ++h) {
+                  const int r = m_base + mt * 16 + lg + 8 * h;
+                  const int c = n_base + nt * 8 + 2 * lt;
+                  const float2 v = *reinterpret_cast<const float2*>(theirs + r * Tiling::kRedStride + c);
+                  acc[mt][nt][2 * h] += v.x;
+                  acc[mt][nt][2 * h + 1] += v.y;
+                }
+          }
+        }
+      }
+
+      if (kgroup == 0) {
+#pragma unroll
+        for (int mt = 0; mt < kMTiles; ++mt)
+#pragma unroll
+          for (int h = 0; h < 2; ++h) {
+            const int64_t row = row0 + m_base + mt * 16 + lg + 8 * h;
+            if (row >= rows) continue;
+            const int64_t base = (g * rows + row) * out_cols + out_block * kBs + n0 + n_base + 2 * lt;
+#pragma unroll
+            for (int nt = 0; nt < kNTiles; ++nt) {
+              const float lo = acc[mt][nt][2 * h];
+              const float hi = acc[mt][nt][2 * h + 1];
+              if constexpr (Tiling::kHalf) {
+                if (!out_f32) {
+                  *reinterpret_cast<uint32_t*>(static_cast<Elem*>(args.out) + base + nt * 8) =
+                      PackOut<Elem>(lo, hi);
+                  continue;
+                }
+              }
+              *reinterpret_cast<float2*>(static_cast<float*>(args.out) + base + nt * 8) =
+                  make_float2(lo, hi);
+            }
+          }
+      }
+      // The next tile refills the stages (and the reduction buffer) that others may still read.
+      __syncthreads();
+    }
+  }
+}
+
+template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
+          int kStages>
+cudaError_t LaunchTc(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
+  using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages>;
+  auto kernel = BsmmTcKernel<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages>;
+  const int64_t grid_x = args.out_blocks * Tiling::kNSplit;
+  if (grid_x > kMaxGridX) return cudaErrorNotSupported;
+  constexpr int kSmem = Tiling::kSmemBytes;
+  static_assert(kSmem <= 227 * 1024, "shared memory per block");
+  if constexpr (kSmem > 48 * 1024) {
+    // Opting in is a per-function host call without synchronization; once per instantiation.
+    static const cudaError_t attr = cudaFuncSetAttribute(
+        kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmem);
+    if (attr != cudaSuccess) return cudaErrorNotSupported;
+  }
+  const int64_t row_tiles = (args.rows + kTM - 1) / kTM;
+  const dim3 grid(static_cast<unsigned>(grid_x),
+                  static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
+                  static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
+  kernel<<<grid, Tiling::kThreads, kSmem, stream>>>(args, row_tiles, out_f32);
+  return cudaSuccess;
+}
+
+template <MmaKind kKind, int kBs, bool kTransW>
+cudaError_t LaunchRegime(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
+  constexpr bool kHalf = sizeof(ElemOf<kKind>) == 2;
+  if (args.rows <= 32) {
+    // W-streaming regime: 4 single-warp k-groups over a 32-row tile.
+    return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, kHalf ? 3 : 2>(args, out_f32, stream);
+  }
+  // Row-tiled regime: 128 rows, 4 warps in one k-group.
+  constexpr int kWarpsN = kBs >= 64 ? 2 : 1;
+  return LaunchTc<kKind, kBs, kTransW, 128, 4 / kWarpsN, kWarpsN, 1, kHalf ? 4 : 3>(args, out_f32,
+                                                                                   stream);
+}
+
+template <MmaKind kKind>
+cudaError_t LaunchKind(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
+  const bool t = args.transpose_w;
+  switch (args.block_size) {
+    case 8: return t ? LaunchRegime<kKind, 8, true>(args, out_f32, stream)
+                     : LaunchRegime<kKind, 8, false>(args, out_f32, stream);
+    case 16: return t ? LaunchRegime<kKind, 16, true>(args, out_f32, stream)
+                      : LaunchRegime<kKind, 16, false>(args, out_f32, stream);
+    case 32: return t ? LaunchRegime<kKind, 32, true>(args, out_f32, stream)
+                      : LaunchRegime<kKind, 32, false>(args, out_f32, stream);
+    case 64: return t ? LaunchRegime<kKind, 64, true>(args, out_f32, stream)
+                      : LaunchRegime<kKind, 64, false>(args, out_f32, stream);
+    case 128: return t ? LaunchRegime<kKind, 128, true>(args, out_f32, stream)
+                       : LaunchRegime<kKind, 128, false>(args, out_f32, stream);
+    default: return cudaErrorNotSupported;
+  }
+}
+
+bool Aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
+
+}  // namespace
+
+cudaError_t LaunchBsmmTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
+                                 cudaStream_t stream) {
+  if (!Aligned16(args.a) || !Aligned16(args.w) || !Aligned16(args.out) ||
+      reinterpret_cast<uintptr_t>(args.entries) % 8 != 0) {
+    return cudaErrorNotSupported;
+  }
+  const bool out_f32 = output == ElementType::kF32;
+  switch (input) {
+    case ElementType::kBF16: return LaunchKind<MmaKind::kBf16>(args, out_f32, stream);
+    case ElementType::kF16: return LaunchKind<MmaKind::kF16>(args, out_f32, stream);
+    case ElementType::kF32:
+      if (!out_f32) return cudaErrorNotSupported;
+      return args.precision == 0 ? LaunchKind<MmaKind::kTf32>(args, true, stream)
+                                 : LaunchKind<MmaKind::k3xTf32>(args, true, stream);
+    default: return cudaErrorNotSupported;
+  }
+}
+
+}  // namespace jbs

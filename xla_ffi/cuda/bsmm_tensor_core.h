@@ -1,0 +1,21 @@
+// Tensor-core (mma.sync) path of jbs_bsmm for bf16, f16 and float32 (TF32 / 3xTF32) inputs.
+#ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_TENSOR_CORE_H_
+#define JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_TENSOR_CORE_H_
+
+#include <cuda_runtime_api.h>
+
+#include "blocksparse_kernels.h"
+
+namespace jbs {
+
+// Enqueues the product on `stream` (no sync, no allocation). Returns cudaErrorNotSupported,
+// having launched nothing, for cases this path does not take (float64 input, buffers not
+// 16-byte aligned, or a grid too large), so the caller can fall back to the SIMT kernel;
+// otherwise cudaSuccess, leaving launch errors for the caller's cudaGetLastError().
+// float32 uses TF32 for precision 0 and 3xTF32 (about float32 accuracy) otherwise.
+cudaError_t LaunchBsmmTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
+                                 cudaStream_t stream);
+
+}  // namespace jbs
+
+#endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_TENSOR_CORE_H_

@@ -1,0 +1,491 @@
+// Tensor-core kernel for jbs_sampled: out[g, k] = a[g, :, i_k*bs:+bs].T @ b[g, :, j_k*bs:+bs].
+//
+// Shape of the work: every output block is a bs x bs product reduced over all M rows, and the
+// blocks share nothing except that consecutive k (coords are np.argwhere order) usually share
+// the block-row i. A CTA therefore owns kP consecutive blocks; its 8 warps are split as
+// kP blocks x kTilesPerBlock warp tiles x kS slices of the M rows. Each stage of the cp.async
+// ring holds, per block slot, kChunk rows of the a and b block columns exactly as they sit in
+// memory (row = reduction index). Slots whose i equals the previous slot's reuse that slot's
+// a rows, which removes most of a's L2 traffic.
+//
+// The mma "A" operand is a's block column transposed and "B" is b's block column, both stored
+// reduction-major, so for 16-bit data both fragments come from ldmatrix.trans. For tf32 there
+// is no 32-bit transpose: fragments are read with scalar shared loads from a padded layout.
+//
+// Determinism: each warp reduces its rows in a fixed order; the kS slice partials are summed
+// in slice order by the epilogue. No atomics.
+#include "sampled_tensor_core.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <type_traits>
+
+#include "tensor_core.cuh"
+
+namespace jbs {
+namespace {
+
+constexpr int kWarps = 8;
+constexpr int kThreads = kWarps * 32;
+// Stages are small (one or two k-steps per warp), so the ring is deep enough to keep ~60 KB
+// per CTA in flight, which L2 latency needs in the bandwidth-bound regimes.
+constexpr int kStages = 4;
+constexpr int kStageTargetBytes = 20 * 1024;
+constexpr int64_t kMaxGridY = 65535;
+
+enum class Math { kHalf, kTf32, kTf32x3 };
+
+constexpr int ChooseChunk(int base, int row_bytes) {
+  int chunk = base;
+  while (chunk * 2 <= 128 && chunk * 2 * row_bytes <= kStageTargetBytes) chunk *= 2;
+  return chunk;
+}
+
+template <typename T, int kBs, bool kSplit>
+struct TcTiling {
+  static constexpr int kElem = static_cast<int>(sizeof(T));
+  static constexpr int kK = kElem == 4 ? 8 : 16;  // rows per mma
+  // Warp tile: kTM output rows (a columns) x kTN output columns (b columns). bs = 8 runs a
+  // 16-row mma and discards half: those products are cheap next to the loads they come with.
+  static constexpr int kTM = kBs <= 16 ? 16 : kBs == 32 ? 32 : 64;
+  static constexpr int kTN = kBs == 8 ? 8 : kBs == 16 ? 16 : 32;
+  static constexpr int kMTiles = kTM / 16;
+  static constexpr int kNTiles = kTN / 8;
+  static constexpr int kTilesAlongN = kBs / kTN;
+  static constexpr int kTilesPerBlock = (kBs < kTM ? 1 : kBs / kTM) * kTilesAlongN;
+  static constexpr int kWarpsPerTileSet = kWarps / kTilesPerBlock;
+  static constexpr int kS = kSplit ? kWarpsPerTileSet : 1;
+  static constexpr int kP = kWarpsPerTileSet / kS;
+  // Row pitch in elements. 8 extra elements put the 8 rows an ldmatrix phase (or the 4 rows of
+  // a tf32 fragment load) touches into distinct banks; a 16-byte bs=8 row already does.
+  static constexpr int kPitch = kBs == 8 ? 8 : kBs + 8;
+  static constexpr int kChunk = ChooseChunk(kK * kS, kP * 2 * kPitch * kElem);
+  static constexpr int kRowsPerSlice = kChunk / kS;
+  static constexpr int kStepsPerSlice = kRowsPerSlice / kK;
+  static constexpr int kSlotBytes = 2 * kChunk * kPitch * kElem;  // a rows then b rows
+  static constexpr int kStageBytes = kP * kSlotBytes;
+  static constexpr int kPacketsPerRow = kBs * kElem / 16;
+  static constexpr int kStagePackets = kP * 2 * kChunk * kPacketsPerRow;
+  // fp32 partial tiles for the epilogue; same padding argument as kPitch for float2 stores.
+  static constexpr int kRedStride = kPitch;
+  static constexpr int kRedBlockFloats = kBs * kRedStride;
+  static constexpr int kRedBytes = kP * kS * kRedBlockFloats * 4;
+  // Short reductions are latency-bound and want several CTAs per SM; cap the registers so
+  // that two or three fit where the warp tile leaves room (ptxas -v: no spills).
+  static constexpr int kMinBlocks = kElem == 2 ? (kMTiles * kNTiles <= 2 ? 3 : kMTiles * kNTiles <= 8 ? 2 : 1)
+                                   : (kMTiles * kNTiles <= 2 ? 2 : 1);
+  static constexpr int kMaxSmemBytes =
+      kStages * kStageBytes > kRedBytes ? kStages * kStageBytes : kRedBytes;
+  static_assert(kWarps % kTilesPerBlock == 0 && kP >= 1 && kS >= 1);
+  static_assert(kRowsPerSlice % kK == 0 && kStepsPerSlice >= 1);
+  static_assert(kMaxSmemBytes <= 227 * 1024, "shared memory per block");
+};
+
+template <typename O>
+__device__ __forceinline__ void StoreVector(O* dst, const float* v) {
+  if constexpr (std::is_same_v<O, float>) {
+    *reinterpret_cast<float4*>(dst) = make_float4(v[0], v[1], v[2], v[3]);
+  } else {
+    uint32_t w[4];
+#pragma unroll
+    for (int i = 0; i < 4; ++i) {
+      if constexpr (std::is_same_v<O, __half>) {
+        w[i] = static_cast<uint32_t>(__half_as_ushort(__float2half_rn(v[2 * i]))) |
+               (static_cast<uint32_t>(__half_as_ushort(__float2half_rn(v[2 * i + 1]))) << 16);
+      } else {
+        w[i] = static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(v[2 * i]))) |
+               (static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(v[2 * i + 1])))
+                << 16);
+      }
+    }
+    *reinterpret_cast<uint4*>(dst) = make_uint4(w[0], w[1], w[2], w[3]);
+  }
+}
+
+template <typename T, typename O, int kBs, bool kSplit, Math kMath>
+__global__ void __launch_bounds__(kThreads, (TcTiling<T, kBs, kSplit>::kMinBlocks))
+    SampledTcKernel(SampledArgs args) {
+  using Tl = TcTiling<T, kBs, kSplit>;
+  constexpr int kP = Tl::kP;
+  constexpr int kS = Tl::kS;
+  constexpr int kChunk = Tl::kChunk;
+  constexpr int kPitch = Tl::kPitch;
+  constexpr int kElem = Tl::kElem;
+  constexpr int kMT = Tl::kMTiles;
+  constexpr int kNT = Tl::kNTiles;
+
+  extern __shared__ __align__(16) unsigned char smem[];
+  __shared__ int64_t slot_a_col[kP];  // element column of a to load, -1: none (dup or invalid)
+  __shared__ int64_t slot_b_col[kP];
+  __shared__ int slot_a_src[kP];  // slot whose a rows this slot multiplies
+
+  const T* __restrict__ a = static_cast<const T*>(args.a);
+  const T* __restrict__ b = static_cast<const T*>(args.b);
+  O* __restrict__ out = static_cast<O*>(args.out);
+  const int64_t rows = args.rows;
+  const int64_t a_cols = args.a_cols;
+  const int64_t b_cols = args.b_cols;
+  const int64_t nnz = args.nnz;
+  const int64_t groups = args.groups;
+  const int64_t k0 = static_cast<int64_t>(blockIdx.x) * kP;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+
+  if (tid < kP) {
+    const int32_t* coords = args.coords;
+    auto slot_i = [&](int p, bool& ok) -> int32_t {
+      const int64_t k = k0 + p;
+      ok = false;
+      if (k >= nnz) return -1;
+      const int32_t i = __ldg(coords + 2 * k);
+      const int32_t j = __ldg(coords + 2 * k + 1);
+      // A corrupt coordinate yields a zero block instead of an out-of-bounds read.
+      ok = i >= 0 && i < a_cols / kBs && j >= 0 && j < b_cols / kBs;
+      return i;
+    };
+    bool ok;
+    const int32_t i = slot_i(tid, ok);
+    int src = tid;
+    while (ok && src > 0) {
+      bool prev_ok;
+      if (slot_i(src - 1, prev_ok) != i || !prev_ok) break;
+      --src;
+    }
+    slot_a_src[tid] = src;
+    slot_a_col[tid] = ok && src == tid ? static_cast<int64_t>(i) * kBs : -1;
+    slot_b_col[tid] = ok ? static_cast<int64_t>(__ldg(coords + 2 * (k0 + tid) + 1)) * kBs : -1;
+  }
+  __syncthreads();
+
+  // Warp roles. Slices are innermost so the epilogue's per-slice partials of one tile sit
+  // next to each other.
+  constexpr int kWarpsPerBlock = Tl::kTilesPerBlock * kS;
+  const int my_p = warp / kWarpsPerBlock;
+  const int my_tile = (warp % kWarpsPerBlock) / kS;
+  const int my_s = warp % kS;
+  const int m_off = (my_tile / Tl::kTilesAlongN) * Tl::kTM;
+  const int n_off = (my_tile % Tl::kTilesAlongN) * Tl::kTN;
+  const int a_src_slot = slot_a_src[my_p];
+  const uint32_t smem_base = tc::SharedAddress(smem);
+  const int64_t chunks = (rows + kChunk - 1) / kChunk;
+
+  for (int64_t g = blockIdx.y; g < groups; g += gridDim.y) {
+    const T* a_g = a + g * rows * a_cols;
+    const T* b_g = b + g * rows * b_cols;
+
+    // A thread copies the same (slot, operand, row-in-chunk, packet) positions for every chunk,
+    // so the per-packet addressing is worked out once per group and each issue only advances
+    // the source by kChunk rows (issues come in chunk order).
+    constexpr int kIters = (Tl::kStagePackets + kThreads - 1) / kThreads;
+    const T* src_at[kIters];
+    uint32_t dst_at[kIters];
+    int64_t advance[kIters];
+    int row_at[kIters];
+    uint32_t copy_mask = 0;  // bit it: this packet is copied (or zero-filled) at all
+    uint32_t live_mask = 0;  // bit it: it has a real source column
+#pragma unroll
+    for (int it = 0; it < kIters; ++it) {
+      const int idx = tid + it * kThreads;
+      const bool exists = Tl::kStagePackets % kThreads == 0 || idx < Tl::kStagePackets;
+      const int q = idx % Tl::kPacketsPerRow;
+      const int r = (idx / Tl::kPacketsPerRow) % kChunk;
+      const int op = (idx / (Tl::kPacketsPerRow * kChunk)) & 1;
+      const int p = exists ? idx / (Tl::kPacketsPerRow * kChunk * 2) : 0;
+      const int64_t col = op ? slot_b_col[p] : slot_a_col[p];
+      const int64_t cols = op ? b_cols : a_cols;
+      // Duplicate-a slots are never read, so they are skipped rather than zero-filled.
+      if (exists && (op == 1 || col >= 0 || slot_a_src[p] == p)) copy_mask |= 1u << it;
+      if (exists && col >= 0) live_mask |= 1u << it;
+      src_at[it] = col >= 0 ? (op ? b_g : a_g) + r * cols + col + q * (16 / kElem) : a;
+      advance[it] = col >= 0 ? kChunk * cols : 0;
+      row_at[it] = r;
+      dst_at[it] = static_cast<uint32_t>(((p * 2 + op) * kChunk + r) * kPitch * kElem + q * 16);
+    }
+
+    auto issue = [&](int64_t chunk) {
+      const int64_t row0 = chunk * kChunk;
+      const uint32_t stage = smem_base + static_cast<uint32_t>((chunk % kStages) * Tl::kStageBytes);
+#pragma unroll
+      for (int it = 0; it < kIters; ++it) {
+        if (!((copy_mask >> it) & 1u)) continue;
+        const bool live = ((live_mask >> it) & 1u) && row0 + row_at[it] < rows;
+        tc::CpAsync16(stage + dst_at[it], live ? src_at[it] : a, live);
+        src_at[it] += advance[it];
+      }
+    };
+
+    float acc[kMT][kNT][4];
+#pragma unroll
+    for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < kNT; ++ni)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) acc[mi][ni][c] = 0.f;
+
+#pragma unroll
+    for (int st = 0; st < kStages - 1; ++st) {
+      if (st < chunks) issue(st);
+      tc::CpAsyncCommit();
+    }
+
+    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+      tc::CpAsyncWait<kStages - 2>();
+      // Makes every thread's copies of this chunk visible, and guarantees that the slot the
+      // next issue overwrites (consumed in the previous iteration) is no longer being read.
+      __syncthreads();
+      if (chunk + kStages - 1 < chunks) issue(chunk + kStages - 1);
+      tc::CpAsyncCommit();
+
+      const uint32_t stage =
+          smem_base + static_cast<uint32_t>((chunk % kStages) * Tl::kStageBytes);
+      const uint32_t a_tile = stage + static_cast<uint32_t>(a_src_slot * Tl::kSlotBytes);
+      const uint32_t b_tile =
+          stage + static_cast<uint32_t>(my_p * Tl::kSlotBytes + kChunk * kPitch * kElem);
+#pragma unroll
+      for (int step = 0; step < Tl::kStepsPerSlice; ++step) {
+        const int kb = my_s * Tl::kRowsPerSlice + step * Tl::kK;
+        if constexpr (kMath == Math::kHalf) {
+          uint32_t af[kMT][4];
+          uint32_t bf[kNT][2];
+#pragma unroll
+          for (int mi = 0; mi < kMT; ++mi) {
+            const int r = kb + (lane & 7) + ((lane >> 4) << 3);
+            const int c = kBs == 8 ? 0 : m_off + mi * 16 + (((lane >> 3) & 1) << 3);
+            tc::LdMatrixX4Trans(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
+                                a_tile + static_cast<uint32_t>((r * kPitch + c) * 2));
+          }
+          if constexpr (kNT == 1) {
+            const int r = kb + (lane & 7) + (((lane >> 3) & 1) << 3);
+            tc::LdMatrixX2Trans(bf[0][0], bf[0][1],
+                                b_tile + static_cast<uint32_t>((r * kPitch + n_off) * 2));
+          } else {
+#pragma unroll
+            for (int nj = 0; nj < kNT / 2; ++nj) {
+              const int r = kb + (lane & 7) + (((lane >> 3) & 1) << 3);
+              const int c = n_off + nj * 16 + ((lane >> 4) << 3);
+              tc::LdMatrixX4Trans(bf[2 * nj][0], bf[2 * nj][1], bf[2 * nj + 1][0],
+                                  bf[2 * nj + 1][1],
+                                  b_tile + static_cast<uint32_t>((r * kPitch + c) * 2));
+            }
+          }
+#pragma unroll
+          for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+            for (int ni = 0; ni < kNT; ++ni) {
+              if constexpr (std::is_same_v<T, __half>) {
+                tc::MmaF16(acc[mi][ni], af[mi], bf[ni]);
+              } else {
+                tc::MmaBf16(acc[mi][ni], af[mi], bf[ni]);
+              }
+            }
+        } else {
+          const int g8 = lane >> 2;
+          const int t4 = lane & 3;
+          const float* as = reinterpret_cast<const float*>(smem + (a_tile - smem_base));
+          const float* bs = reinterpret_cast<const float*>(smem + (b_tile - smem_base));
+          float av[kMT][4];
+          float bv[kNT][2];
+#pragma unroll
+          for (int mi = 0; mi < kMT; ++mi) {
+            const int c0 = m_off + mi * 16 + g8;
+            const int c1 = kBs == 8 ? c0 : c0 + 8;
+            av[mi][0] = as[(kb + t4) * kPitch + c0];
+            av[mi][1] = as[(kb + t4) * kPitch + c1];
+            av[mi][2] = as[(kb + t4 + 4) * kPitch + c0];
+            av[mi][3] = as[(kb + t4 + 4) * kPitch + c1];
+          }
+#pragma unroll
+          for (int ni = 0; ni < kNT; ++ni) {
+            bv[ni][0] = bs[(kb + t4) * kPitch + n_off + ni * 8 + g8];
+            bv[ni][1] = bs[(kb + t4 + 4) * kPitch + n_off + ni * 8 + g8];
+          }
+          if constexpr (kMath == Math::kTf32) {
+            uint32_t af[kMT][4];
+            uint32_t bf[kNT][2];
+#pragma unroll
+            for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+              for (int c = 0; c < 4; ++c) af[mi][c] = tc::ToTf32(av[mi][c]);
+#pragma unroll
+            for (int ni = 0; ni < kNT; ++ni)
+#pragma unroll
+              for (int c = 0; c < 2; ++c) bf[ni][c] = tc::ToTf32(bv[ni][c]);
+#pragma unroll
+            for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+              for (int ni = 0; ni < kNT; ++ni) tc::MmaTf32(acc[mi][ni], af[mi], bf[ni]);
+          } else {
+            uint32_t ab[kMT][4], as_[kMT][4];
+            uint32_t bb[kNT][2], bs_[kNT][2];
+#pragma unroll
+            for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+              for (int c = 0; c < 4; ++c) tc::SplitTf32(av[mi][c], ab[mi][c], as_[mi][c]);
+#pragma unroll
+            for (int ni = 0; ni < kNT; ++ni)
+#pragma unroll
+              for (int c = 0; c < 2; ++c) tc::SplitTf32(bv[ni][c], bb[ni][c], bs_[ni][c]);
+            // Small cross terms first, so they are not lost against an already large sum.
+#pragma unroll
+            for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+              for (int ni = 0; ni < kNT; ++ni) {
+                tc::MmaTf32(acc[mi][ni], as_[mi], bb[ni]);
+                tc::MmaTf32(acc[mi][ni], ab[mi], bs_[ni]);
+                tc::MmaTf32(acc[mi][ni], ab[mi], bb[ni]);
+              }
+          }
+        }
+      }
+    }
+    tc::CpAsyncWait<0>();
+    __syncthreads();  // the ring is dead from here on; its memory holds the partial tiles
+
+    float* red = reinterpret_cast<float*>(smem);
+    {
+      float* mine = red + (my_p * kS + my_s) * Tl::kRedBlockFloats;
+      const int g8 = lane >> 2;
+      const int t4 = lane & 3;
+#pragma unroll
+      for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < kNT; ++ni) {
+          const int r = m_off + mi * 16 + g8;
+          const int c = n_off + ni * 8 + 2 * t4;
+          *reinterpret_cast<float2*>(mine + r * Tl::kRedStride + c) =
+              make_float2(acc[mi][ni][0], acc[mi][ni][1]);
+          if (kBs > 8) {
+            *reinterpret_cast<float2*>(mine + (r + 8) * Tl::kRedStride + c) =
+                make_float2(acc[mi][ni][2], acc[mi][ni][3]);
+          }
+        }
+    }
+    __syncthreads();
+
+    // The kP blocks are contiguous in `out`, so the CTA writes one run of 16-byte vectors.
+    constexpr int kVec = 16 / static_cast<int>(sizeof(O));
+    constexpr int kBlockElems = kBs * kBs;
+    const int64_t live_blocks = nnz - k0 < kP ? nnz - k0 : kP;
+    const int elems = static_cast<int>(live_blocks) * kBlockElems;
+    O* out_run = out + (g * nnz + k0) * kBlockElems;
+    for (int e = tid * kVec; e < elems; e += kThreads * kVec) {
+      const int p = e / kBlockElems;
+      const int within = e % kBlockElems;
+      const float* src = red + p * kS * Tl::kRedBlockFloats + (within / kBs) * Tl::kRedStride +
+                         within % kBs;
+      float v[kVec];
+#pragma unroll
+      for (int i = 0; i < kVec; i += 4) {
+        const float4 x = *reinterpret_cast<const float4*>(src + i);
+        v[i] = x.x, v[i + 1] = x.y, v[i + 2] = x.z, v[i + 3] = x.w;
+      }
+#pragma unroll
+      for (int s = 1; s < kS; ++s) {
+#pragma unroll
+        for (int i = 0; i < kVec; i += 4) {
+          const float4 x =
+              *reinterpret_cast<const float4*>(src + s * Tl::kRedBlockFloats + i);
+          v[i] += x.x, v[i + 1] += x.y, v[i + 2] += x.z, v[i + 3] += x.w;
+        }
+      }
+      StoreVector<O>(out_run + e, v);
+    }
+    __syncthreads();  // the next group restages into the same memory
+  }
+}
+
+int MultiprocessorCount() {
+  static std::atomic<int> cached[64];
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 132;
+  int count = cached[device].load(std::memory_order_relaxed);
+  if (count == 0) {
+    if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
+        count <= 0) {
+      return 132;
+    }
+    cached[device].store(count, std::memory_order_relaxed);
+  }
+  return count;
+}
+
+template <typename T, typename O, int kBs, bool kSplit, Math kMath>
+cudaError_t LaunchTiling(const SampledArgs& args, cudaStream_t stream) {
+  using Tl = TcTiling<T, kBs, kSplit>;
+  auto kernel = SampledTcKernel<T, O, kBs, kSplit, kMath>;
+  // The static slot tables count against the 48 KB default as well, hence the margin.
+  if constexpr (Tl::kMaxSmemBytes > 47 * 1024) {
+    // The opt-in is per device; set it to the most this kernel ever asks for, once per device.
+    static std::atomic<uint64_t> done_devices{0};
+    int device = 0;
+    cudaError_t err = cudaGetDevice(&device);
+    if (err != cudaSuccess) return err;
+    const uint64_t bit = device < 64 ? uint64_t{1} << device : 0;
+    if (bit == 0 || !(done_devices.load(std::memory_order_relaxed) & bit)) {
+      err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                 Tl::kMaxSmemBytes);
+      if (err != cudaSuccess) return err;
+      done_devices.fetch_or(bit, std::memory_order_relaxed);
+    }
+  }
+  const int64_t chunks = (args.rows + Tl::kChunk - 1) / Tl::kChunk;
+  // Short reductions use only part of the ring, so they ask for less memory and fit more CTAs.
+  const int64_t stages = std::min<int64_t>(kStages, chunks);
+  const size_t smem = static_cast<size_t>(
+      std::max<int64_t>(stages * Tl::kStageBytes, Tl::kRedBytes));
+  const int64_t ctas = (args.nnz + Tl::kP - 1) / Tl::kP;
+  if (ctas > 2147483647) return cudaErrorInvalidConfiguration;
+  const dim3 grid(static_cast<unsigned>(ctas),
+                  static_cast<unsigned>(std::min<int64_t>(args.groups, kMaxGridY)));
+  kernel<<<grid, kThreads, smem, stream>>>(args);
+  return cudaSuccess;
+}
+
+template <typename T, typename O, int kBs, Math kMath>
+cudaError_t PickTiling(const SampledArgs& args, cudaStream_t stream) {
+  if constexpr (TcTiling<T, kBs, false>::kP == 1) {
+    return LaunchTiling<T, O, kBs, false, kMath>(args, stream);
+  } else {
+    // Several blocks per CTA share a's loads, but with few blocks and long reductions there
+    // would be too few CTAs to fill the chip: then the warps split M of a single block.
+    constexpr int kP = TcTiling<T, kBs, false>::kP;
+    const int64_t ctas = (args.nnz + kP - 1) / kP * args.groups;
+    if (args.rows >= 512 && ctas < 2 * MultiprocessorCount()) {
+      return LaunchTiling<T, O, kBs, true, kMath>(args, stream);
+    }
+    return LaunchTiling<T, O, kBs, false, kMath>(args, stream);
+  }
+}
+
+}  // namespace
+
+template <typename T, typename O, int kBs>
+cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream) {
+  if constexpr (std::is_same_v<T, float>) {
+    if (args.precision == 1) return PickTiling<T, O, kBs, Math::kTf32x3>(args, stream);
+    return PickTiling<T, O, kBs, Math::kTf32>(args, stream);
+  } else {
+    return PickTiling<T, O, kBs, Math::kHalf>(args, stream);
+  }
+}
+
+#define JBS_SAMPLED_TC_INSTANTIATE(T, O)                                                     \
+  template cudaError_t LaunchSampledTensorCore<T, O, 8>(const SampledArgs&, cudaStream_t);   \
+  template cudaError_t LaunchSampledTensorCore<T, O, 16>(const SampledArgs&, cudaStream_t);  \
+  template cudaError_t LaunchSampledTensorCore<T, O, 32>(const SampledArgs&, cudaStream_t);  \
+  template cudaError_t LaunchSampledTensorCore<T, O, 64>(const SampledArgs&, cudaStream_t);  \
+  template cudaError_t LaunchSampledTensorCore<T, O, 128>(const SampledArgs&, cudaStream_t);
+
+JBS_SAMPLED_TC_INSTANTIATE(__nv_bfloat16, __nv_bfloat16)
+JBS_SAMPLED_TC_INSTANTIATE(__nv_bfloat16, float)
+JBS_SAMPLED_TC_INSTANTIATE(__half, __half)
+JBS_SAMPLED_TC_INSTANTIATE(__half, float)
+JBS_SAMPLED_TC_INSTANTIATE(float, float)
+#undef JBS_SAMPLED_TC_INSTANTIATE
+
+}  // namespace jbs

@@ -1,0 +1,22 @@
+// Tensor-core path of jbs_sampled (out[g, k] = a[g, :, i_k*bs:+bs].T @ b[g, :, j_k*bs:+bs])
+// for 16-bit inputs (bf16/f16 m16n8k16) and float32 (TF32 m16n8k8 for precision 0, 3xTF32
+// for precision 1). float64 stays on the SIMT kernel.
+#ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_SAMPLED_TENSOR_CORE_H_
+#define JAX_BLOCKSPARSE_XLA_FFI_CUDA_SAMPLED_TENSOR_CORE_H_
+
+#include <cuda_runtime_api.h>
+
+#include "blocksparse_kernels.h"
+
+namespace jbs {
+
+// Instantiated (explicitly, in sampled_tensor_core.cu) for T in {__nv_bfloat16, __half} with
+// O in {T, float}, and for T = O = float; kBs in {8, 16, 32, 64, 128}. Preconditions: a, b and
+// out are 16-byte aligned (the SIMT kernel handles anything else), groups >= 1, nnz >= 1.
+// Same launch contract as LaunchSampled: enqueue only, no sync, no allocation.
+template <typename T, typename O, int kBs>
+cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream);
+
+}  // namespace jbs
+
+#endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_SAMPLED_TENSOR_CORE_H_

@@ -1,0 +1,169 @@
+// Warp-level tensor-core primitives for sm_80 and newer (mma.sync, ldmatrix, cp.async).
+// Header-only and free of kernel policy so several kernels can share it. Existing functions
+// keep their names and semantics; new helpers are only ever added.
+//
+// Fragment layouts (PTX ISA, "Matrix fragments for mma.m16n8k16 / m16n8k8"). For a lane,
+// g = lane / 4 ("group") and t = lane % 4 ("thread in group").
+//
+//   bf16/f16 m16n8k16, A (16x16, row-major), four 32-bit registers of two 16-bit values each:
+//     a[0] = A[g    ][2t .. 2t+1]     a[1] = A[g + 8][2t .. 2t+1]
+//     a[2] = A[g    ][2t+8 .. 2t+9]   a[3] = A[g + 8][2t+8 .. 2t+9]
+//   B (16x8, indexed B[k][n]), two registers:
+//     b[0] = B[2t .. 2t+1][g]         b[1] = B[2t+8 .. 2t+9][g]     (low half = smaller k)
+//   C/D (16x8 float), four floats:
+//     c[0], c[1] = C[g][2t], C[g][2t+1]       c[2], c[3] = C[g+8][2t], C[g+8][2t+1]
+//
+//   tf32 m16n8k8, A (16x8), four registers of one tf32 each:
+//     a[0] = A[g][t]   a[1] = A[g+8][t]   a[2] = A[g][t+4]   a[3] = A[g+8][t+4]
+//   B (8x8, B[k][n]): b[0] = B[t][g]   b[1] = B[t+4][g].   C/D as for m16n8k16.
+//
+// ldmatrix: lanes 8i .. 8i+7 give the row addresses (16 bytes each, 16-byte aligned) of 8x8
+// matrix i of b16 elements; register i of every lane then holds row g, columns 2t .. 2t+1 of
+// matrix i (with .trans: column g, rows 2t .. 2t+1). Hence, for 16-bit data:
+//   * A row-major in shared memory -> LdMatrixX4 with lane l pointing at row (l % 16),
+//     column 8 * (l / 16) of the 16x16 tile yields a[0..3] above.
+//   * B stored n-major (B[k][n] at row n, contiguous k) -> LdMatrix (no .trans), rows = n.
+//   * B stored k-major (row k, contiguous n) -> LdMatrix*Trans, rows = k.
+// Viewing 32-bit elements as b16 pairs, a non-transposed ldmatrix also yields the tf32 A
+// fragment (matrix = 8 rows x 4 floats) and an n-major tf32 B fragment; there is no 32-bit
+// .trans, so k-major tf32 B must be read with scalar shared loads.
+#ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_TENSOR_CORE_CUH_
+#define JAX_BLOCKSPARSE_XLA_FFI_CUDA_TENSOR_CORE_CUH_
+
+#include <cstdint>
+
+namespace jbs {
+namespace tc {
+
+// --- addresses ---------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t SharedAddress(const void* pointer) {
+  return static_cast<uint32_t>(__cvta_generic_to_shared(pointer));
+}
+
+// --- mma.sync ------------------------------------------------------------------------------
+
+// d += a * b, fp32 accumulate. All of these are warp-collective (every lane must execute).
+__device__ __forceinline__ void MmaBf16(float (&d)[4], const uint32_t (&a)[4],
+                                        const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+__device__ __forceinline__ void MmaF16(float (&d)[4], const uint32_t (&a)[4],
+                                       const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// Operands must already be tf32 bit patterns (see ToTf32 / SplitTf32); the tensor core would
+// otherwise truncate the low mantissa bits instead of rounding them.
+__device__ __forceinline__ void MmaTf32(float (&d)[4], const uint32_t (&a)[4],
+                                        const uint32_t (&b)[2]) {
+  asm volatile(
+      "mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 "
+      "{%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, {%0, %1, %2, %3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+}
+
+// --- tf32 conversion -----------------------------------------------------------------------
+
+// Round-to-nearest (ties away) to tf32; the result is a float bit pattern with the low 13
+// mantissa bits zero.
+__device__ __forceinline__ uint32_t ToTf32(float x) {
+  uint32_t out;
+  asm("cvt.rna.tf32.f32 %0, %1;\n" : "=r"(out) : "f"(x));
+  return out;
+}
+
+// x ~= big + small with both parts tf32: big carries the top 11 significant bits, small the
+// next 11, so big*big + big*small + small*big (3xTF32) recovers close to fp32 accuracy. The
+// dropped small*small term is below fp32 rounding of the product.
+__device__ __forceinline__ void SplitTf32(float x, uint32_t& big, uint32_t& small) {
+  big = ToTf32(x);
+  small = ToTf32(x - __uint_as_float(big));
+}
+
+// --- ldmatrix ------------------------------------------------------------------------------
+
+// `address` is this lane's row address (shared state space, see SharedAddress). x1 uses lanes
+// 0..7, x2 lanes 0..15, x4 all 32.
+__device__ __forceinline__ void LdMatrixX1(uint32_t& r0, uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x1.shared.b16 {%0}, [%1];\n" : "=r"(r0) : "r"(address));
+}
+
+__device__ __forceinline__ void LdMatrixX2(uint32_t& r0, uint32_t& r1, uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r0), "=r"(r1)
+               : "r"(address));
+}
+
+__device__ __forceinline__ void LdMatrixX4(uint32_t& r0, uint32_t& r1, uint32_t& r2, uint32_t& r3,
+                                           uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(address));
+}
+
+__device__ __forceinline__ void LdMatrixX1Trans(uint32_t& r0, uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x1.trans.shared.b16 {%0}, [%1];\n"
+               : "=r"(r0)
+               : "r"(address));
+}
+
+__device__ __forceinline__ void LdMatrixX2Trans(uint32_t& r0, uint32_t& r1, uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x2.trans.shared.b16 {%0, %1}, [%2];\n"
+               : "=r"(r0), "=r"(r1)
+               : "r"(address));
+}
+
+__device__ __forceinline__ void LdMatrixX4Trans(uint32_t& r0, uint32_t& r1, uint32_t& r2,
+                                                uint32_t& r3, uint32_t address) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+               : "=r"(r0), "=r"(r1), "=r"(r2), "=r"(r3)
+               : "r"(address));
+}
+
+// --- cp.async ------------------------------------------------------------------------------
+
+// 16-byte global -> shared copy that bypasses L1 (.cg). When `valid` is false nothing is read
+// and the 16 destination bytes are zero-filled, which is how out-of-range rows and padding
+// entries become zeros without a branch around the copy; `global` must still be a mapped
+// address then (pass any in-bounds pointer).
+__device__ __forceinline__ void CpAsync16(uint32_t shared_address, const void* global, bool valid) {
+  const int src_bytes = valid ? 16 : 0;
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(shared_address),
+               "l"(global), "r"(src_bytes)
+               : "memory");
+}
+
+__device__ __forceinline__ void CpAsyncCommit() {
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+}
+
+// Waits until at most kPending of this thread's committed groups are still in flight. Only
+// the issuing thread's copies are covered: follow with a barrier before others read them.
+template <int kPending>
+__device__ __forceinline__ void CpAsyncWait() {
+  asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
+}
+
+// --- barriers ------------------------------------------------------------------------------
+
+// Named barrier over `threads` threads (a multiple of 32) of the block; id 0 is the one
+// __syncthreads uses, so sub-block groups should take ids 1..15.
+__device__ __forceinline__ void NamedBarrier(int id, int threads) {
+  asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+}  // namespace tc
+}  // namespace jbs
+
+#endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_TENSOR_CORE_CUH_
