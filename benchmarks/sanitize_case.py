@@ -1,21 +1,28 @@
-"""A small case of every kernel, for compute-sanitizer (memcheck, racecheck)."""
+"""A small case of every kernel path, for compute-sanitizer (memcheck, racecheck).
+
+Paths: tensor-core 16-bit (bf16), TF32 (float32 DEFAULT), 3xTF32 (float32 HIGHEST), and the SIMT
+kernels (float64); block sizes 8, 32 and 128; M small (tile tails) and M > 512 (split-M sampled).
+"""
 import numpy as np
 import jax
 import jax.numpy as jnp
 
 import jax_blocksparse as jbs
 
+jax.config.update("jax_enable_x64", True)
 rng = np.random.default_rng(0)
-for bs in jbs.SUPPORTED_BLOCK_SIZES:
-    for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
-        mask = rng.random((3, 2)) < 0.6
-        mask[0, 0] = True
-        layout = jbs.Layout(mask, bs)
-        C, N = layout.shape
-        x = jnp.asarray(rng.standard_normal((37, C)), dtype)
-        dy = jnp.asarray(rng.standard_normal((37, N)), dtype)
-        w = jnp.asarray(rng.standard_normal(layout.w_shape), dtype)
-        for precision in ("default", "highest"):
+cases = [(jnp.bfloat16, "default"), (jnp.float32, "default"), (jnp.float32, "highest"),
+         (jnp.float64, "highest")]
+for bs in (8, 32, 128):
+    for dtype, precision in cases:
+        for m in (37, 600):
+            mask = rng.random((3, 2)) < 0.6
+            mask[0, 0] = True
+            layout = jbs.Layout(mask, bs)
+            C, N = layout.shape
+            x = jnp.asarray(rng.standard_normal((m, C)), dtype)
+            dy = jnp.asarray(rng.standard_normal((m, N)), dtype)
+            w = jnp.asarray(rng.standard_normal(layout.w_shape), dtype)
             outs = (jbs.matmul(x, w, layout, precision=precision),
                     jbs.matmul_t(dy, w, layout, precision=precision),
                     jbs.sampled_matmul(x, dy, layout, precision=precision))
