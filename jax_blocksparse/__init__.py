@@ -4,6 +4,7 @@ from .api import matmul, matmul_t, sampled_matmul, BlocksparseMatMul
 from .conv import conv, conv_weight_shape, conv_dense_filter
 from .lowering import kernels_available, unavailable_reason
 from .shapes import SUPPORTED_DTYPES
+from . import patterns
 
 __version__ = "0.1.0"
 
@@ -13,6 +14,7 @@ __all__ = [
     "matmul_t",
     "sampled_matmul",
     "BlocksparseMatMul",
+    "patterns",
     "conv",
     "conv_weight_shape",
     "conv_dense_filter",
