@@ -13,39 +13,37 @@ def _finish(result, final_dtype, out_shape):
     return result if result.dtype == final_dtype else result.astype(final_dtype)
 
 
+def _dense_times_weight(where, bind, dense, dense_name, w, layout, transposed, precision,
+                        preferred_element_type):
+    """Shared body of ``matmul`` and ``matmul_t``: validate, flatten the leading dims, bind."""
+    shapes.check_layout(layout, where)
+    dense, w = jnp.asarray(dense), jnp.asarray(w)
+    rows, cols = layout.shape
+    features, out_features = (cols, rows) if transposed else (rows, cols)
+    meaning = "N = layout.shape[1]" if transposed else "C = layout.shape[0]"
+    shapes.check_features(where, dense_name, dense.shape, features, meaning)
+    shapes.check_weight(where, w.shape, layout)
+    dtype = shapes.common_dtype(where, **{dense_name: dense, "w": w})
+    kernel_dtype, final_dtype = shapes.result_dtypes(where, dtype, preferred_element_type)
+    m = shapes.leading_size(dense.shape)
+    out = bind(dense.reshape(1, m, features), w[None], layout=layout,
+               precision=shapes.normalize_precision(precision), out_dtype=kernel_dtype)
+    return _finish(out, final_dtype, (*dense.shape[:-1], out_features))
+
+
 def matmul(x, w, layout: Layout, *, precision=None, preferred_element_type=None):
     """``x @ W`` for the block-sparse ``W`` described by ``(w, layout)``.
 
     ``x`` has shape ``(..., C)``; the result has shape ``(..., N)``.
     """
-    where = "jax_blocksparse.matmul"
-    shapes.check_layout(layout, where)
-    x, w = jnp.asarray(x), jnp.asarray(w)
-    rows, cols = layout.shape
-    shapes.check_features(where, "x", x.shape, rows, "C = layout.shape[0]")
-    shapes.check_weight(where, w.shape, layout)
-    dtype = shapes.common_dtype(where, x=x, w=w)
-    kernel_dtype, final_dtype = shapes.result_dtypes(where, dtype, preferred_element_type)
-    m = shapes.leading_size(x.shape)
-    y = ops.bsmm(x.reshape(1, m, rows), w[None], layout=layout,
-                 precision=shapes.normalize_precision(precision), out_dtype=kernel_dtype)
-    return _finish(y, final_dtype, (*x.shape[:-1], cols))
+    return _dense_times_weight("jax_blocksparse.matmul", ops.bsmm, x, "x", w, layout, False,
+                               precision, preferred_element_type)
 
 
 def matmul_t(dy, w, layout: Layout, *, precision=None, preferred_element_type=None):
     """``dy @ W.T``: ``dy`` of shape ``(..., N)`` to ``(..., C)``."""
-    where = "jax_blocksparse.matmul_t"
-    shapes.check_layout(layout, where)
-    dy, w = jnp.asarray(dy), jnp.asarray(w)
-    rows, cols = layout.shape
-    shapes.check_features(where, "dy", dy.shape, cols, "N = layout.shape[1]")
-    shapes.check_weight(where, w.shape, layout)
-    dtype = shapes.common_dtype(where, dy=dy, w=w)
-    kernel_dtype, final_dtype = shapes.result_dtypes(where, dtype, preferred_element_type)
-    m = shapes.leading_size(dy.shape)
-    dx = ops.bsmm_t(dy.reshape(1, m, cols), w[None], layout=layout,
-                    precision=shapes.normalize_precision(precision), out_dtype=kernel_dtype)
-    return _finish(dx, final_dtype, (*dy.shape[:-1], rows))
+    return _dense_times_weight("jax_blocksparse.matmul_t", ops.bsmm_t, dy, "dy", w, layout, True,
+                               precision, preferred_element_type)
 
 
 def sampled_matmul(x, dy, layout: Layout, *, precision=None, preferred_element_type=None):
