@@ -1,4 +1,4 @@
-"""The Flax (NNX and Linen), Haiku and Equinox layers.
+"""The Flax (NNX and Linen), Haiku and Equinox layers (linear, convolution, LSTM cell).
 
 Each framework is optional: its tests skip when it is not installed. Every layer is checked for
 shapes, fan-in initialization, value and gradients against a dense float64 reference built from
@@ -40,6 +40,16 @@ class NNX:
         get = lambda s: (_value(s["kernel"]), _value(s["bias"]) if use_bias else None)
         return state, apply, get
 
+    def conv(self, layout, kernel_size, use_bias=True, param_dtype=jnp.float64, dtype=None, seed=0,
+             **conv_args):
+        module = self.layers.BlockSparseConv(layout, kernel_size, use_bias=use_bias,
+                                             param_dtype=param_dtype, dtype=dtype,
+                                             rngs=self.nnx.Rngs(seed), **conv_args)
+        graphdef, state = self._split(module)
+        apply = lambda state, x: self.nnx.merge(graphdef, state)(x)
+        get = lambda s: (_value(s["kernel"]), _value(s["bias"]) if use_bias else None)
+        return state, apply, get
+
     def lstm(self, n_in, layout, input_layout=None, param_dtype=jnp.float64, seed=0):
         module = self.layers.SparseLSTMCell(n_in, layout, input_layout=input_layout,
                                             param_dtype=param_dtype, rngs=self.nnx.Rngs(seed))
@@ -65,6 +75,15 @@ class Linen:
         module = self.layers.BlockSparseLinear(layout, use_bias=use_bias, param_dtype=param_dtype,
                                                dtype=dtype)
         params = module.init(jax.random.key(seed), jnp.zeros((1, layout.shape[0]), param_dtype))
+        get = lambda p: (p["params"]["kernel"], p["params"]["bias"] if use_bias else None)
+        return params, module.apply, get
+
+    def conv(self, layout, kernel_size, use_bias=True, param_dtype=jnp.float64, dtype=None, seed=0,
+             **conv_args):
+        module = self.layers.BlockSparseConv(layout, kernel_size, use_bias=use_bias,
+                                             param_dtype=param_dtype, dtype=dtype, **conv_args)
+        sample = jax.ShapeDtypeStruct(_conv_sample(layout, kernel_size, param_dtype).shape, param_dtype)
+        params = module.lazy_init(jax.random.key(seed), sample)  # no forward pass to compile
         get = lambda p: (p["params"]["kernel"], p["params"]["bias"] if use_bias else None)
         return params, module.apply, get
 
@@ -99,6 +118,17 @@ class Haiku:
                          p["block_sparse_linear"]["b"] if use_bias else None)
         return params, model.apply, get
 
+    def conv(self, layout, kernel_size, use_bias=True, param_dtype=jnp.float64, dtype=None, seed=0,
+             **conv_args):
+        hk, layers = self.hk, self.layers
+        model = hk.without_apply_rng(hk.transform(lambda x: layers.BlockSparseConv(
+            layout, kernel_size, with_bias=use_bias, param_dtype=param_dtype, dtype=dtype,
+            **conv_args)(x)))
+        params = model.init(jax.random.key(seed), _conv_sample(layout, kernel_size, param_dtype))
+        get = lambda p: (p["block_sparse_conv"]["w"],
+                         p["block_sparse_conv"]["b"] if use_bias else None)
+        return params, model.apply, get
+
     def lstm(self, n_in, layout, input_layout=None, param_dtype=jnp.float64, seed=0):
         hk, layers = self.hk, self.layers
 
@@ -128,6 +158,13 @@ class Equinox:
                                               dtype=dtype, key=jax.random.key(seed))
         return model, lambda m, x: m(x), lambda m: (m.weight, m.bias)
 
+    def conv(self, layout, kernel_size, use_bias=True, param_dtype=jnp.float64, dtype=None, seed=0,
+             **conv_args):
+        model = self.layers.BlockSparseConv(layout, kernel_size, use_bias=use_bias,
+                                            param_dtype=param_dtype, dtype=dtype,
+                                            key=jax.random.key(seed), **conv_args)
+        return model, lambda m, x: m(x), lambda m: (m.weight, m.bias)
+
     def lstm(self, n_in, layout, input_layout=None, param_dtype=jnp.float64, seed=0):
         model = self.layers.SparseLSTMCell(n_in, layout, input_layout=input_layout,
                                            param_dtype=param_dtype, key=jax.random.key(seed))
@@ -141,6 +178,11 @@ class Equinox:
 
 def _value(variable):
     return variable[...]  # an nnx.Variable, or an array
+
+
+def _conv_sample(layout, kernel_size, dtype):
+    """A zero ``(1, *spatial, C)`` input large enough for any kernel in these tests."""
+    return jnp.zeros((1, *(8,) * np.size(kernel_size), layout.shape[0]), dtype)
 
 
 @pytest.fixture(params=[NNX, Linen, Haiku, Equinox], ids=lambda a: a.name)
@@ -173,6 +215,31 @@ def dense_lstm_step(w_x, w_h, b, x, c, h, mask, input_mask=None):
     sig = lambda v: 1.0 / (1.0 + jnp.exp(-v))
     c = sig(f) * c + sig(i) * jnp.tanh(g)
     return c, sig(o) * jnp.tanh(c)
+
+
+def dense_conv_filter(mask, block_size, w):
+    """The dense ``(*kernel_size, C, K)`` HWIO filter from the blocks ``w`` of shape
+    ``(nnz, *kernel_size, bs, bs)`` (row-major over ``mask``), by jnp scatter."""
+    mask = np.asarray(mask, bool)
+    rows, cols = np.nonzero(mask)
+    r = rows[:, None, None] * block_size + np.arange(block_size)[None, :, None]
+    c = cols[:, None, None] * block_size + np.arange(block_size)[None, None, :]
+    shape = (len(rows), block_size, block_size)
+    taps = jnp.moveaxis(w, 0, -3)  # (*kernel_size, nnz, bs, bs)
+    dense = jnp.zeros((*w.shape[1:-2], mask.shape[0] * block_size, mask.shape[1] * block_size), w.dtype)
+    return dense.at[..., np.broadcast_to(r, shape), np.broadcast_to(c, shape)].set(taps)
+
+
+_CONV_DIMS = {1: ("NWC", "WIO", "NWC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
+
+
+def dense_conv(w, b, x, mask, strides=1, padding="SAME", dilation=1):
+    nd = x.ndim - 2
+    expand = lambda v: (v,) * nd if isinstance(v, int) else tuple(v)
+    y = jax.lax.conv_general_dilated(x, dense_conv_filter(mask, BS, w), expand(strides), padding,
+                                     rhs_dilation=expand(dilation), dimension_numbers=_CONV_DIMS[nd],
+                                     precision=jax.lax.Precision.HIGHEST)
+    return y if b is None else y + b
 
 
 def rect_mask():
@@ -318,6 +385,79 @@ def test_lstm_rejects_rectangular_layout(fw):
         fw.lstm(4, jbs.Layout(rect_mask(), BS))
 
 
+# -- BlockSparseConv -----------------------------------------------------------------------------
+CONV_CASES = {
+    "1d": dict(kernel_size=3, spatial=(11,), args=dict(dilation=2)),
+    "2d": dict(kernel_size=(3, 2), spatial=(7, 6), args=dict(strides=(2, 1), padding="VALID")),
+    "3d": dict(kernel_size=(2, 2, 2), spatial=(4, 5, 3),
+               args=dict(padding=((1, 0), (0, 1), (1, 1)), strides=(1, 2, 1))),
+}
+
+
+@pytest.mark.parametrize("case", list(CONV_CASES))
+def test_conv_shapes_values_grads(fw, rng, case):
+    cfg = CONV_CASES[case]
+    mask = rect_mask()
+    layout = jbs.Layout(mask, BS)
+    kernel_size = tuple(np.atleast_1d(cfg["kernel_size"]))
+    use_bias = case != "3d"
+    params, apply, get = fw.conv(layout, cfg["kernel_size"], use_bias=use_bias, **cfg["args"])
+    w, b = get(params)
+    assert w.shape == (layout.nnz, *kernel_size, BS, BS) == jbs.conv_weight_shape(layout, kernel_size)
+    assert w.dtype == jnp.float64
+    assert (b is None) == (not use_bias)
+    if use_bias:
+        assert b.shape == (layout.shape[1],)
+        params = jax.tree.map(lambda a: a + 0.1 if a.shape == b.shape else a, params)
+        w, b = get(params)
+    x = jnp.asarray(rng.standard_normal((2, *cfg["spatial"], layout.shape[0])))
+    ref, ref_vjp = jax.vjp(lambda w, b, x: dense_conv(w, b, x, mask, **cfg["args"]), w, b, x)
+    ct = jnp.asarray(rng.standard_normal(ref.shape))
+
+    @jax.jit
+    def forward_backward(p, x):  # one compilation for the value and the gradients
+        y, vjp = jax.vjp(apply, p, x)
+        return y, vjp(ct)
+
+    y, (g_params, g_x) = forward_backward(params, x)
+    assert y.shape == ref.shape and y.shape[-1] == layout.shape[1] and y.dtype == jnp.float64
+    np.testing.assert_allclose(y, ref, rtol=1e-12, atol=1e-12)
+    r_w, r_b, r_x = ref_vjp(ct)
+    g_w, g_b = get(g_params)
+    np.testing.assert_allclose(g_w, r_w, rtol=1e-10, atol=1e-10)
+    np.testing.assert_allclose(g_x, r_x, rtol=1e-10, atol=1e-10)
+    if use_bias:
+        np.testing.assert_allclose(g_b, r_b, rtol=1e-10, atol=1e-10)
+
+
+def test_conv_fan_in_init(fw):
+    layout = jbs.Layout(rect_mask(), BS)  # block-columns 3 and 4 get 3 and 1 input blocks
+    params, _, get = fw.conv(layout, (3, 2), param_dtype=jnp.float32, seed=3)
+    w, b = get(params)
+    w = np.asarray(w)
+    col = layout.coords[:, 1]
+    assert np.std(w[col == 3]) == pytest.approx(1 / np.sqrt(3 * BS * 6), rel=0.1)
+    assert np.std(w[col == 4]) == pytest.approx(1 / np.sqrt(1 * BS * 6), rel=0.15)
+    assert np.all(np.asarray(b) == 0)
+    np.testing.assert_array_equal(jbs_nn.conv_fan_in(layout, (3, 2))[::BS],
+                                  np.array([2, 0, 2, 3, 1]) * BS * 6)
+
+
+def test_conv_dtypes_and_batch_dims(fw, rng):
+    mask = rect_mask()
+    layout = jbs.Layout(mask, BS)
+    params, apply, get = fw.conv(layout, (3, 2), param_dtype=jnp.float32, dtype=jnp.bfloat16)
+    assert get(params)[0].dtype == jnp.float32
+    x = jnp.asarray(rng.standard_normal((2, 3, 5, 4, layout.shape[0])), jnp.float32)
+    y = jax.jit(apply)(params, x)  # two leading batch dims
+    assert y.shape == (2, 3, 5, 4, layout.shape[1]) and y.dtype == jnp.bfloat16
+    w, b = (jnp.asarray(a, jnp.float64) for a in get(params))
+    ref = dense_conv(w, b, jnp.asarray(x, jnp.float64).reshape(6, 5, 4, -1), mask).reshape(y.shape)
+    assert np.linalg.norm(np.asarray(y, np.float64) - ref) / np.linalg.norm(ref) < 2e-2
+    unbatched = jax.eval_shape(apply, params, x[0, 0])
+    assert unbatched.shape == (5, 4, layout.shape[1]) and unbatched.dtype == jnp.bfloat16
+
+
 # -- training and checkpointing --------------------------------------------------------------------
 def test_linear_optax_training_step(fw, rng):
     optax = pytest.importorskip("optax")
@@ -329,7 +469,13 @@ def test_linear_optax_training_step(fw, rng):
     y = x @ target_w * np.repeat(mask.any(axis=0), BS)  # reachable part of a dense target
 
     loss_fn = lambda p: jnp.mean((apply(p, x) - y) ** 2)
-    opt = optax.adam(3e-2)
+    params, first = fit(optax, params, loss_fn, 3e-2, 40)
+    assert float(loss_fn(params)) < 0.3 * float(first)
+
+
+def fit(optax, params, loss_fn, learning_rate, steps):
+    """``steps`` jit-compiled adam steps; returns the trained params and the first loss."""
+    opt = optax.adam(learning_rate)
 
     @jax.jit
     def train_step(p, state):
@@ -339,9 +485,25 @@ def test_linear_optax_training_step(fw, rng):
 
     state = opt.init(params)
     first = None
-    for _ in range(40):
+    for _ in range(steps):
         params, state, loss = train_step(params, state)
         first = loss if first is None else first
+    return params, first
+
+
+def test_conv_optax_training_step(fw, rng):
+    optax = pytest.importorskip("optax")
+    mask = rect_mask()
+    layout = jbs.Layout(mask, BS)
+    params, apply, _ = fw.conv(layout, (3, 2), param_dtype=jnp.float32)
+    x = jnp.asarray(rng.standard_normal((8, 6, 6, layout.shape[0])), jnp.float32)
+    target_w = jnp.asarray(rng.standard_normal((3, 2, *layout.shape)) * 0.1, jnp.float32)
+    y = jax.lax.conv_general_dilated(x, target_w, (1, 1), "SAME",
+                                     dimension_numbers=_CONV_DIMS[2])
+    y = y * np.repeat(mask.any(axis=0), BS)  # reachable part of a dense target
+
+    loss_fn = lambda p: jnp.mean((apply(p, x) - y) ** 2)
+    params, first = fit(optax, params, loss_fn, 3e-2, 40)
     assert float(loss_fn(params)) < 0.3 * float(first)
 
 
@@ -376,12 +538,23 @@ def test_lstm_optax_training_step(fw, rng):
 
 
 def test_orbax_round_trip(fw, rng, tmp_path):
-    ocp = pytest.importorskip("orbax.checkpoint")
     layout = jbs.Layout(rect_mask(), BS)
     params, apply, get = fw.linear(layout, param_dtype=jnp.float32, seed=5)
-    params = jax.tree.map(lambda a: a + 1.0, params)  # not the init values
     x = jnp.asarray(rng.standard_normal((3, layout.shape[0])), jnp.float32)
+    round_trip(params, apply, get, x, tmp_path)
 
+
+def test_conv_orbax_round_trip(fw, rng, tmp_path):
+    layout = jbs.Layout(rect_mask(), BS)
+    params, apply, get = fw.conv(layout, (3, 2), param_dtype=jnp.float32, seed=5, strides=2)
+    x = jnp.asarray(rng.standard_normal((2, 6, 5, layout.shape[0])), jnp.float32)
+    round_trip(params, apply, get, x, tmp_path)
+
+
+def round_trip(params, apply, get, x, tmp_path):
+    """Save ``params`` (shifted off their init values) with orbax, restore, compare."""
+    ocp = pytest.importorskip("orbax.checkpoint")
+    params = jax.tree.map(lambda a: a + 1.0, params)  # not the init values
     checkpointer = ocp.StandardCheckpointer()
     checkpointer.save(tmp_path / "ckpt", params)
     checkpointer.wait_until_finished()

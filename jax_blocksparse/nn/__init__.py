@@ -2,8 +2,8 @@
 
 The layers live in one submodule per framework, each imported only when asked for:
 
-* ``jax_blocksparse.nn.flax``: Flax NNX ``BlockSparseLinear``, ``SparseLSTMCell``
-  (Linen variants in ``jax_blocksparse.nn.flax.linen``);
+* ``jax_blocksparse.nn.flax``: Flax NNX ``BlockSparseLinear``, ``BlockSparseConv``,
+  ``SparseLSTMCell`` (Linen variants in ``jax_blocksparse.nn.flax.linen``);
 * ``jax_blocksparse.nn.haiku``: Haiku modules of the same names;
 * ``jax_blocksparse.nn.equinox``: Equinox modules of the same names.
 
@@ -13,6 +13,10 @@ initializers, the LSTM gate math) are what all three share, and work with plain 
 from ._common import (
     as_layout,
     column_fan_in,
+    conv_apply,
+    conv_fan_in,
+    conv_init,
+    conv_normal,
     dense_normal,
     check_lstm_layouts,
     gate_layout,
@@ -31,6 +35,10 @@ from ._common import (
 __all__ = [
     "as_layout",
     "column_fan_in",
+    "conv_apply",
+    "conv_fan_in",
+    "conv_init",
+    "conv_normal",
     "dense_normal",
     "check_lstm_layouts",
     "gate_layout",

@@ -6,12 +6,14 @@ create parameters (with these initializers) and call these apply functions.
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 
 from ..api import matmul
+from ..conv import conv, conv_weight_shape
 from ..layout import Layout
 
 
@@ -42,11 +44,16 @@ def sparse_normal(key, layout: Layout, dtype=jnp.float32, *, fan_in=None, gain: 
     Columns without inputs count as fan-in 1.
     """
     fan_in = column_fan_in(layout) if fan_in is None else np.broadcast_to(fan_in, (layout.shape[1],))
-    cols = layout.coords[:, 1] * layout.block_size
-    block_fan_in = fan_in[cols[:, None] + np.arange(layout.block_size)]  # (nnz, bs): each block's columns
-    scale = gain / np.sqrt(np.maximum(block_fan_in, 1))
+    scale = _block_column_scale(layout, fan_in, gain)
     w = jax.random.normal(key, layout.w_shape, jnp.float32) * jnp.asarray(scale[:, None, :], jnp.float32)
     return w.astype(dtype)
+
+
+def _block_column_scale(layout: Layout, fan_in, gain: float) -> np.ndarray:
+    """``(nnz, bs)``: ``gain / sqrt(fan_in)`` of each block's output columns (fan-in 0 counts as 1)."""
+    cols = layout.coords[:, 1] * layout.block_size
+    block_fan_in = np.asarray(fan_in)[cols[:, None] + np.arange(layout.block_size)]
+    return gain / np.sqrt(np.maximum(block_fan_in, 1))
 
 
 def dense_normal(key, shape, dtype=jnp.float32, *, fan_in=None, gain: float = 1.0):
@@ -79,6 +86,67 @@ def linear_init(key, layout: Layout, param_dtype=jnp.float32, use_bias: bool = T
     w = sparse_normal(key, layout, param_dtype)
     b = jnp.zeros((layout.shape[1],), param_dtype) if use_bias else None
     return w, b
+
+
+# -- BlockSparseConv -----------------------------------------------------------------------------
+def conv_kernel_size(kernel_size) -> tuple:
+    """``kernel_size`` as a tuple of 1 to 3 positive ints; a bare int means a 1-D kernel."""
+    ks = tuple(int(k) for k in np.atleast_1d(kernel_size))
+    if not 1 <= len(ks) <= 3 or any(k < 1 for k in ks) or np.ndim(kernel_size) > 1:
+        raise ValueError(f"BlockSparseConv: kernel_size must be 1 to 3 positive ints; got {kernel_size!r}")
+    return ks
+
+
+def conv_padding(padding):
+    """``padding`` in a hashable form: the string, or a tuple of ``(lo, hi)`` int pairs."""
+    if isinstance(padding, str):
+        return padding
+    return tuple((int(lo), int(hi)) for lo, hi in padding)
+
+
+def conv_fan_in(layout: Layout, kernel_size) -> np.ndarray:
+    """``(K,)`` true fan-in of each output channel: non-zero input blocks reaching its
+    block-column * block_size * prod(kernel_size)."""
+    return column_fan_in(layout) * math.prod(conv_kernel_size(kernel_size))
+
+
+def conv_normal(key, layout: Layout, kernel_size, dtype=jnp.float32, *, gain: float = 1.0):
+    """Normal filter blocks of shape ``conv_weight_shape(layout, kernel_size)``, with std
+    ``gain / sqrt(fan_in)`` per output channel (:func:`conv_fan_in`)."""
+    kernel_size = conv_kernel_size(kernel_size)
+    scale = _block_column_scale(layout, conv_fan_in(layout, kernel_size), gain)  # (nnz, bs)
+    scale = scale.reshape(layout.nnz, *(1,) * (len(kernel_size) + 1), layout.block_size)
+    w = jax.random.normal(key, conv_weight_shape(layout, kernel_size), jnp.float32)
+    return (w * jnp.asarray(scale, jnp.float32)).astype(dtype)
+
+
+def conv_init(key, layout: Layout, kernel_size, param_dtype=jnp.float32, use_bias: bool = True):
+    """``(w, b)``: fan-in-scaled normal filter blocks and a zero ``(K,)`` bias (or ``None``)."""
+    w = conv_normal(key, layout, kernel_size, param_dtype)
+    b = jnp.zeros((layout.shape[1],), param_dtype) if use_bias else None
+    return w, b
+
+
+def conv_apply(x, w, b, layout: Layout, *, strides=1, padding="SAME", dilation=1, dtype=None,
+               precision=None):
+    """:func:`jax_blocksparse.conv` plus bias, operands cast to the compute dtype first.
+
+    ``x`` is ``(*batch, *spatial, C)`` with ``w.ndim - 3`` spatial dimensions and any number of
+    leading batch dimensions (none included); they are flattened into one for the convolution.
+    """
+    dtype = compute_dtype(dtype, x, w, b)
+    x, w = jnp.asarray(x, dtype), jnp.asarray(w, dtype)
+    nd = w.ndim - 3
+    if x.ndim < nd + 1:
+        raise ValueError(f"BlockSparseConv: a {nd}-D kernel needs inputs (*batch, {nd} spatial, C); "
+                         f"got shape {x.shape}")
+    batch = x.shape[:x.ndim - nd - 1]
+    y = conv(x.reshape(-1, *x.shape[len(batch):]), w, layout, strides=strides,
+             padding=conv_padding(padding), dilation=dilation, precision=precision)
+    y = y.reshape(*batch, *y.shape[1:])
+    if b is not None:
+        y = y + jnp.asarray(b, dtype)
+    return y
 
 
 # -- SparseLSTMCell ------------------------------------------------------------------------------

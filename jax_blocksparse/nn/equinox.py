@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from . import _common
 from ..layout import Layout
 
-__all__ = ["BlockSparseLinear", "SparseLSTMCell"]
+__all__ = ["BlockSparseLinear", "BlockSparseConv", "SparseLSTMCell"]
 
 
 class BlockSparseLinear(eqx.Module):
@@ -41,6 +41,48 @@ class BlockSparseLinear(eqx.Module):
     def __call__(self, x, *, key=None):
         return _common.linear_apply(x, self.weight, self.bias, self.layout, dtype=self.dtype,
                                     precision=self.precision)
+
+
+class BlockSparseConv(eqx.Module):
+    """Convolution whose filter is block-sparse over (input, output) channels, dense over space.
+
+    ``layout`` is a ``(C, K)`` Layout, or a block mask with ``block_size``; ``kernel_size`` is 1 to
+    3 ints (a bare int is a 1-D kernel); ``strides``, ``padding``, ``dilation`` as
+    :func:`jax_blocksparse.conv`. Inputs are channels last, ``(*batch, *spatial, C)``, with any
+    number of leading batch dims (none included), so no vmap is needed. ``weight``
+    (``conv_weight_shape(layout, kernel_size)``) starts normal with std ``1 / sqrt(fan_in)`` per
+    output channel (true fan-in * prod(kernel_size)); ``bias`` (``(K,)``) starts at zero.
+    """
+
+    weight: jax.Array
+    bias: jax.Array | None
+    layout: Layout = eqx.field(static=True)
+    kernel_size: tuple = eqx.field(static=True)
+    strides: Any = eqx.field(static=True)
+    padding: Any = eqx.field(static=True)
+    dilation: Any = eqx.field(static=True)
+    dtype: Any = eqx.field(static=True)
+    precision: Any = eqx.field(static=True)
+
+    def __init__(self, layout, kernel_size, *, block_size: int | None = None, strides=1,
+                 padding="SAME", dilation=1, use_bias: bool = True, dtype=None,
+                 param_dtype=jnp.float32, precision=None, key):
+        self.layout = _common.as_layout(layout, block_size)
+        self.kernel_size = _common.conv_kernel_size(kernel_size)
+        self.strides, self.padding = _hashable(strides), _common.conv_padding(padding)
+        self.dilation = _hashable(dilation)
+        self.weight, self.bias = _common.conv_init(key, self.layout, self.kernel_size, param_dtype,
+                                                   use_bias)
+        self.dtype, self.precision = dtype, precision
+
+    def __call__(self, x, *, key=None):
+        return _common.conv_apply(x, self.weight, self.bias, self.layout, strides=self.strides,
+                                  padding=self.padding, dilation=self.dilation, dtype=self.dtype,
+                                  precision=self.precision)
+
+
+def _hashable(value):
+    return value if isinstance(value, int) else tuple(int(v) for v in value)
 
 
 class SparseLSTMCell(eqx.Module):

@@ -12,8 +12,9 @@ import haiku as hk
 import jax.numpy as jnp
 
 from . import _common
+from ..conv import conv_weight_shape
 
-__all__ = ["BlockSparseLinear", "SparseLSTMCell"]
+__all__ = ["BlockSparseLinear", "BlockSparseConv", "SparseLSTMCell"]
 
 
 class BlockSparseLinear(hk.Module):
@@ -40,6 +41,40 @@ class BlockSparseLinear(hk.Module):
         b = (hk.get_parameter("b", (self.layout.shape[1],), self.param_dtype, init=self.b_init)
              if self.with_bias else None)
         return _common.linear_apply(x, w, b, self.layout, dtype=self.dtype, precision=self.precision)
+
+
+class BlockSparseConv(hk.Module):
+    """Convolution whose filter is block-sparse over (input, output) channels, dense over space;
+    inputs ``(*batch, *spatial, C)``, channels last.
+
+    ``layout`` is a ``(C, K)`` Layout, or a block mask with ``block_size``; ``kernel_size`` is 1 to
+    3 ints (a bare int is a 1-D kernel); ``strides``, ``padding``, ``dilation`` as
+    :func:`jax_blocksparse.conv`. ``w`` (``conv_weight_shape(layout, kernel_size)``) starts normal
+    with std ``1 / sqrt(fan_in)`` per output channel (true fan-in * prod(kernel_size)) unless
+    ``w_init`` is given (a Haiku initializer called with ``(shape, param_dtype)``).
+    """
+
+    def __init__(self, layout, kernel_size, block_size: int | None = None, strides=1,
+                 padding="SAME", dilation=1, with_bias: bool = True, dtype=None,
+                 param_dtype=jnp.float32, precision=None, w_init=None, b_init=None,
+                 name: str | None = None):
+        super().__init__(name=name)
+        self.layout = _common.as_layout(layout, block_size)
+        self.kernel_size = _common.conv_kernel_size(kernel_size)
+        self.strides, self.padding, self.dilation = strides, _common.conv_padding(padding), dilation
+        self.with_bias = with_bias
+        self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
+        self.w_init = w_init or (lambda shape, dtype: _common.conv_normal(
+            hk.next_rng_key(), self.layout, self.kernel_size, dtype))
+        self.b_init = b_init or jnp.zeros
+
+    def __call__(self, x):
+        w = hk.get_parameter("w", conv_weight_shape(self.layout, self.kernel_size),
+                             self.param_dtype, init=self.w_init)
+        b = (hk.get_parameter("b", (self.layout.shape[1],), self.param_dtype, init=self.b_init)
+             if self.with_bias else None)
+        return _common.conv_apply(x, w, b, self.layout, strides=self.strides, padding=self.padding,
+                                  dilation=self.dilation, dtype=self.dtype, precision=self.precision)
 
 
 class SparseLSTMCell(hk.RNNCore):

@@ -17,7 +17,7 @@ from flax import nnx
 from .. import _common
 from ...layout import Layout
 
-__all__ = ["BlockSparseLinear", "SparseLSTMCell"]
+__all__ = ["BlockSparseLinear", "BlockSparseConv", "SparseLSTMCell"]
 
 
 class BlockSparseLinear(nnx.Module):
@@ -46,6 +46,44 @@ class BlockSparseLinear(nnx.Module):
         bias = None if self.bias is None else self.bias[...]
         return _common.linear_apply(x, self.kernel[...], bias, self.layout,
                                     dtype=self.dtype, precision=self.precision)
+
+
+class BlockSparseConv(nnx.Module):
+    """Convolution whose filter is block-sparse over (input, output) channels, dense over space.
+
+    ``y = jax_blocksparse.conv(x, kernel, layout, ...) + bias`` for ``x`` of shape
+    ``(*batch, *spatial, C)`` (channels last, any number of leading batch dims).
+
+    Args:
+      layout: a :class:`~jax_blocksparse.Layout` of shape ``(C, K)``, or a boolean block mask
+        with ``block_size``.
+      kernel_size: 1 to 3 ints (a bare int is a 1-D kernel), one per spatial dimension.
+      strides, padding, dilation: as :func:`jax_blocksparse.conv` (``"SAME"``, ``"VALID"`` or
+        ``((lo, hi), ...)`` padding; ``dilation`` is the filter dilation).
+      use_bias: add a ``(K,)`` bias (zeros at init).
+      dtype, param_dtype, precision: as :class:`BlockSparseLinear`.
+      rngs: ``nnx.Rngs``; ``kernel`` (shape ``conv_weight_shape(layout, kernel_size)``) is normal
+        with std ``1 / sqrt(fan_in)`` per output channel, ``fan_in`` = non-zero input blocks
+        reaching its block-column * block_size * prod(kernel_size).
+    """
+
+    def __init__(self, layout, kernel_size, *, block_size: int | None = None, strides=1,
+                 padding="SAME", dilation=1, use_bias: bool = True, dtype=None,
+                 param_dtype=jnp.float32, precision=None, rngs: nnx.Rngs):
+        self.layout: Layout = _common.as_layout(layout, block_size)
+        self.in_features, self.out_features = self.layout.shape
+        self.kernel_size = _common.conv_kernel_size(kernel_size)
+        self.strides, self.padding, self.dilation = strides, _common.conv_padding(padding), dilation
+        self.dtype, self.param_dtype, self.precision = dtype, param_dtype, precision
+        w, b = _common.conv_init(rngs.params(), self.layout, self.kernel_size, param_dtype, use_bias)
+        self.kernel = nnx.Param(w)
+        self.bias = nnx.Param(b) if use_bias else None
+
+    def __call__(self, x):
+        bias = None if self.bias is None else self.bias[...]
+        return _common.conv_apply(x, self.kernel[...], bias, self.layout, strides=self.strides,
+                                  padding=self.padding, dilation=self.dilation, dtype=self.dtype,
+                                  precision=self.precision)
 
 
 class SparseLSTMCell(nnx.Module):

@@ -13,7 +13,7 @@ import flax.linen as nn
 
 from .. import _common
 
-__all__ = ["BlockSparseLinear", "SparseLSTMCell"]
+__all__ = ["BlockSparseLinear", "BlockSparseConv", "SparseLSTMCell"]
 
 
 class BlockSparseLinear(nn.Module):
@@ -36,6 +36,36 @@ class BlockSparseLinear(nn.Module):
                 if self.use_bias else None)
         return _common.linear_apply(x, kernel, bias, layout, dtype=self.dtype,
                                     precision=self.precision)
+
+
+class BlockSparseConv(nn.Module):
+    """Convolution with a filter block-sparse over channels (see
+    ``jax_blocksparse.nn.flax.BlockSparseConv``); inputs ``(*batch, *spatial, C)``. Parameters
+    ``kernel`` (``conv_weight_shape(layout, kernel_size)``) and ``bias`` (``(K,)``). The kernel is
+    normal with std ``1 / sqrt(fan_in)`` per output channel (true fan-in * prod(kernel_size))."""
+
+    layout: Any
+    kernel_size: Any
+    block_size: int | None = None
+    strides: Any = 1
+    padding: Any = "SAME"
+    dilation: Any = 1
+    use_bias: bool = True
+    dtype: Any = None
+    param_dtype: Any = jnp.float32
+    precision: Any = None
+
+    @nn.compact
+    def __call__(self, x):
+        layout = _common.as_layout(self.layout, self.block_size)
+        kernel_size = _common.conv_kernel_size(self.kernel_size)
+        kernel = self.param("kernel", lambda key: _common.conv_normal(
+            key, layout, kernel_size, self.param_dtype))
+        bias = (self.param("bias", lambda key: jnp.zeros((layout.shape[1],), self.param_dtype))
+                if self.use_bias else None)
+        return _common.conv_apply(x, kernel, bias, layout, strides=self.strides,
+                                  padding=self.padding, dilation=self.dilation, dtype=self.dtype,
+                                  precision=self.precision)
 
 
 class SparseLSTMCell(nn.RNNCellBase):
