@@ -11,8 +11,6 @@ import datetime
 import json
 import os
 import re
-import statistics
-import time
 
 import numpy as np
 import jax
@@ -20,6 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 import jax_blocksparse as jbs  # the installed package: run from the repo root only after pip install
+from jax_blocksparse.timing import median_seconds
 
 STEPS = 16
 
@@ -37,16 +36,6 @@ def watts_strogatz_mask(blocks, density, seed=0):
     mask = nx.to_numpy_array(nx.watts_strogatz_graph(blocks, k, 0.2, seed=seed), dtype=bool)
     np.fill_diagonal(mask, True)
     return mask
-
-
-def median_seconds(fn, *args, repeats=15):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def chain_square(product):

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 
 import numpy as np
 import jax
@@ -34,6 +33,7 @@ except ImportError:
     sys.exit("this example needs optax: pip install optax")
 
 import jax_blocksparse as jbs
+from jax_blocksparse.timing import median_seconds
 from jax_blocksparse import patterns
 
 
@@ -79,16 +79,6 @@ def train(params, layouts, data, steps, lr, batch, seed, name):
 
 def accuracy(params, layouts, x, y):
     return float(np.mean(np.asarray(jnp.argmax(forward(params, x, layouts), -1)) == y))
-
-
-def median_time(fn, *args, repeats=30):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def count(params, layouts):
@@ -142,8 +132,8 @@ def main():
     acc_finetuned = accuracy(sparse_params, sparse_layouts, x_test, y_test)
 
     xb = jnp.asarray(np.resize(x_test, (args.infer_batch, 64)))
-    t_dense = median_time(jax.jit(lambda p, x: forward(p, x, dense_layouts)), params, xb)
-    t_sparse = median_time(jax.jit(lambda p, x: forward(p, x, sparse_layouts)), sparse_params, xb)
+    t_dense = median_seconds(jax.jit(lambda p, x: forward(p, x, dense_layouts)), params, xb)
+    t_sparse = median_seconds(jax.jit(lambda p, x: forward(p, x, sparse_layouts)), sparse_params, xb)
     hidden_layout = sparse_layouts[1]
     print(f"\npruned layers: {H}x{H}, block size {args.block_size}, kept {hidden_layout.nnz} of "
           f"{hidden_layout.mask.size} blocks (density {hidden_layout.density:.3f})")

@@ -6,23 +6,13 @@ Prints the result, checks it against the dense product, and times it against
 dense ``jnp.dot`` on the current default device (CPU or GPU).
 """
 import argparse
-import time
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 
 from jax_blocksparse import BlocksparseMatMul
-
-
-def median_time(fn, *args, repeats=20):
-    jax.block_until_ready(fn(*args))  # compile and warm up
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
+from jax_blocksparse.timing import median_seconds
 
 
 def main():
@@ -60,8 +50,8 @@ def main():
     print(f"relative error vs dense: {error:.2e} ({'OK' if error < tolerance else 'MISMATCH'})")
 
     device = jax.devices()[0]
-    sparse_s = median_time(y_fn, x, w)
-    dense_s = median_time(dense_fn, x, dense_w)
+    sparse_s = median_seconds(y_fn, x, w)
+    dense_s = median_seconds(dense_fn, x, dense_w)
     print(f"device: {device.device_kind} ({device.platform})")
     print(f"layout: {bsmm.layout}")
     print(f"block-sparse: {sparse_s * 1e6:9.1f} us | dense jnp.dot: {dense_s * 1e6:9.1f} us | "

@@ -262,9 +262,9 @@ def main():
     sparse_params = count(nnx.state(sparse, nnx.Param))
     path_length = patterns.average_path_length(layout.mask)
     if abs(sparse_params - dense_params) > 0.1 * dense_params:
-        print(f"warning: no layout within 10% of the dense parameter count; the embedding, input "
-              f"projection and readout of the wide model alone cost a lot: lower --width-factor "
-              f"or --embed, or raise --hidden")
+        print("warning: no layout within 10% of the dense parameter count; the embedding, input "
+              "projection and readout of the wide model alone cost a lot: lower --width-factor "
+              "or --embed, or raise --hidden")
     print(f"dense : width {args.hidden}, {dense_params:,} params")
     print(f"sparse: width {layout.shape[0]}, {sparse_params:,} params, recurrent layout "
           f"{args.pattern} {layout.grid_shape[0]}x{layout.grid_shape[1]} blocks of {args.block_size}, "

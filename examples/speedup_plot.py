@@ -12,24 +12,14 @@ the plot is labelled CPU). Times are medians of ``--repeats`` calls after a warm
 from __future__ import annotations
 
 import argparse
-import time
 
 import numpy as np
 import jax
 import jax.numpy as jnp
 
 import jax_blocksparse as jbs
+from jax_blocksparse.timing import median_seconds
 from jax_blocksparse import patterns
-
-
-def median_time(fn, *args, repeats):
-    jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - start)
-    return float(np.median(times))
 
 
 def main():
@@ -69,8 +59,8 @@ def main():
             W = layout.todense(w)
             sparse_fn = jax.jit(lambda x, w, layout=layout: jbs.matmul(x, w, layout))
             if t_dense is None:  # the dense product's time does not depend on the zeros
-                t_dense = median_time(dense_fn, x, W, repeats=repeats)
-            t_sparse = median_time(sparse_fn, x, w, repeats=repeats)
+                t_dense = median_seconds(dense_fn, x, W, repeats=repeats)
+            t_sparse = median_seconds(sparse_fn, x, w, repeats=repeats)
             results[name].append((sparsity, t_dense, t_sparse))
             done += 1
             bar = "#" * int(30 * done / total)
