@@ -2,17 +2,30 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "xla_ffi/common/float_conversions.h"
 
+// Performance notes.
+// * Portable: plain C++ loops with compile-time trip counts (block size is a template
+//   parameter), written so that an SSE2-only build auto-vectorises them; no intrinsics, no
+//   -march flags, no threads.
+// * Register tiling: each micro-kernel keeps an MR x NR accumulator tile in a local array (which
+//   the compiler keeps in vector registers) for a whole reduction, instead of streaming the
+//   accumulator row through memory once per product.
+// * Bitwise determinism and order: every output element is accumulated one product at a time, in
+//   the order fixed by the tables (bsmm: entries e ascending, then t = 0..bs-1 ascending; sampled:
+//   rows m = 0..M-1 ascending), starting from +0. Chunking only splits that sequence; a chunk
+//   resumes from the exact partial sum the previous one stored. So results do not depend on tile
+//   sizes, chunking or the vector width the compiler picks.
+// * Inputs are widened (16-bit -> float) or copied once per tile into contiguous scratch panels,
+//   never converted per multiply; transposed weight blocks are transposed once into scratch so the
+//   inner loop always walks contiguous output columns. Only untransposed float/double weight
+//   blocks (already contiguous) are read in place.
+
 namespace jbs::cpu {
 namespace {
-
-// Rows of M handled per pass. A chunk's accumulator (rows x bs) plus the widened a tile stay in
-// L1/L2 even at bs = 128, while the per-entry cost of widening the w block is amortised over
-// this many rows.
-constexpr int64_t kRowChunk = 32;
 
 inline float Widen(float v) { return v; }
 inline double Widen(double v) { return v; }
@@ -24,119 +37,259 @@ inline void Narrow(double v, double* dst) { *dst = v; }
 inline void Narrow(float v, Bf16Bits* dst) { dst->bits = FloatToBf16Bits(v); }
 inline void Narrow(float v, F16Bits* dst) { dst->bits = FloatToF16Bits(v); }
 
-// Copies a rows x cols window of a strided row-major buffer into a dense accumulator-typed tile,
-// so the inner loops run on contiguous, already-widened data.
-template <typename In, typename Acc>
-void LoadTile(const In* src, int64_t src_stride, int64_t rows, int64_t cols, Acc* dst) {
-  for (int64_t r = 0; r < rows; ++r) {
-    const In* src_row = src + r * src_stride;
-    Acc* dst_row = dst + r * cols;
-    for (int64_t c = 0; c < cols; ++c) dst_row[c] = Widen(src_row[c]);
-  }
+// Short SIMD vectors. GCC/Clang vector extensions lower to SSE2 on a baseline x86-64 build (and
+// to NEON etc. elsewhere) without intrinsics or -march flags; other compilers get a plain
+// array with the same interface, which they may vectorise themselves. Elementwise arithmetic is
+// IEEE, identical to the scalar expression, so the lane width never changes a result.
+#if defined(__GNUC__) || defined(__clang__)
+template <typename T>
+struct VecOf {
+  typedef T type __attribute__((vector_size(16)));
+};
+template <typename T>
+using Vec = typename VecOf<T>::type;
+template <typename T>
+inline Vec<T> LoadVec(const T* p) {
+  Vec<T> v;
+  __builtin_memcpy(&v, p, sizeof(v));
+  return v;
 }
-
-// Loads op(w) for one bs x bs block as tile[t * bs + c] = op(w)[t, c], transposing if needed so
-// the matmul's inner loop always walks tile rows contiguously.
-template <typename In, typename Acc>
-void LoadWeightTile(const In* block, int64_t bs, bool transpose, Acc* tile) {
-  if (!transpose) {
-    LoadTile(block, bs, bs, bs, tile);
-    return;
-  }
-  for (int64_t t = 0; t < bs; ++t) {
-    for (int64_t c = 0; c < bs; ++c) tile[t * bs + c] = Widen(block[c * bs + t]);
-  }
+template <typename T>
+inline void StoreVec(T* p, Vec<T> v) {
+  __builtin_memcpy(p, &v, sizeof(v));
 }
-
-template <typename Acc, typename Out>
-void StoreTile(const Acc* tile, int64_t rows, int64_t cols, Out* dst, int64_t dst_stride) {
-  for (int64_t r = 0; r < rows; ++r) {
-    for (int64_t c = 0; c < cols; ++c) Narrow(tile[r * cols + c], dst + r * dst_stride + c);
+inline Vec<float> Broadcast(float x) { return Vec<float>{x, x, x, x}; }
+inline Vec<double> Broadcast(double x) { return Vec<double>{x, x}; }
+#else
+template <typename T>
+struct Vec {
+  static constexpr int kLanes = 16 / sizeof(T);
+  T v[kLanes];
+  Vec& operator+=(const Vec& o) {
+    for (int l = 0; l < kLanes; ++l) v[l] += o.v[l];
+    return *this;
   }
+  friend Vec operator*(const Vec& a, const Vec& b) {
+    Vec r;
+    for (int l = 0; l < kLanes; ++l) r.v[l] = a.v[l] * b.v[l];
+    return r;
+  }
+};
+template <typename T>
+inline Vec<T> LoadVec(const T* p) {
+  Vec<T> r;
+  for (int l = 0; l < Vec<T>::kLanes; ++l) r.v[l] = p[l];
+  return r;
 }
+template <typename T>
+inline void StoreVec(T* p, Vec<T> v) {
+  for (int l = 0; l < Vec<T>::kLanes; ++l) p[l] = v.v[l];
+}
+template <typename T>
+inline Vec<T> Broadcast(T x) {
+  Vec<T> r;
+  for (int l = 0; l < Vec<T>::kLanes; ++l) r.v[l] = x;
+  return r;
+}
+#endif
 
-// acc[r, :] += x_row(r) @ y, where x_row has `depth` entries and y is depth x width.
-// Four depth steps are fused per sweep so each accumulator element is loaded/stored once per
-// four products; the additions are still applied one product at a time in increasing depth
-// order, so the result is identical to the naive loop. bs is a multiple of 8, hence no tail.
+template <typename T>
+constexpr int kLanes = 16 / sizeof(T);
+
+// Register tile: MR rows x NV vectors (NR = NV * lanes columns) of the output block: 8 vector
+// accumulators plus 2 operand vectors and a broadcast fit the 16 SSE2 registers.
 template <typename Acc>
-inline void AccumulateRow(Acc x0, Acc x1, Acc x2, Acc x3, const Acc* __restrict y0,
-                          const Acc* __restrict y1, const Acc* __restrict y2,
-                          const Acc* __restrict y3, int64_t width, Acc* __restrict acc) {
-  for (int64_t c = 0; c < width; ++c) {
-    Acc sum = acc[c];
-    sum += x0 * y0[c];
-    sum += x1 * y1[c];
-    sum += x2 * y2[c];
-    sum += x3 * y3[c];
-    acc[c] = sum;
+struct Tile {
+  static constexpr int kRows = 4;  // MR
+  static constexpr int kVecs = 2;  // NV
+};
+
+// Rows of M per pass of the block-sparse product: bounds the accumulator and widened-input
+// scratch while amortising each (re)packed weight block over this many rows.
+constexpr int64_t kRowChunk = 64;
+// Rows of M per pass of the sampled product (bounds the widened 16-bit scratch).
+constexpr int64_t kSampledRowChunk = 256;
+// Packed (widened or transposed) weight scratch per entry chunk, in elements.
+constexpr int64_t kWeightScratch = 16384;
+// Reduction depth per entry chunk (bounds the widened activation scratch).
+constexpr int64_t kMaxChunkDepth = 1024;
+
+// c[i, j] (+)= sum over segments s, t = 0..BS-1 of a_s[i * lda + t] * w_s[t * BS + j]
+// for i < R, j < NV * lanes. `a_s = a_base[s] + a_off`, `w_s = w_base[s] + w_off`; c has row
+// stride BS. Products are added one at a time in (s, t) order.
+template <typename Acc, int BS, int R, int NV>
+inline void BsmmMicroKernel(int64_t n_seg, const Acc* const* a_base, int64_t a_off, int64_t lda,
+                            const Acc* const* w_base, int64_t w_off, bool init, Acc* c) {
+  constexpr int L = kLanes<Acc>;
+  Vec<Acc> acc[R][NV];
+  for (int i = 0; i < R; ++i) {
+    for (int v = 0; v < NV; ++v) acc[i][v] = init ? Vec<Acc>{} : LoadVec(c + i * BS + v * L);
+  }
+  for (int64_t s = 0; s < n_seg; ++s) {
+    const Acc* a = a_base[s] + a_off;
+    const Acc* w = w_base[s] + w_off;
+#pragma GCC unroll 2
+    for (int t = 0; t < BS; ++t) {
+      Vec<Acc> w_row[NV];
+      for (int v = 0; v < NV; ++v) w_row[v] = LoadVec(w + t * BS + v * L);
+      for (int i = 0; i < R; ++i) {
+        const Vec<Acc> x = Broadcast(a[i * lda + t]);
+        for (int v = 0; v < NV; ++v) acc[i][v] += x * w_row[v];
+      }
+    }
+  }
+  for (int i = 0; i < R; ++i) {
+    for (int v = 0; v < NV; ++v) StoreVec(c + i * BS + v * L, acc[i][v]);
   }
 }
 
-template <typename Acc>
-inline void AccumulateRow(Acc x0, const Acc* __restrict y0, int64_t width, Acc* __restrict acc) {
-  for (int64_t c = 0; c < width; ++c) acc[c] += x0 * y0[c];
+// c[i, j] (+)= sum_{m < rows} a[m * lda + i] * b[m * ldb + j] for i < MR, j < NV * lanes; c row
+// stride BS. Products are added one at a time in increasing m.
+template <typename Acc, int BS, int MR, int NV>
+inline void SampledMicroKernel(int64_t rows, const Acc* a, int64_t lda, const Acc* b,
+                               int64_t ldb, bool init, Acc* c) {
+  constexpr int L = kLanes<Acc>;
+  Vec<Acc> acc[MR][NV];
+  for (int i = 0; i < MR; ++i) {
+    for (int v = 0; v < NV; ++v) acc[i][v] = init ? Vec<Acc>{} : LoadVec(c + i * BS + v * L);
+  }
+#pragma GCC unroll 2
+  for (int64_t m = 0; m < rows; ++m) {
+    const Acc* a_row = a + m * lda;
+    Vec<Acc> b_row[NV];
+    for (int v = 0; v < NV; ++v) b_row[v] = LoadVec(b + m * ldb + v * L);
+    for (int i = 0; i < MR; ++i) {
+      const Vec<Acc> x = Broadcast(a_row[i]);
+      for (int v = 0; v < NV; ++v) acc[i][v] += x * b_row[v];
+    }
+  }
+  for (int i = 0; i < MR; ++i) {
+    for (int v = 0; v < NV; ++v) StoreVec(c + i * BS + v * L, acc[i][v]);
+  }
 }
 
-}  // namespace
+// Widens a rows x BS window of a strided buffer into dst (row stride dst_stride).
+template <int BS, typename In, typename Acc>
+inline void WidenRows(const In* src, int64_t src_stride, int64_t rows, Acc* dst,
+                      int64_t dst_stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const In* __restrict s = src + r * src_stride;
+    Acc* __restrict d = dst + r * dst_stride;
+    for (int c = 0; c < BS; ++c) d[c] = Widen(s[c]);
+  }
+}
 
-template <typename In, typename Out>
-void BlockSparseMatmul(const In* a, const In* w, const int32_t* offsets, const int32_t* entries,
-                       Out* out, const BsmmShape& shape) {
+template <int BS, typename Acc, typename Out>
+inline void StoreRows(const Acc* acc, int64_t rows, Out* dst, int64_t dst_stride) {
+  for (int64_t r = 0; r < rows; ++r) {
+    const Acc* __restrict s = acc + r * BS;
+    Out* __restrict d = dst + r * dst_stride;
+    for (int c = 0; c < BS; ++c) Narrow(s[c], d + c);
+  }
+}
+
+template <typename In, typename Out, int BS>
+void BsmmImpl(const In* a, const In* w, const int32_t* offsets, const int32_t* entries, Out* out,
+              const BsmmShape& shape) {
   using Acc = AccumulatorFor<In>;
-  const int64_t bs = shape.block_size;
+  constexpr int MR = Tile<Acc>::kRows;
+  constexpr int NV = std::min<int>(Tile<Acc>::kVecs, BS / kLanes<Acc>);
+  constexpr int NR = NV * kLanes<Acc>;
+  static_assert(BS % NR == 0, "block size must be a multiple of the tile width");
+  // Activations are always copied (widened if 16-bit) into a contiguous panel: reading them in
+  // place with a large power-of-two row stride thrashes L1 sets.
+  constexpr bool kWidenA = true;
+  const bool pack_w = kWidenA || shape.transpose_w;
+
   const int64_t rows_total = shape.rows;
-  const int64_t out_cols = shape.n_out_blocks * bs;
+  const int64_t lda = shape.a_cols;
+  const int64_t out_cols = shape.n_out_blocks * BS;
   if (shape.groups == 0 || rows_total == 0 || out_cols == 0) return;
 
-  std::vector<Acc> acc(kRowChunk * bs);
-  std::vector<Acc> a_tile(kRowChunk * bs);
-  std::vector<Acc> w_tile(bs * bs);
+  constexpr int64_t kChunkEntries =
+      std::max<int64_t>(1, std::min(kWeightScratch / (BS * BS), kMaxChunkDepth / BS));
+  std::vector<Acc> acc(kRowChunk * BS);
+  std::vector<Acc> w_pack(pack_w ? kChunkEntries * BS * BS : 0);
+  std::vector<Acc> a_pack(kWidenA ? kRowChunk * kChunkEntries * BS : 0);
+  const Acc* a_ptr[kChunkEntries];
+  const Acc* w_ptr[kChunkEntries];
 
   for (int64_t g = 0; g < shape.groups; ++g) {
-    const In* a_group = a + g * rows_total * shape.a_cols;
-    const In* w_group = w + g * shape.nnz * bs * bs;
+    const In* a_group = a + g * rows_total * lda;
+    const In* w_group = w + g * shape.nnz * BS * BS;
     Out* out_group = out + g * rows_total * out_cols;
 
-    for (int64_t row0 = 0; row0 < rows_total; row0 += kRowChunk) {
-      const int64_t rows = std::min(kRowChunk, rows_total - row0);
-      for (int64_t o = 0; o < shape.n_out_blocks; ++o) {
-        // Empty block-columns fall through with a zero accumulator, which writes the zeros the
-        // contract requires.
-        std::fill(acc.begin(), acc.begin() + rows * bs, Acc(0));
-        for (int32_t e = offsets[o]; e < offsets[o + 1]; ++e) {
-          const int64_t a_block = entries[2 * e];
-          const int64_t w_block = entries[2 * e + 1];
-          LoadTile(a_group + row0 * shape.a_cols + a_block * bs, shape.a_cols, rows, bs,
-                   a_tile.data());
-          LoadWeightTile(w_group + w_block * bs * bs, bs, shape.transpose_w, w_tile.data());
-          for (int64_t r = 0; r < rows; ++r) {
-            const Acc* x = a_tile.data() + r * bs;
-            Acc* acc_row = acc.data() + r * bs;
-            for (int64_t t = 0; t < bs; t += 4) {
-              const Acc* y = w_tile.data() + t * bs;
-              AccumulateRow(x[t], x[t + 1], x[t + 2], x[t + 3], y, y + bs, y + 2 * bs,
-                            y + 3 * bs, bs, acc_row);
+    for (int64_t o = 0; o < shape.n_out_blocks; ++o) {
+      const int64_t e_begin = offsets[o], e_end = offsets[o + 1];
+      for (int64_t row0 = 0; row0 < rows_total; row0 += kRowChunk) {
+        const int64_t rows = std::min(kRowChunk, rows_total - row0);
+        // Empty block-columns store the zero accumulator, which is what the contract requires.
+        if (e_begin == e_end) std::fill(acc.begin(), acc.begin() + rows * BS, Acc(0));
+        for (int64_t e0 = e_begin; e0 < e_end; e0 += kChunkEntries) {
+          const int64_t n_seg = std::min(kChunkEntries, e_end - e0);
+          const bool init = e0 == e_begin;
+          for (int64_t s = 0; s < n_seg; ++s) {
+            const int64_t a_block = entries[2 * (e0 + s)];
+            const In* w_block = w_group + entries[2 * (e0 + s) + 1] * BS * BS;
+            if (pack_w) {
+              Acc* dst = w_pack.data() + s * BS * BS;
+              if (shape.transpose_w) {
+                for (int t = 0; t < BS; ++t) {
+                  for (int c = 0; c < BS; ++c) dst[t * BS + c] = Widen(w_block[c * BS + t]);
+                }
+              } else {
+                WidenRows<BS>(w_block, BS, BS, dst, BS);
+              }
+              w_ptr[s] = dst;
+            } else {
+              w_ptr[s] = reinterpret_cast<const Acc*>(w_block);
+            }
+            const In* a_src = a_group + row0 * lda + a_block * BS;
+            if constexpr (kWidenA) {
+              // Segment s occupies columns [s*BS, (s+1)*BS) of a rows x (n_seg*BS) panel.
+              Acc* dst = a_pack.data() + s * BS;
+              WidenRows<BS>(a_src, lda, rows, dst, n_seg * BS);
+              a_ptr[s] = dst;
+            } else {
+              a_ptr[s] = reinterpret_cast<const Acc*>(a_src);
+            }
+          }
+          const int64_t a_ld = kWidenA ? n_seg * BS : lda;
+          for (int64_t q = 0; q < BS; q += NR) {
+            int64_t r = 0;
+            for (; r + MR <= rows; r += MR) {
+              BsmmMicroKernel<Acc, BS, MR, NV>(n_seg, a_ptr, r * a_ld, a_ld, w_ptr, q, init,
+                                               acc.data() + r * BS + q);
+            }
+            for (; r < rows; ++r) {
+              BsmmMicroKernel<Acc, BS, 1, NV>(n_seg, a_ptr, r * a_ld, a_ld, w_ptr, q, init,
+                                              acc.data() + r * BS + q);
             }
           }
         }
-        StoreTile(acc.data(), rows, bs, out_group + row0 * out_cols + o * bs, out_cols);
+        StoreRows<BS>(acc.data(), rows, out_group + row0 * out_cols + o * BS, out_cols);
       }
     }
   }
 }
 
-template <typename In, typename Out>
-void SampledDenseDense(const In* a, const In* b, const int32_t* coords, Out* out,
-                       const SampledShape& shape) {
+template <typename In, typename Out, int BS>
+void SampledImpl(const In* a, const In* b, const int32_t* coords, Out* out,
+                 const SampledShape& shape) {
   using Acc = AccumulatorFor<In>;
-  const int64_t bs = shape.block_size;
+  constexpr int MR = Tile<Acc>::kRows;
+  constexpr int NV = std::min<int>(Tile<Acc>::kVecs, BS / kLanes<Acc>);
+  constexpr int NR = NV * kLanes<Acc>;
+  static_assert(BS % NR == 0 && BS % MR == 0, "block size must be a multiple of the tile");
+  // Both operands are copied (widened if 16-bit) into contiguous panels: reading them in place
+  // with a large power-of-two row stride thrashes L1 sets.
+  constexpr bool kWiden = true;
   const int64_t rows_total = shape.rows;
   if (shape.groups == 0 || shape.nnz == 0) return;
 
-  std::vector<Acc> acc(bs * bs);
-  std::vector<Acc> a_tile(kRowChunk * bs);
-  std::vector<Acc> b_tile(kRowChunk * bs);
+  std::vector<Acc> acc(BS * BS);
+  std::vector<Acc> a_pack(kWiden ? kSampledRowChunk * BS : 0);
+  std::vector<Acc> b_pack(kWiden ? kSampledRowChunk * BS : 0);
 
   for (int64_t g = 0; g < shape.groups; ++g) {
     const In* a_group = a + g * rows_total * shape.a_cols;
@@ -145,29 +298,64 @@ void SampledDenseDense(const In* a, const In* b, const int32_t* coords, Out* out
       const int64_t i = coords[2 * k];
       const int64_t j = coords[2 * k + 1];
       // With M == 0 nothing is accumulated and the block is written as zeros.
-      std::fill(acc.begin(), acc.end(), Acc(0));
-      for (int64_t row0 = 0; row0 < rows_total; row0 += kRowChunk) {
-        const int64_t rows = std::min(kRowChunk, rows_total - row0);
-        LoadTile(a_group + row0 * shape.a_cols + i * bs, shape.a_cols, rows, bs, a_tile.data());
-        LoadTile(b_group + row0 * shape.b_cols + j * bs, shape.b_cols, rows, bs, b_tile.data());
-        // acc[p, :] += sum_m a[m, p] * b[m, :], m in increasing order; four rows per sweep.
-        int64_t m = 0;
-        for (; m + 4 <= rows; m += 4) {
-          const Acc* x = a_tile.data() + m * bs;
-          const Acc* y = b_tile.data() + m * bs;
-          for (int64_t p = 0; p < bs; ++p) {
-            AccumulateRow(x[p], x[bs + p], x[2 * bs + p], x[3 * bs + p], y, y + bs, y + 2 * bs,
-                          y + 3 * bs, bs, acc.data() + p * bs);
+      if (rows_total == 0) std::fill(acc.begin(), acc.end(), Acc(0));
+      for (int64_t row0 = 0; row0 < rows_total; row0 += kSampledRowChunk) {
+        const int64_t rows = std::min(kSampledRowChunk, rows_total - row0);
+        const In* a_src = a_group + row0 * shape.a_cols + i * BS;
+        const In* b_src = b_group + row0 * shape.b_cols + j * BS;
+        const Acc* a_use;
+        const Acc* b_use;
+        int64_t lda, ldb;
+        if constexpr (kWiden) {
+          WidenRows<BS>(a_src, shape.a_cols, rows, a_pack.data(), BS);
+          WidenRows<BS>(b_src, shape.b_cols, rows, b_pack.data(), BS);
+          a_use = a_pack.data();
+          b_use = b_pack.data();
+          lda = ldb = BS;
+        } else {
+          a_use = reinterpret_cast<const Acc*>(a_src);
+          b_use = reinterpret_cast<const Acc*>(b_src);
+          lda = shape.a_cols;
+          ldb = shape.b_cols;
+        }
+        const bool init = row0 == 0;
+        for (int p = 0; p < BS; p += MR) {
+          for (int q = 0; q < BS; q += NR) {
+            SampledMicroKernel<Acc, BS, MR, NV>(rows, a_use + p, lda, b_use + q, ldb, init,
+                                                acc.data() + p * BS + q);
           }
         }
-        for (; m < rows; ++m) {
-          const Acc* x = a_tile.data() + m * bs;
-          const Acc* y = b_tile.data() + m * bs;
-          for (int64_t p = 0; p < bs; ++p) AccumulateRow(x[p], y, bs, acc.data() + p * bs);
-        }
       }
-      StoreTile(acc.data(), bs, bs, out + (g * shape.nnz + k) * bs * bs, bs);
+      StoreRows<BS>(acc.data(), BS, out + (g * shape.nnz + k) * BS * BS, BS);
     }
+  }
+}
+
+}  // namespace
+
+template <typename In, typename Out>
+void BlockSparseMatmul(const In* a, const In* w, const int32_t* offsets, const int32_t* entries,
+                       Out* out, const BsmmShape& shape) {
+  switch (shape.block_size) {
+    case 8: return BsmmImpl<In, Out, 8>(a, w, offsets, entries, out, shape);
+    case 16: return BsmmImpl<In, Out, 16>(a, w, offsets, entries, out, shape);
+    case 32: return BsmmImpl<In, Out, 32>(a, w, offsets, entries, out, shape);
+    case 64: return BsmmImpl<In, Out, 64>(a, w, offsets, entries, out, shape);
+    case 128: return BsmmImpl<In, Out, 128>(a, w, offsets, entries, out, shape);
+    default: return;  // The FFI layer rejects other block sizes before calling.
+  }
+}
+
+template <typename In, typename Out>
+void SampledDenseDense(const In* a, const In* b, const int32_t* coords, Out* out,
+                       const SampledShape& shape) {
+  switch (shape.block_size) {
+    case 8: return SampledImpl<In, Out, 8>(a, b, coords, out, shape);
+    case 16: return SampledImpl<In, Out, 16>(a, b, coords, out, shape);
+    case 32: return SampledImpl<In, Out, 32>(a, b, coords, out, shape);
+    case 64: return SampledImpl<In, Out, 64>(a, b, coords, out, shape);
+    case 128: return SampledImpl<In, Out, 128>(a, b, coords, out, shape);
+    default: return;  // The FFI layer rejects other block sizes before calling.
   }
 }
 
