@@ -204,3 +204,16 @@ class Layout:
         blocks = jnp.swapaxes(blocks, -3, -2).reshape(*lead, rows * cols, bs, bs)
         flat_index = self.coords[:, 0] * cols + self.coords[:, 1]
         return jnp.take(blocks, jnp.asarray(flat_index), axis=-3)
+
+
+def _register_as_static_pytree():
+    """A layout is a pytree with no leaves: jit, vmap and friends carry it as static data, so it
+    can be passed like any other argument (no ``static_argnums`` needed), and module frameworks
+    that flatten their fields see no arrays in it."""
+    import jax
+
+    jax.tree_util.register_pytree_node(Layout, lambda layout: ((), layout),
+                                       lambda layout, _: layout)
+
+
+_register_as_static_pytree()

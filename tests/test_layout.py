@@ -105,3 +105,15 @@ def test_bad_mask_values():
 def test_bad_block_size(bs):
     with pytest.raises((ValueError, TypeError), match="block_size"):
         jbs.Layout(np.ones((2, 2), bool), bs)
+
+
+def test_layout_is_a_leafless_pytree(rng):
+    layout = jbs.Layout(random_mask(rng, 2, 3), 8)
+    assert jax.tree_util.tree_leaves(layout) == []
+    x = random_array(rng, (4, 16), np.float32)
+    w = random_array(rng, layout.w_shape, np.float32)
+    # No static_argnums needed: the layout travels as static pytree data.
+    y = jax.jit(jbs.matmul)(x, w, layout)
+    np.testing.assert_allclose(f64(y), f64(x) @ dense_weight(layout.mask, 8, f64(w)), rtol=1e-5, atol=1e-5)
+    ys = jax.vmap(jbs.matmul, in_axes=(0, None, None))(jnp.stack([x, 2 * x]), w, layout)
+    assert ys.shape == (2, 4, 24)
