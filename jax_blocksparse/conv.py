@@ -1,16 +1,21 @@
 """Convolutions that are block-sparse over input and output features, dense over space.
 
-A convolution with filter taps ``t`` is one block-sparse product over a
-*stacked* reduction: ``y = patches(x) @ W_stacked`` where ``patches`` puts the
-input window of every tap side by side (``(..., T * C)``) and ``W_stacked`` is
-the ``(T * C, K)`` matrix whose ``t``-th slab is tap ``t``'s filter. Every slab
-has the layout's mask, so the stacked layout is the mask tiled ``T`` times
-vertically, and its row-major block order is exactly ``w`` with the tap axis
-moved in front. The matmul primitives then supply every kernel (CUDA, CPU,
-fallback) and every transformation rule; a 1x1 convolution *is* the matmul.
+``conv`` validates and normalises its arguments, then binds one primitive,
+``ops.conv_p``, on 3 spatial dimensions (1-D and 2-D get singleton dimensions
+with kernel 1, stride 1, dilation 1 and no padding). Its transposes are
+``ops.conv_dx_p`` and ``ops.conv_dw_p``; see ops.py. The CPU kernel is an
+implicit GEMM that gathers each tap's input rows on the fly.
 
-The price is that the patches are materialised (``T`` times the input), where a
-fused implicit-GEMM kernel would gather them on chip.
+This module also holds the patch-based composite that implements the three
+primitives with the block-sparse matmul primitives (the CUDA lowering while
+the CUDA extension has no convolution kernels): a convolution with filter taps
+``t`` is one block-sparse product over a *stacked* reduction,
+``y = patches(x) @ W_stacked``, where ``patches`` puts the input window of
+every tap side by side (``(..., T * C)``) and ``W_stacked`` is the
+``(T * C, K)`` matrix whose ``t``-th slab is tap ``t``'s filter. Every slab has
+the layout's mask, so the stacked layout is the mask tiled ``T`` times
+vertically, and its row-major block order is exactly ``w`` with the tap axis
+moved in front. The patches are materialised (``T`` times the input).
 """
 from __future__ import annotations
 
@@ -22,8 +27,9 @@ import numpy as np
 import jax.numpy as jnp
 from jax import lax
 
-from . import shapes
+from . import ops, shapes
 from .api import matmul
+from .reference import conv_pads
 from .layout import Layout
 
 
@@ -69,21 +75,67 @@ def _explicit_padding(padding, in_spatial, effective_kernel, strides, where):
     return pads
 
 
-def _patches(x, kernel_size, strides, dilation, pads):
-    """``(N, *out_spatial, T * C)``: each tap's strided window of ``x``, taps major."""
-    nd = len(kernel_size)
-    x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
-    padded = x.shape[1:-1]
-    out_spatial = tuple(max(0, (p - (k - 1) * d - 1) // s + 1)
-                        for p, k, d, s in zip(padded, kernel_size, dilation, strides))
+def _patches(x, kernel, strides, dilation, pad_lo, in_spatial, out_spatial):
+    """``(G, Nb * P, T * C)`` for ``x`` (G, Nb, D, H, W, C): each tap's strided window, taps major."""
+    pads = conv_pads(kernel, strides, dilation, pad_lo, in_spatial, out_spatial)
+    x = lax.pad(x, jnp.zeros((), x.dtype),
+                [(0, 0, 0), (0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
     windows = []
-    for tap in itertools.product(*(range(k) for k in kernel_size)):
-        start = [0, *(t * d for t, d in zip(tap, dilation)), 0]
-        limit = [x.shape[0], *(s0 + (o - 1) * s + 1 if o > 0 else s0
-                               for s0, o, s in zip(start[1:-1], out_spatial, strides)), x.shape[-1]]
-        windows.append(lax.slice(x, start, limit, (1, *strides, 1)))
-    stacked = jnp.stack(windows, axis=-2)  # (N, *out, T, C)
-    return stacked.reshape(*stacked.shape[:nd + 1], len(windows) * x.shape[-1])
+    for tap in itertools.product(*(range(k) for k in kernel)):
+        start = [0, 0, *(t * d for t, d in zip(tap, dilation)), 0]
+        limit = [*x.shape[:2], *(s0 + (o - 1) * s + 1 if o > 0 else s0
+                                 for s0, o, s in zip(start[2:5], out_spatial, strides)), x.shape[-1]]
+        windows.append(lax.slice(x, start, limit, (1, 1, *strides, 1)))
+    stacked = jnp.stack(windows, axis=-2)  # (G, Nb, *out, T, C)
+    groups, batch = x.shape[:2]
+    return stacked.reshape(groups, batch * math.prod(out_spatial), len(windows) * x.shape[-1])
+
+
+def _stacked_weights(w):
+    """``(G, nnz, T, bs, bs)`` -> ``(G, T * nnz, bs, bs)``, the stacked layout's block order."""
+    groups, nnz, taps, bs, _ = w.shape
+    return jnp.moveaxis(w, 2, 1).reshape(groups, taps * nnz, bs, bs)
+
+
+def _geometry(params):
+    return {name: params[name] for name in ("kernel", "strides", "dilation", "pad_lo",
+                                            "in_spatial", "out_spatial")}
+
+
+def composite_conv(x, w, *, layout, precision, out_dtype, **params):
+    """``ops.conv_p`` from ``bsmm_p`` on materialised patches."""
+    taps = math.prod(params["kernel"])
+    patches = _patches(x, **_geometry(params))
+    y = ops.bsmm(patches, _stacked_weights(w), layout=_stacked_layout(layout, taps),
+                 precision=precision, out_dtype=out_dtype)
+    return y.reshape(*x.shape[:2], *params["out_spatial"], layout.shape[1])
+
+
+def composite_conv_dx(dy, w, *, layout, precision, out_dtype, **params):
+    """``ops.conv_dx_p``: ``bsmm_t_p`` into patch space, then the patches' transpose (float32 or
+    float64, so the taps' overlapping windows are summed at full precision)."""
+    import jax
+
+    taps = math.prod(params["kernel"])
+    acc = np.dtype(np.float64) if dy.dtype == shapes.FLOAT64 else shapes.FLOAT32
+    groups, batch = dy.shape[:2]
+    grads = ops.bsmm_t(dy.reshape(groups, -1, dy.shape[-1]), _stacked_weights(w),
+                       layout=_stacked_layout(layout, taps), precision=precision, out_dtype=acc)
+    x_struct = jax.ShapeDtypeStruct((groups, batch, *params["in_spatial"], layout.shape[0]), acc)
+    (dx,) = jax.linear_transpose(lambda x: _patches(x, **_geometry(params)), x_struct)(grads)
+    return dx.astype(out_dtype)
+
+
+def composite_conv_dw(x, dy, *, layout, precision, out_dtype, **params):
+    """``ops.conv_dw_p`` from ``sampled_p`` on materialised patches."""
+    taps = math.prod(params["kernel"])
+    groups = x.shape[0]
+    patches = _patches(x, **_geometry(params))
+    stacked = ops.sampled(patches, dy.reshape(groups, -1, dy.shape[-1]),
+                          layout=_stacked_layout(layout, taps), precision=precision,
+                          out_dtype=out_dtype)  # (G, T * nnz, bs, bs)
+    bs = layout.block_size
+    return jnp.moveaxis(stacked.reshape(groups, taps, layout.nnz, bs, bs), 1, 2)
 
 
 def conv(x, w, layout: Layout, *, strides=1, padding="SAME", dilation=1, precision=None,
@@ -116,9 +168,26 @@ def conv(x, w, layout: Layout, *, strides=1, padding="SAME", dilation=1, precisi
     effective_kernel = tuple((k - 1) * d + 1 for k, d in zip(kernel_size, dilation))
     pads = _explicit_padding(padding, x.shape[1:-1], effective_kernel, strides, where)
 
-    taps = math.prod(kernel_size)
-    patches = _patches(x, kernel_size, strides, dilation, pads)
-    bs = layout.block_size
-    w_stacked = jnp.moveaxis(w.reshape(layout.nnz, taps, bs, bs), 1, 0).reshape(taps * layout.nnz, bs, bs)
-    return matmul(patches, w_stacked, _stacked_layout(layout, taps), precision=precision,
-                  preferred_element_type=preferred_element_type)
+    out_spatial = tuple(max(0, (size + lo + hi - k) // s + 1) for size, (lo, hi), k, s
+                        in zip(x.shape[1:-1], pads, effective_kernel, strides))
+    dtype = x.dtype
+    kernel_dtype, final_dtype = shapes.result_dtypes(where, dtype, preferred_element_type)
+
+    if all(k == 1 for k in kernel_size) and all(p == (0, 0) for p in pads):
+        # A 1x1 convolution is exactly one product (strides subsample the input).
+        if any(s > 1 for s in strides):
+            x = x[(slice(None), *(slice(None, None, s) for s in strides))]
+        return matmul(x, w.reshape(layout.w_shape), layout, precision=precision,
+                      preferred_element_type=preferred_element_type)
+
+    lead = (1,) * (3 - nd)  # 1-D and 2-D become 3-D with singleton leading spatial dimensions
+    fill = lambda values, one: (one,) * (3 - nd) + tuple(values)
+    batch, bs = x.shape[0], layout.block_size
+    y = ops.conv(x.reshape(1, batch, *lead, *x.shape[1:]),
+                 w.reshape(1, layout.nnz, math.prod(kernel_size), bs, bs),
+                 layout=layout, kernel=fill(kernel_size, 1), strides=fill(strides, 1),
+                 dilation=fill(dilation, 1), pad_lo=fill((lo for lo, _ in pads), 0),
+                 in_spatial=fill(x.shape[1:-1], 1), out_spatial=fill(out_spatial, 1),
+                 precision=shapes.normalize_precision(precision), out_dtype=kernel_dtype)
+    y = y.reshape(batch, *out_spatial, layout.shape[1])
+    return y if y.dtype == final_dtype else y.astype(final_dtype)

@@ -1,7 +1,10 @@
 """One lowering per platform for each primitive.
 
 * ``cpu``: C++ XLA FFI handlers from ``_jbs_cpu``.
-* ``cuda``: CUDA kernels behind XLA FFI handlers from ``_jbs_cuda`` (optional build).
+* ``cuda``: CUDA kernels behind XLA FFI handlers from ``_jbs_cuda`` (optional build). The
+  convolution primitives use the ``jbs_conv`` / ``jbs_conv_dw`` targets when the module registers
+  them, and otherwise the patch-based composite of :mod:`jax_blocksparse.conv`, which runs on the
+  CUDA matmul kernels.
 * anything else, or an extension that is missing: the pure-jnp products of
   :mod:`jax_blocksparse.reference`.
 
@@ -20,12 +23,15 @@ import jax
 import jax.numpy as jnp
 
 from . import _compat, ops, reference
+from .conv import composite_conv, composite_conv_dw, composite_conv_dx
 from .shapes import HIGHEST
 
 _PRECISION_CODE = {"default": 0, HIGHEST: 1}
 
 BSMM_TARGET = "jbs_bsmm"
 SAMPLED_TARGET = "jbs_sampled"
+CONV_TARGET = "jbs_conv"
+CONV_DW_TARGET = "jbs_conv_dw"
 
 
 def _ffi_bsmm(dense, w, *, layout, precision, out_dtype, transpose):
@@ -47,13 +53,65 @@ def _ffi_sampled(x, dy, *, layout, precision, out_dtype):
     return call(x, dy, jnp.asarray(layout.coords), precision=np.int32(_PRECISION_CODE[precision]))
 
 
-def _ffi_rules():
+def _geometry_attributes(params):
+    """The forward geometry as the FFI's 3-element int64 array attributes."""
+    return {name: np.asarray(params[name], np.int64)
+            for name in ("kernel", "strides", "dilation", "pad_lo")}
+
+
+def _ffi_conv(dense, w, *, layout, precision, out_dtype, transpose, **params):
+    """``conv_p`` (``transpose=False``, dense = x) or ``conv_dx_p`` (dense = dy)."""
+    groups, batch = dense.shape[:2]
+    table = layout.row_table if transpose else layout.column_table
+    spatial = params["in_spatial"] if transpose else params["out_spatial"]
+    out_shape = (groups, batch, *spatial, (table.offsets.shape[0] - 1) * layout.block_size)
+    if layout.nnz == 0 or dense.size == 0 or np.prod(out_shape) == 0:  # nothing to reduce
+        return jnp.zeros(out_shape, out_dtype)
+    call = jax.ffi.ffi_call(CONV_TARGET, jax.ShapeDtypeStruct(out_shape, out_dtype))
+    return call(dense, w, jnp.asarray(table.offsets), jnp.asarray(table.entries),
+                transpose_w=bool(transpose), precision=np.int32(_PRECISION_CODE[precision]),
+                **_geometry_attributes(params))
+
+
+def _ffi_conv_dw(x, dy, *, layout, precision, out_dtype, **params):
+    bs = layout.block_size
+    out_shape = (x.shape[0], layout.nnz, int(np.prod(params["kernel"])), bs, bs)
+    if layout.nnz == 0 or x.size == 0 or dy.size == 0:
+        return jnp.zeros(out_shape, out_dtype)
+    call = jax.ffi.ffi_call(CONV_DW_TARGET, jax.ShapeDtypeStruct(out_shape, out_dtype))
+    return call(x, dy, jnp.asarray(layout.coords), precision=np.int32(_PRECISION_CODE[precision]),
+                **_geometry_attributes(params))
+
+
+def _ffi_conv_forward(x, w, **params):
+    return _ffi_conv(x, w, transpose=False, **params)
+
+
+def _ffi_conv_input_grad(dy, w, **params):
+    return _ffi_conv(dy, w, transpose=True, **params)
+
+
+def conv_implementations(targets):
+    """The functions that lower the convolution primitives next to the FFI targets ``targets``:
+    the FFI calls for the targets that are registered, the patch-based composite (on the matmul
+    primitives) for the others."""
+    forward = CONV_TARGET in targets
+    return {
+        ops.conv_p: _ffi_conv_forward if forward else composite_conv,
+        ops.conv_dx_p: _ffi_conv_input_grad if forward else composite_conv_dx,
+        ops.conv_dw_p: _ffi_conv_dw if CONV_DW_TARGET in targets else composite_conv_dw,
+    }
+
+
+def _ffi_rules(targets):
     return {
         ops.bsmm_p: _compat.lowering_from_function(
             lambda x, w, **p: _ffi_bsmm(x, w, transpose=False, **p)),
         ops.bsmm_t_p: _compat.lowering_from_function(
             lambda dy, w, **p: _ffi_bsmm(dy, w, transpose=True, **p)),
         ops.sampled_p: _compat.lowering_from_function(_ffi_sampled),
+        **{primitive: _compat.lowering_from_function(fn)
+           for primitive, fn in conv_implementations(targets).items()},
     }
 
 
@@ -62,6 +120,9 @@ def _fallback_rules():
         ops.bsmm_p: _compat.lowering_from_function(reference.bsmm),
         ops.bsmm_t_p: _compat.lowering_from_function(reference.bsmm_t),
         ops.sampled_p: _compat.lowering_from_function(reference.sampled),
+        ops.conv_p: _compat.lowering_from_function(reference.conv),
+        ops.conv_dx_p: _compat.lowering_from_function(reference.conv_dx),
+        ops.conv_dw_p: _compat.lowering_from_function(reference.conv_dw),
     }
 
 
@@ -100,8 +161,9 @@ def _install():
                                                          ("_jbs_cuda", "CUDA", "cuda")):
         module, error = _load_extension(module_name)
         if module is not None:
-            _compat.register_ffi_targets(module.registrations(), ffi_platform)
-            _register(lowering_platform, _ffi_rules())
+            targets = module.registrations()
+            _compat.register_ffi_targets(targets, ffi_platform)
+            _register(lowering_platform, _ffi_rules(set(targets)))
         else:
             _register(lowering_platform, _fallback_rules())
         status[lowering_platform] = error

@@ -22,6 +22,9 @@ All three are bilinear and transpose into each other:
 Params shared by all: ``layout`` (static, hashable), ``precision``
 (``"default"`` or ``"highest"``) and ``out_dtype`` (the input dtype, or
 float32 for 16-bit inputs).
+
+The convolution's three primitives (``conv_p``, ``conv_dx_p``, ``conv_dw_p``)
+follow the same pattern; they are described in their section below.
 """
 from __future__ import annotations
 
@@ -206,3 +209,175 @@ def _sampled_batcher(operands, axes, **params):
 _compat.register_batching(bsmm_p, _dense_times_weight_batcher(bsmm_p))
 _compat.register_batching(bsmm_t_p, _dense_times_weight_batcher(bsmm_t_p))
 _compat.register_batching(sampled_p, _sampled_batcher)
+
+
+# == convolution ================================================================================
+# Block-sparse over features, dense over three spatial dimensions (the public function inserts
+# singleton dimensions for 1-D and 2-D). Internal shapes, with T = prod(kernel) taps in row-major
+# order over (kd, kh, kw):
+#
+# =================  ===============================================  =============================
+# primitive          operands                                         result
+# =================  ===============================================  =============================
+# ``conv_p``         x (G, Nb, *in_spatial, C), w (G, nnz, T, b, b)   y (G, Nb, *out_spatial, N)
+# ``conv_dx_p``      dy (G, Nb, *out_spatial, N), w                   dx (G, Nb, *in_spatial, C)
+# ``conv_dw_p``      x, dy                                            dw (G, nnz, T, b, b)
+# =================  ===============================================  =============================
+#
+#   y[g, n, p, o-block] = sum_t sum_{e in block-column o} x[g, n, p*s + t*d - pad_lo, i(e)-block]
+#                                                         @ w[g, k(e), t]
+# (zero where the source position is out of range). conv_dx_p is its adjoint in x (a transposed
+# convolution), conv_dw_p its adjoint in w. All three are bilinear and transpose into each other:
+#
+# * ``y = conv(x, w)``:      ct_x = conv_dx(ct, w),  ct_w = conv_dw(x, ct)
+# * ``dx = conv_dx(dy, w)``: ct_dy = conv(ct, w),    ct_w = conv_dw(ct, dy)
+# * ``dw = conv_dw(x, dy)``: ct_x = conv_dx(dy, ct), ct_dy = conv(x, ct)
+#
+# Params shared by all three: ``layout``, the forward geometry ``kernel``, ``strides``,
+# ``dilation``, ``pad_lo`` (3 ints each), ``in_spatial`` (x's spatial shape) and ``out_spatial``
+# (y's), ``precision`` and ``out_dtype``. Both spatial shapes travel with every primitive, so each
+# transpose is a plain re-bind.
+conv_p = _compat.Primitive("blocksparse_conv")
+conv_dx_p = _compat.Primitive("blocksparse_conv_dx")
+conv_dw_p = _compat.Primitive("blocksparse_conv_dw")
+
+CONV_GEOMETRY = ("kernel", "strides", "dilation", "pad_lo", "in_spatial", "out_spatial")
+
+
+def conv(x, w, **params):
+    return conv_p.bind(x, w, **_conv_params(params))
+
+
+def conv_dx(dy, w, **params):
+    return conv_dx_p.bind(dy, w, **_conv_params(params))
+
+
+def conv_dw(x, dy, **params):
+    return conv_dw_p.bind(x, dy, **_conv_params(params))
+
+
+def _conv_params(params):
+    """Canonical (hashable, exactly typed) params, so equal convolutions share one compilation."""
+    out = dict(params)
+    for name in CONV_GEOMETRY:
+        out[name] = tuple(int(v) for v in params[name])
+    out["out_dtype"] = np.dtype(params["out_dtype"])
+    return out
+
+
+for _primitive in (conv_p, conv_dx_p, conv_dw_p):
+    _primitive.def_impl(_eager(_primitive))
+
+
+def _check_conv_dense(name, operand, spatial, features, what, *operands):
+    _expect(operand.ndim == 6, name, f"{what} must be (G, Nb, D, H, W, features)", *operands)
+    _expect(tuple(operand.shape[2:5]) == tuple(spatial), name,
+            f"{what} spatial dimensions must be {tuple(spatial)}", *operands)
+    _expect(operand.shape[5] == features, name, f"{what} features must be {features}", *operands)
+
+
+def _check_conv_weight(name, dense, w, layout, kernel):
+    taps = int(np.prod(kernel))
+    bs = layout.block_size
+    _expect(w.ndim == 5 and tuple(w.shape[1:]) == (layout.nnz, taps, bs, bs)
+            and w.shape[0] == dense.shape[0], name,
+            f"w must be (G, {layout.nnz}, {taps}, {bs}, {bs}) with the operand's G", dense, w)
+    _expect(dense.dtype == w.dtype, name, "operands must share a dtype", dense, w)
+
+
+def _conv_abstract(x, w, *, layout, kernel, in_spatial, out_spatial, out_dtype, **_):
+    name = "blocksparse_conv"
+    rows, cols = layout.shape
+    _check_conv_dense(name, x, in_spatial, rows, "x", x, w)
+    _check_conv_weight(name, x, w, layout, kernel)
+    return _compat.ShapedArray((x.shape[0], x.shape[1], *out_spatial, cols), out_dtype)
+
+
+def _conv_dx_abstract(dy, w, *, layout, kernel, in_spatial, out_spatial, out_dtype, **_):
+    name = "blocksparse_conv_dx"
+    rows, cols = layout.shape
+    _check_conv_dense(name, dy, out_spatial, cols, "dy", dy, w)
+    _check_conv_weight(name, dy, w, layout, kernel)
+    return _compat.ShapedArray((dy.shape[0], dy.shape[1], *in_spatial, rows), out_dtype)
+
+
+def _conv_dw_abstract(x, dy, *, layout, kernel, in_spatial, out_spatial, out_dtype, **_):
+    name = "blocksparse_conv_dw"
+    rows, cols = layout.shape
+    _check_conv_dense(name, x, in_spatial, rows, "x", x, dy)
+    _check_conv_dense(name, dy, out_spatial, cols, "dy", x, dy)
+    _expect(x.shape[:2] == dy.shape[:2], name, "x and dy must have equal G and Nb", x, dy)
+    _expect(x.dtype == dy.dtype, name, "operands must share a dtype", x, dy)
+    bs = layout.block_size
+    return _compat.ShapedArray((x.shape[0], layout.nnz, int(np.prod(kernel)), bs, bs), out_dtype)
+
+
+conv_p.def_abstract_eval(_conv_abstract)
+conv_dx_p.def_abstract_eval(_conv_dx_abstract)
+conv_dw_p.def_abstract_eval(_conv_dw_abstract)
+
+
+# Same cotangent dtype policy as the products: cast to the operands' dtype, produce it.
+def _conv_ct_x(ct, x, w, **params):
+    return conv_dx(_like(ct, w), w, **{**params, "out_dtype": w.dtype})
+
+
+def _conv_ct_w(ct, x, w, **params):
+    return conv_dw(x, _like(ct, x), **{**params, "out_dtype": x.dtype})
+
+
+def _conv_dx_ct_dy(ct, dy, w, **params):
+    return conv(_like(ct, w), w, **{**params, "out_dtype": w.dtype})
+
+
+def _conv_dx_ct_w(ct, dy, w, **params):
+    return conv_dw(_like(ct, dy), dy, **{**params, "out_dtype": dy.dtype})
+
+
+def _conv_dw_ct_x(ct, x, dy, **params):
+    return conv_dx(dy, _like(ct, dy), **{**params, "out_dtype": dy.dtype})
+
+
+def _conv_dw_ct_dy(ct, x, dy, **params):
+    return conv(x, _like(ct, x), **{**params, "out_dtype": x.dtype})
+
+
+_compat.define_bilinear(conv_p, _conv_ct_x, _conv_ct_w)
+_compat.define_bilinear(conv_dx_p, _conv_dx_ct_dy, _conv_dx_ct_w)
+_compat.define_bilinear(conv_dw_p, _conv_dw_ct_x, _conv_dw_ct_dy)
+
+
+def _into_batch(operand, axis):
+    """``(G, Nb, ...)`` batched at ``axis`` -> ``(G, B * Nb, ...)``: more batch members."""
+    operand = jnp.moveaxis(operand, axis, 1)
+    g, b, nb = operand.shape[:3]
+    return operand.reshape(g, b * nb, *operand.shape[3:]), b, nb
+
+
+def _conv_dense_times_weight_batcher(primitive):
+    def rule(operands, axes, **params):
+        dense, w = operands
+        dense_axis, w_axis = axes
+        if w_axis is None:
+            # Same weights for every batch member: a larger Nb, one launch.
+            folded, size, nb = _into_batch(dense, dense_axis)
+            out = primitive.bind(folded, w, **params)
+            return out.reshape(out.shape[0], size, nb, *out.shape[2:]), 1
+        size = w.shape[w_axis]
+        out = primitive.bind(_into_group(dense, dense_axis, size), _into_group(w, w_axis, size),
+                             **params)
+        return _split_group(out, size, _group_count(w, w_axis)), 0
+    return rule
+
+
+def _conv_dw_batcher(operands, axes, **params):
+    x, dy = operands
+    x_axis, dy_axis = axes
+    size = x.shape[x_axis] if x_axis is not None else dy.shape[dy_axis]
+    out = conv_dw_p.bind(_into_group(x, x_axis, size), _into_group(dy, dy_axis, size), **params)
+    return _split_group(out, size, _group_count(x, x_axis)), 0
+
+
+_compat.register_batching(conv_p, _conv_dense_times_weight_batcher(conv_p))
+_compat.register_batching(conv_dx_p, _conv_dense_times_weight_batcher(conv_dx_p))
+_compat.register_batching(conv_dw_p, _conv_dw_batcher)

@@ -1,4 +1,6 @@
 """Block-sparse convolution against float64 dense lax.conv_general_dilated."""
+import functools
+
 import numpy as np
 import pytest
 import jax
@@ -7,6 +9,8 @@ from jax import lax
 from jax.test_util import check_grads
 
 import jax_blocksparse as jbs
+from jax_blocksparse import lowering, ops, reference
+from jax_blocksparse.conv import composite_conv, composite_conv_dw, composite_conv_dx
 from helpers import assert_close, dense_weight, f64, random_array, random_mask, relative_error
 
 DIMENSION_NUMBERS = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"), 3: ("NDHWC", "DHWIO", "NDHWC")}
@@ -154,3 +158,191 @@ def test_bad_inputs(rng):
         jbs.conv(x, w, layout, padding="FULL")
     with pytest.raises(ValueError, match="padding"):
         jbs.conv(x, w, layout, padding=((1, 1),))
+
+
+# -- the convolution primitives ----------------------------------------------------------------
+def primitive_names(fn, *args):
+    return [e.primitive.name for e in jax.make_jaxpr(fn)(*args).jaxpr.eqns]
+
+
+def test_the_conv_primitives_are_used(rng):
+    layout = jbs.Layout(random_mask(rng, 2, 2), 8)
+    x = random_array(rng, (2, 5, 5, 16), np.float32)
+    w = random_array(rng, jbs.conv_weight_shape(layout, (3, 3)), np.float32)
+    conv = lambda x, w: jbs.conv(x, w, layout, strides=2)
+    forward = primitive_names(conv, x, w)
+    assert forward.count("blocksparse_conv") == 1 and "blocksparse_matmul" not in forward
+    backward = primitive_names(jax.grad(lambda x, w: jnp.sum(conv(x, w)), argnums=(0, 1)), x, w)
+    assert backward.count("blocksparse_conv_dx") == 1 and backward.count("blocksparse_conv_dw") == 1
+    assert not any(name.startswith("blocksparse_matmul") for name in backward)
+
+
+def sparse_mask(rng):
+    """3 x 3 blocks with an empty block-row (1) and an empty block-column (2)."""
+    mask = random_mask(rng, 3, 3, 0.7)
+    mask[1, :] = False
+    mask[:, 2] = False
+    mask[0, 0] = mask[2, 1] = True
+    return mask
+
+
+GRAD_CASES = [  # spatial, kernel, strides, padding, dilation: stride 2, dilation, asymmetric pads
+    ((11,), (3,), (2,), ((2, 1),), (2,)),
+    ((7, 8), (3, 2), (2, 2), ((1, 2), (-1, 1)), (2, 1)),
+    ((5, 6, 4), (2, 3, 2), (2, 1, 2), ((0, 1), (2, 0), (1, 1)), (1, 2, 1)),
+]
+
+
+@pytest.mark.parametrize("spatial,kernel,strides,padding,dilation", GRAD_CASES,
+                         ids=["1d", "2d", "3d"])
+def test_gradients_strided_dilated_padded(rng, spatial, kernel, strides, padding, dilation):
+    mask = sparse_mask(rng)
+    layout = jbs.Layout(mask, 8)
+    x = random_array(rng, (2, *spatial, 24), np.float64)
+    w = random_array(rng, jbs.conv_weight_shape(layout, kernel), np.float64)
+    conv = lambda x, w: jbs.conv(x, w, layout, strides=strides, padding=padding, dilation=dilation)
+    dense = lambda x, f: dense_conv(x, f, strides, padding, dilation)
+    filt = jnp.asarray(dense_filter(mask, 8, w))
+    y, expected = conv(x, w), dense(jnp.asarray(f64(x)), filt)
+    assert relative_error(y, expected) < 1e-12
+    np.testing.assert_array_equal(np.asarray(y)[..., 16:], 0.0)  # the empty block-column
+    r = random_array(rng, y.shape, np.float64)
+    gx, gw = jax.grad(lambda x, w: jnp.sum(conv(x, w) * r), argnums=(0, 1))(x, w)
+    gx_ref, gf_ref = jax.grad(lambda x, f: jnp.sum(dense(x, f) * r), argnums=(0, 1))(jnp.asarray(f64(x)), filt)
+    assert relative_error(gx, gx_ref) < 1e-12
+    np.testing.assert_array_equal(np.asarray(gx)[..., 8:16], 0.0)  # the empty block-row
+    support = dense_filter(mask, 8, np.ones(w.shape)) != 0
+    assert relative_error(dense_filter(mask, 8, gw), np.asarray(gf_ref) * support) < 1e-12
+
+
+def test_check_grads_second_order_strided(rng):
+    layout = jbs.Layout(sparse_mask(rng), 8)
+    x = random_array(rng, (1, 7, 24), np.float64)
+    w = random_array(rng, jbs.conv_weight_shape(layout, (3,)), np.float64)
+    conv = lambda x, w: jnp.tanh(jbs.conv(x, w, layout, strides=2, dilation=2, padding=((2, 1),)))
+    check_grads(conv, (x, w), order=2, modes=("fwd", "rev"))
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float32], ids=lambda d: np.dtype(d).name)
+def test_gradient_dtypes(rng, dtype):
+    """Gradients come back in the primal's dtype, also from a wider preferred_element_type."""
+    layout = jbs.Layout(sparse_mask(rng), 16)
+    x = random_array(rng, (2, 6, 5, 48), dtype)
+    w = random_array(rng, jbs.conv_weight_shape(layout, (3, 3)), dtype)
+    r = random_array(rng, (2, 3, 3, 48), np.float32)
+    conv = lambda x, w: jbs.conv(x, w, layout, strides=2, padding="SAME",
+                                 preferred_element_type=jnp.float32, precision="highest")
+    gx, gw = jax.grad(lambda x, w: jnp.sum(conv(x, w) * r), argnums=(0, 1))(x, w)
+    assert gx.dtype == np.dtype(dtype) and gw.dtype == np.dtype(dtype)
+    filt = jnp.asarray(dense_filter(layout.mask, 16, w))
+    dense = lambda x, f: jnp.sum(dense_conv(x, f, (2, 2), "SAME", (1, 1)) * f64(r))
+    gx_ref, gf_ref = jax.grad(dense, argnums=(0, 1))(jnp.asarray(f64(x)), filt)
+    support = dense_filter(layout.mask, 16, np.ones(w.shape)) != 0
+    assert_close(gx, gx_ref, dtype)
+    assert_close(dense_filter(layout.mask, 16, gw), np.asarray(gf_ref) * support, dtype)
+
+
+# Internal (G, Nb, D, H, W, C) geometry shared by the implementation tests below.
+GEOMETRY = dict(kernel=(2, 3, 2), strides=(2, 1, 2), dilation=(1, 2, 1), pad_lo=(0, 2, 1),
+                in_spatial=(5, 6, 4), out_spatial=(3, 4, 3))
+GEOMETRY_PADDING = ((0, 1), (2, 0), (1, 1))  # the same, as the public function's padding
+
+
+def internal_problem(rng, layout, groups=2, batch=2):
+    rows, cols = layout.shape
+    taps = int(np.prod(GEOMETRY["kernel"]))
+    x = random_array(rng, (groups, batch, *GEOMETRY["in_spatial"], rows), np.float64)
+    w = random_array(rng, (groups, layout.nnz, taps, layout.block_size, layout.block_size), np.float64)
+    dy = random_array(rng, (groups, batch, *GEOMETRY["out_spatial"], cols), np.float64)
+    return x, w, dy
+
+
+def dense_internal(layout, x, w, dy):
+    """Per group: y = conv(x, w), dx = conv's transpose applied to dy, dw = blocks of the filter
+    gradient, from float64 lax.conv_general_dilated and its autodiff."""
+    ys, dxs, dws = [], [], []
+    strides, dilation = GEOMETRY["strides"], GEOMETRY["dilation"]
+    for g in range(x.shape[0]):
+        filt = jnp.asarray(dense_filter(layout.mask, layout.block_size,
+                                        f64(w[g]).reshape(layout.nnz, *GEOMETRY["kernel"], *w.shape[-2:])))
+        fn = lambda x, f: dense_conv(x, f, strides, GEOMETRY_PADDING, dilation)
+        y, vjp = jax.vjp(fn, jnp.asarray(f64(x[g])), filt)
+        dx, dfilt = vjp(jnp.asarray(f64(dy[g])))
+        ys.append(y)
+        dxs.append(dx)
+        blocks = np.asarray(dfilt).reshape(-1, *layout.shape)  # (T, C, K)
+        dws.append(np.stack([blocks[:, i * layout.block_size:(i + 1) * layout.block_size,
+                                    j * layout.block_size:(j + 1) * layout.block_size]
+                             for i, j in layout.coords]))
+    return np.stack(ys), np.stack(dxs), np.stack(dws)
+
+
+IMPLEMENTATIONS = {
+    "cpu_ffi": (ops.conv, ops.conv_dx, ops.conv_dw),  # the registered CPU lowering
+    "jnp_fallback": (reference.conv, reference.conv_dx, reference.conv_dw),
+    "cuda_composite": (composite_conv, composite_conv_dx, composite_conv_dw),
+}
+
+
+@pytest.mark.parametrize("impl", list(IMPLEMENTATIONS))
+def test_implementations_match_dense(rng, impl):
+    """The CPU kernels, the pure-jnp fallback of other platforms and the patch composite that
+    CUDA falls back on, each on G = 2 groups with an empty block-row and block-column."""
+    layout = jbs.Layout(sparse_mask(rng), 8)
+    x, w, dy = internal_problem(rng, layout)
+    params = dict(layout=layout, precision="highest", out_dtype=np.float64, **GEOMETRY)
+    conv, conv_dx, conv_dw = (jax.jit(functools.partial(f, **params)) for f in IMPLEMENTATIONS[impl])
+    y_ref, dx_ref, dw_ref = dense_internal(layout, x, w, dy)
+    assert relative_error(conv(x, w), y_ref) < 1e-12
+    assert relative_error(conv_dx(dy, w), dx_ref) < 1e-12
+    assert relative_error(conv_dw(x, dy), dw_ref) < 1e-12
+
+
+def test_lowering_choice_follows_the_registered_targets():
+    """CUDA uses the conv FFI targets once the extension registers them, the composite before."""
+    with_targets = lowering.conv_implementations({"jbs_bsmm", "jbs_sampled", "jbs_conv", "jbs_conv_dw"})
+    assert composite_conv not in with_targets.values()
+    assert composite_conv_dx not in with_targets.values()
+    assert composite_conv_dw not in with_targets.values()
+    without = lowering.conv_implementations({"jbs_bsmm", "jbs_sampled"})
+    assert list(without.values()) == [composite_conv, composite_conv_dx, composite_conv_dw]
+
+
+def test_kernels_write_every_output_element(rng):
+    """Outputs land in a donated NaN-filled buffer (XLA aliases it to the result), so an element
+    the kernel skipped would stay NaN; empty block-columns and -rows must come back as zeros."""
+    layout = jbs.Layout(sparse_mask(rng), 8)
+    x, w, dy = internal_problem(rng, layout, groups=1)
+    params = dict(layout=layout, precision="highest", out_dtype=np.float64, **GEOMETRY)
+    for fn, a, b in ((ops.conv, x, w), (ops.conv_dx, dy, w), (ops.conv_dw, x, dy)):
+        out = jax.eval_shape(lambda a, b: fn(a, b, **params), a, b)
+        poisoned = jax.jit(lambda poison, a, b: fn(a, b, **params), donate_argnums=0, keep_unused=True)
+        result = poisoned(jnp.full(out.shape, jnp.nan, out.dtype), a, b)
+        assert not np.isnan(np.asarray(result)).any()
+        np.testing.assert_array_equal(np.asarray(result), np.asarray(jax.jit(
+            lambda a, b: fn(a, b, **params))(a, b)))  # and bitwise reproducible
+    y = ops.conv(x, w, **params)
+    dx = ops.conv_dx(dy, w, **params)
+    np.testing.assert_array_equal(np.asarray(y)[..., 16:], 0.0)
+    np.testing.assert_array_equal(np.asarray(dx)[..., 8:16], 0.0)
+
+
+def test_conv_handlers_reject_inconsistent_calls(rng):
+    layout = jbs.Layout(random_mask(rng, 2, 2), 8)
+    table = layout.column_table
+    a = jnp.ones((1, 2, 1, 5, 5, 16), jnp.float32)
+    w = jnp.ones((1, layout.nnz, 4, 8, 8), jnp.float32)  # 4 taps, but the kernel has 9
+    geometry = {name: np.asarray(v, np.int64) for name, v in
+                dict(kernel=(1, 3, 3), strides=(1, 1, 1), dilation=(1, 1, 1), pad_lo=(0, 1, 1)).items()}
+    out = jax.ShapeDtypeStruct((1, 2, 1, 5, 5, 16), jnp.float32)
+    call = jax.jit(lambda a, w: jax.ffi.ffi_call("jbs_conv", out)(
+        a, w, jnp.asarray(table.offsets), jnp.asarray(table.entries), transpose_w=False,
+        precision=np.int32(0), **geometry))
+    with pytest.raises(Exception, match=r"jbs_conv: .*T = prod\(kernel\) = 9.*w \(1, \d+, 4, 8, 8\)"):
+        jax.block_until_ready(call(a, w))
+    bad = dict(geometry, strides=np.asarray((1, 0, 1), np.int64))
+    dw_out = jax.ShapeDtypeStruct((1, layout.nnz, 9, 8, 8), jnp.float32)
+    call = jax.jit(lambda a, b: jax.ffi.ffi_call("jbs_conv_dw", dw_out)(
+        a, b, jnp.asarray(layout.coords), precision=np.int32(0), **bad))
+    with pytest.raises(Exception, match=r"jbs_conv_dw: .*must be positive.*strides=\(1, 0, 1\)"):
+        jax.block_until_ready(call(a, jnp.ones((1, 2, 1, 5, 5, 16), jnp.float32)))

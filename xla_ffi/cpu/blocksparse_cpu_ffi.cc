@@ -10,6 +10,7 @@
 #include "xla/ffi/api/ffi.h"
 #include "xla_ffi/common/ffi_validation.h"
 #include "xla_ffi/cpu/blocksparse_cpu_kernels.h"
+#include "xla_ffi/cpu/conv_cpu_kernels.h"
 
 namespace ffi = xla::ffi;
 
@@ -18,6 +19,8 @@ namespace {
 using jbs::cpu::Bf16Bits;
 using jbs::cpu::F16Bits;
 using jbs::ffi_validation::BsmmProblem;
+using jbs::ffi_validation::ConvDwProblem;
+using jbs::ffi_validation::ConvProblem;
 using jbs::ffi_validation::SampledProblem;
 
 // Calls fn(In*, Out*) with null pointers whose static types select the kernel instantiation.
@@ -43,33 +46,33 @@ ffi::Error OutOfRange(const char* target, const std::string& what) {
   return ffi::Error::InvalidArgument(std::string(target) + ": " + what);
 }
 
-// A bad table becomes an error instead of an out-of-bounds read.
+// A bad table becomes an error instead of an out-of-bounds read. `a_blocks` is the number of
+// bs-wide column blocks of the gathered operand.
 ffi::Error CheckBsmmTables(const char* target, const int32_t* offsets, const int32_t* entries,
-                           const BsmmProblem& p) {
-  for (int64_t o = 0; o <= p.out_blocks; ++o) {
+                           int64_t out_blocks, int64_t nnz, int64_t a_blocks) {
+  for (int64_t o = 0; o <= out_blocks; ++o) {
     const int64_t lower = o == 0 ? 0 : offsets[o - 1];
-    if (offsets[o] < lower || offsets[o] > p.nnz) {
+    if (offsets[o] < lower || offsets[o] > nnz) {
       return OutOfRange(target, "offsets must be non-decreasing within [0, nnz=" +
-                                    std::to_string(p.nnz) + "]; offsets[" + std::to_string(o) +
+                                    std::to_string(nnz) + "]; offsets[" + std::to_string(o) +
                                     "] = " + std::to_string(offsets[o]));
     }
   }
-  const int64_t a_blocks = p.a_cols / p.block_size;
-  for (int64_t e = 0; e < p.nnz; ++e) {
+  for (int64_t e = 0; e < nnz; ++e) {
     const int32_t a_block = entries[2 * e], w_block = entries[2 * e + 1];
-    if (a_block < 0 || a_block >= a_blocks || w_block < 0 || w_block >= p.nnz) {
+    if (a_block < 0 || a_block >= a_blocks || w_block < 0 || w_block >= nnz) {
       return OutOfRange(target, "entries[" + std::to_string(e) + "] = (" +
                                     std::to_string(a_block) + ", " + std::to_string(w_block) +
                                     ") out of range for " + std::to_string(a_blocks) +
-                                    " input blocks and " + std::to_string(p.nnz) + " weight blocks");
+                                    " input blocks and " + std::to_string(nnz) + " weight blocks");
     }
   }
   return ffi::Error::Success();
 }
 
-ffi::Error CheckCoords(const char* target, const int32_t* coords, const SampledProblem& p) {
-  const int64_t a_blocks = p.a_cols / p.block_size, b_blocks = p.b_cols / p.block_size;
-  for (int64_t k = 0; k < p.nnz; ++k) {
+ffi::Error CheckCoords(const char* target, const int32_t* coords, int64_t nnz, int64_t a_blocks,
+                       int64_t b_blocks) {
+  for (int64_t k = 0; k < nnz; ++k) {
     const int32_t i = coords[2 * k], j = coords[2 * k + 1];
     if (i < 0 || i >= a_blocks || j < 0 || j >= b_blocks) {
       return OutOfRange(target, "coords[" + std::to_string(k) + "] = (" + std::to_string(i) +
@@ -92,7 +95,9 @@ ffi::Error BsmmImpl(ffi::AnyBuffer a, ffi::AnyBuffer w, ffi::AnyBuffer offsets,
   }
   const int32_t* offset_data = offsets.reinterpret_data<int32_t>();
   const int32_t* entry_data = entries.reinterpret_data<int32_t>();
-  if (ffi::Error error = CheckBsmmTables(kTarget, offset_data, entry_data, p); error.failure()) {
+  if (ffi::Error error = CheckBsmmTables(kTarget, offset_data, entry_data, p.out_blocks, p.nnz,
+                                         p.a_cols / p.block_size);
+      error.failure()) {
     return error;
   }
   const jbs::cpu::BsmmShape shape{p.groups, p.rows, p.a_cols, p.out_blocks, p.nnz, p.block_size,
@@ -118,12 +123,111 @@ ffi::Error SampledImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::AnyBuffer coords
     return error;
   }
   const int32_t* coord_data = coords.reinterpret_data<int32_t>();
-  if (ffi::Error error = CheckCoords(kTarget, coord_data, p); error.failure()) return error;
+  if (ffi::Error error = CheckCoords(kTarget, coord_data, p.nnz, p.a_cols / p.block_size,
+                                     p.b_cols / p.block_size);
+      error.failure()) {
+    return error;
+  }
   const jbs::cpu::SampledShape shape{p.groups, p.rows, p.a_cols, p.b_cols, p.nnz, p.block_size};
   DispatchDtypes(p.input, p.output, [&](auto* in_tag, auto* out_tag) {
     using In = std::remove_pointer_t<decltype(in_tag)>;
     using Out = std::remove_pointer_t<decltype(out_tag)>;
     jbs::cpu::SampledDenseDense<In, Out>(static_cast<const In*>(a.untyped_data()),
+                                         static_cast<const In*>(b.untyped_data()), coord_data,
+                                         static_cast<Out*>(out->untyped_data()), shape);
+  });
+  return ffi::Error::Success();
+}
+
+jbs::cpu::ConvGeometry CpuGeometry(const jbs::ffi_validation::ConvGeometry& g) {
+  jbs::cpu::ConvGeometry out;
+  for (int i = 0; i < 3; ++i) {
+    out.kernel[i] = g.kernel[i];
+    out.strides[i] = g.strides[i];
+    out.dilation[i] = g.dilation[i];
+    out.pad_lo[i] = g.pad_lo[i];
+  }
+  return out;
+}
+
+ffi::Error ConvImpl(ffi::AnyBuffer a, ffi::AnyBuffer w, ffi::AnyBuffer offsets,
+                    ffi::AnyBuffer entries, ffi::Result<ffi::AnyBuffer> out, bool transpose_w,
+                    int32_t precision, ffi::Span<const int64_t> kernel,
+                    ffi::Span<const int64_t> strides, ffi::Span<const int64_t> dilation,
+                    ffi::Span<const int64_t> pad_lo) {
+  constexpr const char* kTarget = "jbs_conv";
+  ConvProblem p;
+  if (ffi::Error error = jbs::ffi_validation::ValidateConv(kTarget, a, w, offsets, entries, *out,
+                                                           precision, kernel, strides, dilation,
+                                                           pad_lo, p);
+      error.failure()) {
+    return error;
+  }
+  const int32_t* offset_data = offsets.reinterpret_data<int32_t>();
+  const int32_t* entry_data = entries.reinterpret_data<int32_t>();
+  if (ffi::Error error = CheckBsmmTables(kTarget, offset_data, entry_data, p.out_blocks, p.nnz,
+                                         p.a_channels / p.block_size);
+      error.failure()) {
+    return error;
+  }
+  jbs::cpu::ConvShape shape{};
+  shape.groups = p.groups;
+  shape.batch = p.batch;
+  shape.a_channels = p.a_channels;
+  for (int i = 0; i < 3; ++i) {
+    shape.a_spatial[i] = p.a_spatial[i];
+    shape.out_spatial[i] = p.out_spatial[i];
+  }
+  shape.n_out_blocks = p.out_blocks;
+  shape.nnz = p.nnz;
+  shape.block_size = p.block_size;
+  shape.transpose_w = transpose_w;
+  shape.geometry = CpuGeometry(p.geometry);
+  // precision only selects TF32 on GPU; the CPU kernels always accumulate at full precision.
+  DispatchDtypes(p.input, p.output, [&](auto* in_tag, auto* out_tag) {
+    using In = std::remove_pointer_t<decltype(in_tag)>;
+    using Out = std::remove_pointer_t<decltype(out_tag)>;
+    jbs::cpu::BlockSparseConv<In, Out>(static_cast<const In*>(a.untyped_data()),
+                                       static_cast<const In*>(w.untyped_data()), offset_data,
+                                       entry_data, static_cast<Out*>(out->untyped_data()), shape);
+  });
+  return ffi::Error::Success();
+}
+
+ffi::Error ConvDwImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::AnyBuffer coords,
+                      ffi::Result<ffi::AnyBuffer> out, int32_t precision,
+                      ffi::Span<const int64_t> kernel, ffi::Span<const int64_t> strides,
+                      ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> pad_lo) {
+  constexpr const char* kTarget = "jbs_conv_dw";
+  ConvDwProblem p;
+  if (ffi::Error error = jbs::ffi_validation::ValidateConvDw(kTarget, a, b, coords, *out,
+                                                             precision, kernel, strides, dilation,
+                                                             pad_lo, p);
+      error.failure()) {
+    return error;
+  }
+  const int32_t* coord_data = coords.reinterpret_data<int32_t>();
+  if (ffi::Error error = CheckCoords(kTarget, coord_data, p.nnz, p.x_channels / p.block_size,
+                                     p.dy_channels / p.block_size);
+      error.failure()) {
+    return error;
+  }
+  jbs::cpu::ConvDwShape shape{};
+  shape.groups = p.groups;
+  shape.batch = p.batch;
+  shape.x_channels = p.x_channels;
+  shape.dy_channels = p.dy_channels;
+  for (int i = 0; i < 3; ++i) {
+    shape.x_spatial[i] = p.x_spatial[i];
+    shape.dy_spatial[i] = p.dy_spatial[i];
+  }
+  shape.nnz = p.nnz;
+  shape.block_size = p.block_size;
+  shape.geometry = CpuGeometry(p.geometry);
+  DispatchDtypes(p.input, p.output, [&](auto* in_tag, auto* out_tag) {
+    using In = std::remove_pointer_t<decltype(in_tag)>;
+    using Out = std::remove_pointer_t<decltype(out_tag)>;
+    jbs::cpu::BlockSparseConvDw<In, Out>(static_cast<const In*>(a.untyped_data()),
                                          static_cast<const In*>(b.untyped_data()), coord_data,
                                          static_cast<Out*>(out->untyped_data()), shape);
   });
@@ -149,3 +253,29 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsSampledCpu, SampledImpl,
                                   .Arg<ffi::AnyBuffer>()  // coords
                                   .Ret<ffi::AnyBuffer>()  // out
                                   .Attr<int32_t>("precision"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsConvCpu, ConvImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // a
+                                  .Arg<ffi::AnyBuffer>()  // w
+                                  .Arg<ffi::AnyBuffer>()  // offsets
+                                  .Arg<ffi::AnyBuffer>()  // entries
+                                  .Ret<ffi::AnyBuffer>()  // out
+                                  .Attr<bool>("transpose_w")
+                                  .Attr<int32_t>("precision")
+                                  .Attr<ffi::Span<const int64_t>>("kernel")
+                                  .Attr<ffi::Span<const int64_t>>("strides")
+                                  .Attr<ffi::Span<const int64_t>>("dilation")
+                                  .Attr<ffi::Span<const int64_t>>("pad_lo"));
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsConvDwCpu, ConvDwImpl,
+                              ffi::Ffi::Bind()
+                                  .Arg<ffi::AnyBuffer>()  // a = x
+                                  .Arg<ffi::AnyBuffer>()  // b = dy
+                                  .Arg<ffi::AnyBuffer>()  // coords
+                                  .Ret<ffi::AnyBuffer>()  // out
+                                  .Attr<int32_t>("precision")
+                                  .Attr<ffi::Span<const int64_t>>("kernel")
+                                  .Attr<ffi::Span<const int64_t>>("strides")
+                                  .Attr<ffi::Span<const int64_t>>("dilation")
+                                  .Attr<ffi::Span<const int64_t>>("pad_lo"));

@@ -23,6 +23,8 @@ NB_MODULE(_jbs_cpu, m) {
         nb::dict targets;
         targets["jbs_bsmm"] = HandlerCapsule(JbsBsmmCpu);
         targets["jbs_sampled"] = HandlerCapsule(JbsSampledCpu);
+        targets["jbs_conv"] = HandlerCapsule(JbsConvCpu);
+        targets["jbs_conv_dw"] = HandlerCapsule(JbsConvDwCpu);
         return targets;
       },
       "Maps each FFI target name to its CPU handler capsule.");
