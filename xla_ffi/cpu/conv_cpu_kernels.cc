@@ -2,6 +2,7 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <type_traits>
 #include <vector>
 
 #include "xla_ffi/cpu/cpu_kernel_common.h"
@@ -191,49 +192,53 @@ void ConvDwImpl(const In* x, const In* dy, const int32_t* coords, Out* out,
   const int64_t taps = Product3(geo.kernel);
   const int64_t x_rows = shape.batch * Product3(shape.x_spatial);
   const int64_t rows_total = shape.batch * Product3(shape.dy_spatial);
-  if (shape.groups == 0 || shape.nnz == 0 || taps == 0) return;
+  const int64_t out_size = shape.nnz * taps * BS * BS;  // per group
+  if (shape.groups == 0 || out_size == 0) return;
 
-  std::vector<Acc> acc(BS * BS);
+  // Row chunks run outermost (per group), so each chunk's source table and dy panel are built
+  // once and reused by every tap; every (k, t) block keeps its own accumulator across chunks.
+  // float and double outputs accumulate in place; 16-bit outputs through a float scratch.
+  constexpr bool kInPlace = std::is_same_v<Out, Acc>;
+  std::vector<Acc> scratch(kInPlace ? 0 : out_size);
   std::vector<Acc> a_pack(kDwRowChunk * BS);
   std::vector<Acc> b_pack(kDwRowChunk * BS);
+  std::vector<int64_t> sources(taps * kDwRowChunk);
 
   for (int64_t g = 0; g < shape.groups; ++g) {
     const In* x_group = x + g * x_rows * shape.x_channels;
     const In* dy_group = dy + g * rows_total * shape.dy_channels;
-    Out* out_group = out + g * shape.nnz * taps * BS * BS;
-    for (int64_t k = 0; k < shape.nnz; ++k) {
-      const int64_t i = coords[2 * k];
-      const int64_t j = coords[2 * k + 1];
-      for (int64_t t = 0; t < taps; ++t) {
-        // With no rows nothing is accumulated and the block is written as zeros.
-        if (rows_total == 0) std::fill(acc.begin(), acc.end(), Acc(0));
-        for (int64_t row0 = 0; row0 < rows_total; row0 += kDwRowChunk) {
-          const int64_t rows = std::min(kDwRowChunk, rows_total - row0);
-          // The source table is cheap next to the rows x BS x BS products it feeds.
-          int64_t tap[3];
-          Unravel3(t, geo.kernel, tap);
-          const int64_t per_n = Product3(shape.dy_spatial);
+    Out* out_group = out + g * out_size;
+    Acc* acc = kInPlace ? reinterpret_cast<Acc*>(out_group) : scratch.data();
+    // With no rows nothing is accumulated and the blocks are written as zeros.
+    if (rows_total == 0) std::fill(acc, acc + out_size, Acc(0));
+    for (int64_t row0 = 0; row0 < rows_total; row0 += kDwRowChunk) {
+      const int64_t rows = std::min(kDwRowChunk, rows_total - row0);
+      const bool init = row0 == 0;
+      FillSources(geo, shape.x_spatial, shape.dy_spatial, false, row0, rows, kDwRowChunk,
+                  sources.data());
+      for (int64_t k = 0; k < shape.nnz; ++k) {
+        const int64_t i = coords[2 * k];
+        const int64_t j = coords[2 * k + 1];
+        WidenRows<BS>(dy_group + row0 * shape.dy_channels + j * BS, shape.dy_channels, rows,
+                      b_pack.data(), BS);
+        for (int64_t t = 0; t < taps; ++t) {
+          const int64_t* tap_sources = sources.data() + t * kDwRowChunk;
           for (int64_t r = 0; r < rows; ++r) {
-            int64_t pos[3];
-            Unravel3((row0 + r) % per_n, shape.dy_spatial, pos);
-            const int64_t source =
-                SourceRow(geo, shape.x_spatial, false, (row0 + r) / per_n, pos, tap);
-            GatherRow<BS>(x_group, shape.x_channels, i * BS, source, a_pack.data() + r * BS);
+            GatherRow<BS>(x_group, shape.x_channels, i * BS, tap_sources[r],
+                          a_pack.data() + r * BS);
           }
-          WidenRows<BS>(dy_group + row0 * shape.dy_channels + j * BS, shape.dy_channels, rows,
-                        b_pack.data(), BS);
-          const bool init = row0 == 0;
+          Acc* block = acc + (k * taps + t) * BS * BS;
           for (int p = 0; p < BS; p += MR) {
             for (int q = 0; q < BS; q += NR) {
               SampledMicroKernel<Acc, BS, MR, NV>(rows, a_pack.data() + p, BS,
                                                   b_pack.data() + q, BS, init,
-                                                  acc.data() + p * BS + q);
+                                                  block + p * BS + q);
             }
           }
         }
-        StoreRows<BS>(acc.data(), BS, out_group + (k * taps + t) * BS * BS, BS);
       }
     }
+    if constexpr (!kInPlace) StoreRows<BS>(acc, out_size / BS, out_group, BS);
   }
 }
 
