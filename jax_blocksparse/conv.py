@@ -24,6 +24,7 @@ import itertools
 import math
 
 import numpy as np
+import jax
 import jax.numpy as jnp
 from jax import lax
 
@@ -114,12 +115,11 @@ def composite_conv(x, w, *, layout, precision, out_dtype, **params):
 def composite_conv_dx(dy, w, *, layout, precision, out_dtype, **params):
     """``ops.conv_dx_p``: ``bsmm_t_p`` into patch space, then the patches' transpose (float32 or
     float64, so the taps' overlapping windows are summed at full precision)."""
-    import jax
-
     taps = math.prod(params["kernel"])
     acc = np.dtype(np.float64) if dy.dtype == shapes.FLOAT64 else shapes.FLOAT32
     groups, batch = dy.shape[:2]
-    grads = ops.bsmm_t(dy.reshape(groups, -1, dy.shape[-1]), _stacked_weights(w),
+    rows = math.prod(dy.shape[1:-1])
+    grads = ops.bsmm_t(dy.reshape(groups, rows, dy.shape[-1]), _stacked_weights(w),
                        layout=_stacked_layout(layout, taps), precision=precision, out_dtype=acc)
     x_struct = jax.ShapeDtypeStruct((groups, batch, *params["in_spatial"], layout.shape[0]), acc)
     (dx,) = jax.linear_transpose(lambda x: _patches(x, **_geometry(params)), x_struct)(grads)
@@ -131,7 +131,7 @@ def composite_conv_dw(x, dy, *, layout, precision, out_dtype, **params):
     taps = math.prod(params["kernel"])
     groups = x.shape[0]
     patches = _patches(x, **_geometry(params))
-    stacked = ops.sampled(patches, dy.reshape(groups, -1, dy.shape[-1]),
+    stacked = ops.sampled(patches, dy.reshape(groups, patches.shape[1], dy.shape[-1]),
                           layout=_stacked_layout(layout, taps), precision=precision,
                           out_dtype=out_dtype)  # (G, T * nnz, bs, bs)
     bs = layout.block_size

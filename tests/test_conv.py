@@ -298,6 +298,25 @@ def test_implementations_match_dense(rng, impl):
     assert relative_error(conv_dw(x, dy), dw_ref) < 1e-12
 
 
+@pytest.mark.parametrize("impl", list(IMPLEMENTATIONS))
+def test_empty_problems(impl):
+    """No batch members, or an empty output extent: empty results and zero weight gradients."""
+    layout = jbs.Layout(np.array([[1, 0], [1, 1]], bool), 8)
+    base = dict(layout=layout, precision="highest", out_dtype=np.float32, kernel=(1, 3, 3),
+                strides=(1, 1, 1), dilation=(1, 1, 1))
+    w = jnp.ones((1, 3, 9, 8, 8), jnp.float32)
+    for batch, pad_lo, in_spatial, out_spatial in ((0, (0, 1, 1), (1, 5, 5), (1, 5, 5)),
+                                                   (2, (0, 0, 0), (1, 2, 2), (1, 0, 0))):
+        params = dict(base, pad_lo=pad_lo, in_spatial=in_spatial, out_spatial=out_spatial)
+        conv, conv_dx, conv_dw = (jax.jit(functools.partial(f, **params)) for f in IMPLEMENTATIONS[impl])
+        x = jnp.ones((1, batch, *in_spatial, 16), jnp.float32)
+        dy = jnp.ones((1, batch, *out_spatial, 16), jnp.float32)
+        assert conv(x, w).shape == dy.shape and conv_dx(dy, w).shape == x.shape
+        dx = np.asarray(conv_dx(dy, w))
+        np.testing.assert_array_equal(dx, np.zeros_like(dx))
+        np.testing.assert_array_equal(np.asarray(conv_dw(x, dy)), np.zeros((1, 3, 9, 8, 8)))
+
+
 def test_lowering_choice_follows_the_registered_targets():
     """CUDA uses the conv FFI targets once the extension registers them, the composite before."""
     with_targets = lowering.conv_implementations({"jbs_bsmm", "jbs_sampled", "jbs_conv", "jbs_conv_dw"})
