@@ -91,19 +91,31 @@ def _ffi_conv_input_grad(dy, w, **params):
     return _ffi_conv(dy, w, transpose=True, **params)
 
 
-def conv_implementations(targets):
+def _unless_float64(kernel, composite):
+    """``kernel``, except that float64 operands take ``composite`` (the CUDA convolution kernel
+    runs on tensor cores, which have no float64 path; the matmul composite has one)."""
+    def lower(a, b, **params):
+        return (composite if a.dtype == np.float64 else kernel)(a, b, **params)
+    return lower
+
+
+def conv_implementations(targets, float64_kernels=True):
     """The functions that lower the convolution primitives next to the FFI targets ``targets``:
     the FFI calls for the targets that are registered, the patch-based composite (on the matmul
-    primitives) for the others."""
-    forward = CONV_TARGET in targets
-    return {
-        ops.conv_p: _ffi_conv_forward if forward else composite_conv,
-        ops.conv_dx_p: _ffi_conv_input_grad if forward else composite_conv_dx,
-        ops.conv_dw_p: _ffi_conv_dw if CONV_DW_TARGET in targets else composite_conv_dw,
-    }
+    primitives) for the others, and for float64 where the kernels lack it."""
+    forward, input_grad, filter_grad = composite_conv, composite_conv_dx, composite_conv_dw
+    if CONV_TARGET in targets:
+        forward, input_grad = _ffi_conv_forward, _ffi_conv_input_grad
+        if not float64_kernels:
+            forward = _unless_float64(forward, composite_conv)
+            input_grad = _unless_float64(input_grad, composite_conv_dx)
+    if CONV_DW_TARGET in targets:
+        filter_grad = _ffi_conv_dw if float64_kernels else _unless_float64(_ffi_conv_dw,
+                                                                          composite_conv_dw)
+    return {ops.conv_p: forward, ops.conv_dx_p: input_grad, ops.conv_dw_p: filter_grad}
 
 
-def _ffi_rules(targets):
+def _ffi_rules(targets, float64_conv=True):
     return {
         ops.bsmm_p: _compat.lowering_from_function(
             lambda x, w, **p: _ffi_bsmm(x, w, transpose=False, **p)),
@@ -111,7 +123,7 @@ def _ffi_rules(targets):
             lambda dy, w, **p: _ffi_bsmm(dy, w, transpose=True, **p)),
         ops.sampled_p: _compat.lowering_from_function(_ffi_sampled),
         **{primitive: _compat.lowering_from_function(fn)
-           for primitive, fn in conv_implementations(targets).items()},
+           for primitive, fn in conv_implementations(targets, float64_conv).items()},
     }
 
 
@@ -163,7 +175,8 @@ def _install():
         if module is not None:
             targets = module.registrations()
             _compat.register_ffi_targets(targets, ffi_platform)
-            _register(lowering_platform, _ffi_rules(set(targets)))
+            _register(lowering_platform,
+                      _ffi_rules(set(targets), float64_conv=lowering_platform == "cpu"))
         else:
             _register(lowering_platform, _fallback_rules())
         status[lowering_platform] = error

@@ -119,3 +119,38 @@ def test_sampled_long_reduction_few_blocks(rng, bs, dtype, precision):
     x, dy = _put(random_array(rng, (m, C), dtype)), _put(random_array(rng, (m, N), dtype))
     out = jbs.sampled_matmul(x, dy, layout, precision=precision)
     assert_close(out, blocks_of(mask, bs, f64(x).T @ f64(dy)), dtype, precision, on_gpu=True)
+
+
+@pytest.mark.parametrize("batch", [1, 5])  # 12 and 60 output rows: both kernel regimes
+@pytest.mark.parametrize("bs", [8, 16, 32, 64])
+@pytest.mark.parametrize("dtype,precision", [(np.float32, "default"), (np.float32, "highest"),
+                                             (jnp.bfloat16, "default"), (np.float16, "default"),
+                                             (np.float64, "highest")],
+                         ids=["f32-tf32", "f32-highest", "bf16", "f16", "f64"])
+def test_conv_kernel_variants(rng, batch, bs, dtype, precision):
+    """The implicit-GEMM CUDA convolution (forward and input gradient) and the filter gradient,
+    with stride, dilation and asymmetric padding, against float64 dense convolution."""
+    from test_conv import dense_conv, dense_filter
+    mask = random_mask(rng, 3, 2, density=0.5)
+    mask[:, 0] = False  # an empty output block-column
+    mask[1, 1] = True
+    layout = jbs.Layout(mask, bs)
+    C, K = layout.shape
+    strides, dilation, padding = (2, 1), (1, 2), ((1, 2), (0, 1))
+    x = _put(random_array(rng, (batch, 7, 6, C), dtype))
+    w = _put(random_array(rng, jbs.conv_weight_shape(layout, (3, 2)), dtype))
+    filt = dense_filter(mask, bs, w)
+    conv = lambda x, w: jbs.conv(x, w, layout, strides=strides, padding=padding,
+                                 dilation=dilation, precision=precision)
+    y, vjp = jax.vjp(conv, x, w)
+    dy = _put(random_array(rng, y.shape, dtype))
+    dx, dw = vjp(dy)
+    ref, ref_vjp = jax.vjp(lambda x, f: dense_conv(x, f, strides, padding, dilation),
+                           f64(x), filt)
+    ref_dx, ref_filt = ref_vjp(f64(dy))
+    ref_dw = np.stack([blocks_of(mask, bs, np.asarray(ref_filt)[tap])
+                       for tap in np.ndindex(3, 2)], axis=1).reshape(w.shape)
+    check = lambda out, expected: assert_close(out, expected, dtype, precision, on_gpu=True)
+    check(y, ref)
+    check(dx, ref_dx)
+    check(dw, ref_dw)

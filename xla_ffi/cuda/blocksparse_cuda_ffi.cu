@@ -6,10 +6,13 @@
 
 #include <cuda_runtime_api.h>
 
+#include <climits>
 #include <cstdint>
+#include <cstdlib>
 #include <string>
 
 #include "blocksparse_kernels.h"
+#include "bsmm_tensor_core.h"
 #include "xla/ffi/api/ffi.h"
 #include "xla_ffi/common/ffi_validation.h"
 
@@ -18,6 +21,7 @@ namespace ffi = xla::ffi;
 namespace {
 
 using jbs::ffi_validation::BsmmProblem;
+using jbs::ffi_validation::ConvProblem;
 using jbs::ffi_validation::SampledProblem;
 
 jbs::ElementType ToElementType(ffi::DataType dtype) {
@@ -60,6 +64,7 @@ ffi::Error BsmmImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
   args.out = out->untyped_data();
   args.groups = p.groups;
   args.rows = p.rows;
+  args.a_rows = p.rows;
   args.a_cols = p.a_cols;
   args.nnz = p.nnz;
   args.out_blocks = p.out_blocks;
@@ -98,6 +103,72 @@ ffi::Error SampledImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer b,
                                                   args, stream));
 }
 
+bool FitsInt32(int64_t value) { return value >= INT32_MIN && value <= INT32_MAX; }
+
+ffi::Error ConvImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
+                    ffi::AnyBuffer offsets, ffi::AnyBuffer entries,
+                    ffi::Result<ffi::AnyBuffer> out, bool transpose_w, int32_t precision,
+                    ffi::Span<const int64_t> kernel, ffi::Span<const int64_t> strides,
+                    ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> pad_lo) {
+  constexpr const char* kTarget = "jbs_conv";
+  ConvProblem p;
+  if (ffi::Error error = jbs::ffi_validation::ValidateConv(kTarget, a, w, offsets, entries, *out,
+                                                           precision, kernel, strides, dilation,
+                                                           pad_lo, p);
+      error.failure()) {
+    return error;
+  }
+  if (p.input == ffi::DataType::F64) {
+    return ffi::Error(ffi::ErrorCode::kUnimplemented,
+                      std::string(kTarget) + ": float64 has no CUDA kernel (the Python side "
+                      "lowers float64 convolutions to the matmul composite)");
+  }
+  const int64_t out_size = p.out_spatial[0] * p.out_spatial[1] * p.out_spatial[2];
+  const int64_t a_size = p.a_spatial[0] * p.a_spatial[1] * p.a_spatial[2];
+  if (p.groups == 0 || p.batch == 0 || out_size == 0 || p.out_blocks == 0) {
+    return ffi::Error::Success();
+  }
+  jbs::ConvGather gather{};
+  bool fits = FitsInt32(p.geometry.taps);
+  for (int d = 0; d < 3; ++d) {
+    gather.a_spatial[d] = static_cast<int32_t>(p.a_spatial[d]);
+    gather.out_spatial[d] = static_cast<int32_t>(p.out_spatial[d]);
+    gather.kernel[d] = static_cast<int32_t>(p.geometry.kernel[d]);
+    gather.stride[d] = static_cast<int32_t>(p.geometry.strides[d]);
+    gather.dilation[d] = static_cast<int32_t>(p.geometry.dilation[d]);
+    gather.pad_lo[d] = static_cast<int32_t>(p.geometry.pad_lo[d]);
+    // The kernel forms positions as o*s + t*d - pad (and q + pad - t*d) in 32-bit arithmetic.
+    fits = fits && FitsInt32(std::llabs(p.geometry.pad_lo[d]) +
+                             p.out_spatial[d] * p.geometry.strides[d] +
+                             p.geometry.kernel[d] * p.geometry.dilation[d] + p.a_spatial[d]);
+  }
+  if (!fits) {
+    return ffi::Error::InvalidArgument(std::string(kTarget) +
+                                       ": spatial extents too large for the CUDA kernel");
+  }
+  gather.taps = static_cast<int32_t>(p.geometry.taps);
+  gather.transposed = transpose_w;
+
+  jbs::BsmmArgs args;
+  args.a = a.untyped_data();
+  args.w = w.untyped_data();
+  args.offsets = static_cast<const int32_t*>(offsets.untyped_data());
+  args.entries = static_cast<const int32_t*>(entries.untyped_data());
+  args.out = out->untyped_data();
+  args.groups = p.groups;
+  args.rows = p.batch * out_size;
+  args.a_rows = p.batch * a_size;
+  args.a_cols = p.a_channels;
+  args.nnz = p.nnz;
+  args.out_blocks = p.out_blocks;
+  args.block_size = static_cast<int32_t>(p.block_size);
+  args.transpose_w = transpose_w;
+  args.precision = precision;
+  return LaunchStatus(kTarget, jbs::LaunchConvTensorCore(ToElementType(p.input),
+                                                         ToElementType(p.output), args, gather,
+                                                         stream));
+}
+
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsBsmmCuda, BsmmImpl,
@@ -120,4 +191,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsSampledCuda, SampledImpl,
                                   .Arg<ffi::AnyBuffer>()  // coords
                                   .Ret<ffi::AnyBuffer>()  // out
                                   .Attr<int32_t>("precision"),
+                              {ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsConvCuda, ConvImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::AnyBuffer>()  // a
+                                  .Arg<ffi::AnyBuffer>()  // w
+                                  .Arg<ffi::AnyBuffer>()  // offsets
+                                  .Arg<ffi::AnyBuffer>()  // entries
+                                  .Ret<ffi::AnyBuffer>()  // out
+                                  .Attr<bool>("transpose_w")
+                                  .Attr<int32_t>("precision")
+                                  .Attr<ffi::Span<const int64_t>>("kernel")
+                                  .Attr<ffi::Span<const int64_t>>("strides")
+                                  .Attr<ffi::Span<const int64_t>>("dilation")
+                                  .Attr<ffi::Span<const int64_t>>("pad_lo"),
                               {ffi::Traits::kCmdBufferCompatible});

@@ -23,13 +23,29 @@ struct BsmmArgs {
   const int32_t* entries;  // (nnz, 2): (a_blk, k)
   void* out;               // (groups, rows, out_blocks * bs), output type
   int64_t groups;
-  int64_t rows;
+  int64_t rows;    // rows of out per group
+  int64_t a_rows;  // rows of a per group: == rows for a matmul, differs for a convolution
   int64_t a_cols;
   int64_t nnz;
   int64_t out_blocks;
   int32_t block_size;
   bool transpose_w;
   int32_t precision;  // 0 = DEFAULT (TF32 allowed), 1 = HIGHEST; unused by the SIMT kernels.
+};
+
+// How a convolution's output row reads `a` (jbs_conv, three spatial dimensions). Rows of a
+// and out are (batch, d, h, w) row-major. Forward: out position p reads a at p*s + t*d - pad;
+// transposed (the input gradient): out position q reads a at p = (q + pad - t*d) / s where
+// that division is exact. Out-of-range positions contribute nothing.
+struct ConvGather {
+  int32_t a_spatial[3];
+  int32_t out_spatial[3];
+  int32_t kernel[3];
+  int32_t stride[3];
+  int32_t dilation[3];
+  int32_t pad_lo[3];
+  int32_t taps;
+  bool transposed;
 };
 
 // out[g, k] = a[g, :, i_k*bs:+bs].T @ b[g, :, j_k*bs:+bs]

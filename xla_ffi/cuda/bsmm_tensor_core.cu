@@ -73,7 +73,14 @@ struct TcTiling {
   // Partial sums of groups 1..kWarpsK-1, fp32, row stride padded by 4 words.
   static constexpr int kRedStride = kNT + 4;
   static constexpr int kRedBytes = (kWarpsK - 1) * kTM * kRedStride * 4;
-  static constexpr int kSmemBytes = kPipeBytes > kRedBytes ? kPipeBytes : kRedBytes;
+  static constexpr int kStageAreaBytes = kPipeBytes > kRedBytes ? kPipeBytes : kRedBytes;
+  // The column's (a_blk, k) pairs are staged in shared memory a window at a time, so the
+  // copy-issue path of the pipeline never waits on a dependent global load.
+  static constexpr int kEntryWindow = 256;
+  static constexpr int kSmemBytes = kStageAreaBytes + kEntryWindow * 8;
+  static_assert(kStageAreaBytes % 16 == 0);
+  static_assert(kEntryWindow % (kKC / (kBs < kKC ? kBs : kKC)) == 0,
+                "a chunk never straddles two entry windows");
 
   static_assert(kTM % (16 * kWarpsM) == 0 && kNT % (8 * kWarpsN) == 0);
   static_assert(!kHalf || kNTiles == 1 || kNTiles % 2 == 0, "B is loaded two n-tiles at a time");
@@ -86,24 +93,80 @@ struct TcTiling {
 struct EntryRef {
   int64_t a_col;   // column of `a` (already offset by the block)
   int64_t w_base;  // element offset of the w block
+  int tap;         // filter tap of a convolution (0 for a matmul)
   bool valid;
 };
 
-template <int kBs>
-__device__ __forceinline__ EntryRef LookUp(const int32_t* __restrict__ entries, int64_t entry,
-                                           int64_t entry_end, int64_t a_blocks, int64_t nnz,
-                                           int64_t w_group_base) {
-  EntryRef ref{0, 0, false};
-  if (entry < entry_end) {
-    const int2 pair = __ldg(reinterpret_cast<const int2*>(entries) + entry);
-    // Corrupt tables must not fault: out-of-range entries read as zero blocks.
-    ref.valid = pair.x >= 0 && pair.x < a_blocks && pair.y >= 0 && pair.y < nnz;
+// Copies entries [begin, begin + count) into `staged`, with out-of-range pairs (a corrupt
+// table) marked as holes, which then read as zero blocks instead of faulting.
+__device__ __forceinline__ void StageEntries(int2* staged, const int32_t* __restrict__ entries,
+                                             int64_t begin, int count, int64_t a_blocks,
+                                             int64_t nnz) {
+  for (int i = static_cast<int>(threadIdx.x); i < count; i += static_cast<int>(blockDim.x)) {
+    const int2 pair = __ldg(reinterpret_cast<const int2*>(entries) + begin + i);
+    const bool valid = pair.x >= 0 && pair.x < a_blocks && pair.y >= 0 && pair.y < nnz;
+    staged[i] = valid ? pair : make_int2(-1, -1);
+  }
+}
+
+// A convolution's reduction runs over (entry, tap) pairs, taps innermost; w holds the taps of
+// block k at k * taps + t. A matmul is the one-tap case, where the divisions fold away.
+template <int kBs, bool kConv>
+__device__ __forceinline__ EntryRef LookUp(const int2* staged, int64_t pair, int64_t count,
+                                           int taps, int64_t w_group_base) {
+  const int64_t local = kConv ? pair / taps : pair;
+  EntryRef ref{0, 0, 0, false};
+  if (local < count) {
+    const int2 entry = staged[local];
+    ref.valid = entry.x >= 0;
+    ref.tap = kConv ? static_cast<int>(pair - local * taps) : 0;
     if (ref.valid) {
-      ref.a_col = static_cast<int64_t>(pair.x) * kBs;
-      ref.w_base = w_group_base + static_cast<int64_t>(pair.y) * (kBs * kBs);
+      ref.a_col = static_cast<int64_t>(entry.x) * kBs;
+      ref.w_base = w_group_base +
+                   (static_cast<int64_t>(entry.y) * (kConv ? taps : 1) + ref.tap) * (kBs * kBs);
     }
   }
   return ref;
+}
+
+// Where the output row of a convolution reads `a` for one tap: the row index in `a`, or -1
+// for padding (and, for the transposed convolution, taps that skip this row under a stride).
+struct ConvRow {
+  int64_t a_base;  // batch * a_spatial_size, or -1 for rows past the end
+  int pos[3];      // output position
+};
+
+__device__ __forceinline__ ConvRow DecomposeRow(const ConvGather& c, int64_t row, int64_t rows) {
+  ConvRow out{-1, {0, 0, 0}};
+  if (row >= rows) return out;
+  const int64_t out_size = static_cast<int64_t>(c.out_spatial[0]) * c.out_spatial[1] * c.out_spatial[2];
+  const int64_t n = row / out_size;
+  int64_t rem = row - n * out_size;
+  out.pos[2] = static_cast<int>(rem % c.out_spatial[2]);
+  rem /= c.out_spatial[2];
+  out.pos[1] = static_cast<int>(rem % c.out_spatial[1]);
+  out.pos[0] = static_cast<int>(rem / c.out_spatial[1]);
+  out.a_base = n * (static_cast<int64_t>(c.a_spatial[0]) * c.a_spatial[1] * c.a_spatial[2]);
+  return out;
+}
+
+__device__ __forceinline__ int64_t SourceRow(const ConvGather& c, const ConvRow& row, int tap) {
+  if (row.a_base < 0) return -1;
+  const int taps_hw = c.kernel[1] * c.kernel[2];
+  const int t[3] = {tap / taps_hw, (tap / c.kernel[2]) % c.kernel[1], tap % c.kernel[2]};
+  int src[3];
+#pragma unroll
+  for (int d = 0; d < 3; ++d) {
+    if (!c.transposed) {
+      src[d] = row.pos[d] * c.stride[d] + t[d] * c.dilation[d] - c.pad_lo[d];
+    } else {
+      const int num = row.pos[d] + c.pad_lo[d] - t[d] * c.dilation[d];
+      if (num < 0 || num % c.stride[d] != 0) return -1;
+      src[d] = num / c.stride[d];
+    }
+    if (src[d] < 0 || src[d] >= c.a_spatial[d]) return -1;
+  }
+  return row.a_base + (static_cast<int64_t>(src[0]) * c.a_spatial[1] + src[1]) * c.a_spatial[2] + src[2];
 }
 
 template <typename Elem>
@@ -118,10 +181,10 @@ __device__ __forceinline__ uint32_t PackOut(float lo, float hi) {
 }
 
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages>
+          int kStages, bool kConv>
 __global__ void __launch_bounds__(
     TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages>::kThreads)
-    BsmmTcKernel(BsmmArgs args, int64_t row_tiles, bool out_f32) {
+    BsmmTcKernel(BsmmArgs args, ConvGather conv, int64_t row_tiles, bool out_f32) {
   using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages>;
   using Elem = typename Tiling::Elem;
   constexpr int kVec = Tiling::kVec;
@@ -142,6 +205,7 @@ __global__ void __launch_bounds__(
   const int64_t nnz = args.nnz;
   const int64_t groups = args.groups;
   const int64_t a_blocks = a_cols / kBs;
+  const int taps = kConv ? conv.taps : 1;
   const int64_t out_cols = args.out_blocks * kBs;
 
   const int tid = static_cast<int>(threadIdx.x);
@@ -160,8 +224,7 @@ __global__ void __launch_bounds__(
                                       int64_t{0}), nnz);
   const int64_t entry_end = min(max(static_cast<int64_t>(__ldg(args.offsets + out_block + 1)),
                                     entry_begin), nnz);
-  const int64_t chunks = ((entry_end - entry_begin) * kBs + kKC - 1) / kKC;
-  const int64_t my_chunks = chunks > kgroup ? (chunks - kgroup + kWarpsK - 1) / kWarpsK : 0;
+  int2* staged = reinterpret_cast<int2*>(smem_raw + Tiling::kStageAreaBytes);
 
   Elem* group_stages = smem + kgroup * (kStages * Tiling::kStageElems);
   auto group_sync = [&]() {
@@ -175,10 +238,21 @@ __global__ void __launch_bounds__(
   };
 
   for (int64_t g = blockIdx.z; g < groups; g += gridDim.z) {
-    const Elem* a_group = a + g * rows * a_cols;
-    const int64_t w_group_base = g * nnz * (kBs * kBs);
+    const Elem* a_group = a + g * args.a_rows * a_cols;
+    const int64_t w_group_base = g * nnz * taps * (kBs * kBs);
     for (int64_t tile = blockIdx.y; tile < row_tiles; tile += gridDim.y) {
       const int64_t row0 = tile * kTM;
+      int window = 0;  // entries staged for the current window (load_chunk reads them)
+      constexpr int kARowsPerThread = kTM * Tiling::kAUnits / kGroupThreads;
+      // A thread copies the same rows for every chunk: decompose them once per tile.
+      ConvRow conv_rows[kConv ? kARowsPerThread : 1];
+      if constexpr (kConv) {
+#pragma unroll
+        for (int i = 0; i < kARowsPerThread; ++i) {
+          const int r = gtid / Tiling::kAUnits + i * (kGroupThreads / Tiling::kAUnits);
+          conv_rows[i] = DecomposeRow(conv, row0 + r, rows);
+        }
+      }
 
       // Chunk `chunk` (index into the column's concatenated K) -> stage `stage`.
       auto load_chunk = [&](int64_t chunk, int stage) {
@@ -189,14 +263,14 @@ __global__ void __launch_bounds__(
           // Every thread copies the same K offset for all its rows, so one look-up suffices.
           const int q = gtid % Tiling::kAUnits;
           const int64_t kk = k0 + q * kVec;
-          const EntryRef ref = LookUp<kBs>(entries, entry_begin + kk / kBs, entry_end, a_blocks,
-                                           nnz, w_group_base);
+          const EntryRef ref = LookUp<kBs, kConv>(staged, kk / kBs, window, taps, w_group_base);
           const int within = static_cast<int>(kk % kBs);
 #pragma unroll
-          for (int i = 0; i < kTM * Tiling::kAUnits / kGroupThreads; ++i) {
+          for (int i = 0; i < kARowsPerThread; ++i) {
             const int r = gtid / Tiling::kAUnits + i * (kGroupThreads / Tiling::kAUnits);
-            const int64_t row = row0 + r;
-            const bool live = ref.valid && row < rows;
+            int64_t row = row0 + r;
+            if constexpr (kConv) row = SourceRow(conv, conv_rows[i], ref.tap);
+            const bool live = ref.valid && (kConv ? row >= 0 : row < rows);
             const Elem* src = live ? a_group + row * a_cols + ref.a_col + within : a;
             tc::CpAsync16(tc::SharedAddress(a_stage + r * Tiling::kAStride + q * kVec), src, live);
           }
@@ -205,10 +279,9 @@ __global__ void __launch_bounds__(
         constexpr int kWIters = (kWCopies + kGroupThreads - 1) / kGroupThreads;
         // With bs >= kKC a chunk lies inside one entry: one look-up for all of this thread's
         // copies keeps the 64-bit address arithmetic (and registers) out of the unrolled loop.
-        EntryRef chunk_ref{0, 0, false};
+        EntryRef chunk_ref{0, 0, 0, false};
         if constexpr (kBs >= kKC) {
-          chunk_ref = LookUp<kBs>(entries, entry_begin + k0 / kBs, entry_end, a_blocks, nnz,
-                                  w_group_base);
+          chunk_ref = LookUp<kBs, kConv>(staged, k0 / kBs, window, taps, w_group_base);
         }
 #pragma unroll
         for (int i = 0; i < kWIters; ++i) {
@@ -221,8 +294,7 @@ __global__ void __launch_bounds__(
           const int64_t kk = kTransW ? k0 + q * kVec : k0 + r;
           EntryRef ref = chunk_ref;
           if constexpr (kBs < kKC) {
-            ref = LookUp<kBs>(entries, entry_begin + kk / kBs, entry_end, a_blocks, nnz,
-                              w_group_base);
+            ref = LookUp<kBs, kConv>(staged, kk / kBs, window, taps, w_group_base);
           }
           const int within = static_cast<int>(kk % kBs);
           const int offset = kTransW ? (n0 + r) * kBs + within : within * kBs + n0 + q * kVec;
@@ -348,24 +420,36 @@ __global__ void __launch_bounds__(
         }
       };
 
-      // Multi-stage pipeline: wait for chunk i, barrier (which also frees the stage consumed
-      // at i-1), refill that stage with chunk i+kStages-1, then compute chunk i.
+      for (int64_t window_begin = entry_begin; window_begin < entry_end;
+           window_begin += Tiling::kEntryWindow) {
+        window = static_cast<int>(min(entry_end - window_begin,
+                                      static_cast<int64_t>(Tiling::kEntryWindow)));
+        __syncthreads();  // every copy of the previous window has been issued
+        StageEntries(staged, entries, window_begin, window, a_blocks, nnz);
+        __syncthreads();
+        const int64_t chunks = (static_cast<int64_t>(window) * taps * kBs + kKC - 1) / kKC;
+        const int64_t my_chunks =
+            chunks > kgroup ? (chunks - kgroup + kWarpsK - 1) / kWarpsK : 0;
+        // Multi-stage pipeline: wait for chunk i, barrier (which also frees the stage consumed
+        // at i-1), refill that stage with chunk i+kStages-1, then compute chunk i.
 #pragma unroll
-      for (int s = 0; s < kStages - 1; ++s) {
-        if (s < my_chunks) load_chunk(kgroup + static_cast<int64_t>(s) * kWarpsK, s);
-        tc::CpAsyncCommit();
-      }
-      for (int64_t i = 0; i < my_chunks; ++i) {
-        tc::CpAsyncWait<kStages - 2>();
-        group_sync();
-        const int64_t prefetch = i + kStages - 1;
-        if (prefetch < my_chunks) {
-          load_chunk(kgroup + prefetch * kWarpsK, static_cast<int>(prefetch % kStages));
+        for (int s = 0; s < kStages - 1; ++s) {
+          if (s < my_chunks) load_chunk(kgroup + static_cast<int64_t>(s) * kWarpsK, s);
+          tc::CpAsyncCommit();
         }
-        tc::CpAsyncCommit();
-        compute_chunk(static_cast<int>(i % kStages));
+        for (int64_t i = 0; i < my_chunks; ++i) {
+          tc::CpAsyncWait<kStages - 2>();
+          group_sync();
+          const int64_t prefetch = i + kStages - 1;
+          if (prefetch < my_chunks) {
+            load_chunk(kgroup + prefetch * kWarpsK, static_cast<int>(prefetch % kStages));
+          }
+          tc::CpAsyncCommit();
+          compute_chunk(static_cast<int>(i % kStages));
+        }
+        tc::CpAsyncWait<0>();
+        group_sync();  // the last stage is free before the next window refills it
       }
-      tc::CpAsyncWait<0>();
 
       const int m_base = warp_m * Tiling::kWM;
       const int n_base = warp_n * Tiling::kWN;
@@ -439,10 +523,11 @@ __global__ void __launch_bounds__(
 }
 
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages>
-cudaError_t LaunchTc(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
+          int kStages, bool kConv>
+cudaError_t LaunchTc(const BsmmArgs& args, const ConvGather& conv, bool out_f32,
+                     cudaStream_t stream) {
   using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages>;
-  auto kernel = BsmmTcKernel<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages>;
+  auto kernel = BsmmTcKernel<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kConv>;
   const int64_t grid_x = args.out_blocks * Tiling::kNSplit;
   if (grid_x > kMaxGridX) return cudaErrorNotSupported;
   constexpr int kSmem = Tiling::kSmemBytes;
@@ -457,61 +542,75 @@ cudaError_t LaunchTc(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
   const dim3 grid(static_cast<unsigned>(grid_x),
                   static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
                   static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
-  kernel<<<grid, Tiling::kThreads, kSmem, stream>>>(args, row_tiles, out_f32);
+  kernel<<<grid, Tiling::kThreads, kSmem, stream>>>(args, conv, row_tiles, out_f32);
   return cudaSuccess;
 }
 
-template <MmaKind kKind, int kBs, bool kTransW>
-cudaError_t LaunchRegime(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
+template <MmaKind kKind, int kBs, bool kTransW, bool kConv>
+cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_f32,
+                         cudaStream_t stream) {
   constexpr bool kHalf = sizeof(ElemOf<kKind>) == 2;
   if (args.rows <= 32) {
     // W-streaming regime: 4 single-warp k-groups over a 32-row tile.
-    return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, kHalf ? 3 : 2>(args, out_f32, stream);
+    return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, kHalf ? 3 : 2, kConv>(args, conv, out_f32,
+                                                                           stream);
   }
   // Row-tiled regime: 128 rows, 4 warps in one k-group.
   constexpr int kWarpsN = kBs >= 64 ? 2 : 1;
-  return LaunchTc<kKind, kBs, kTransW, 128, 4 / kWarpsN, kWarpsN, 1, kHalf ? 4 : 3>(args, out_f32,
-                                                                                   stream);
+  return LaunchTc<kKind, kBs, kTransW, 128, 4 / kWarpsN, kWarpsN, 1, kHalf ? 4 : 3, kConv>(
+      args, conv, out_f32, stream);
 }
 
-template <MmaKind kKind>
-cudaError_t LaunchKind(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
+template <MmaKind kKind, bool kConv>
+cudaError_t LaunchKind(const BsmmArgs& args, const ConvGather& conv, bool out_f32,
+                       cudaStream_t stream) {
   const bool t = args.transpose_w;
   switch (args.block_size) {
-    case 8: return t ? LaunchRegime<kKind, 8, true>(args, out_f32, stream)
-                     : LaunchRegime<kKind, 8, false>(args, out_f32, stream);
-    case 16: return t ? LaunchRegime<kKind, 16, true>(args, out_f32, stream)
-                      : LaunchRegime<kKind, 16, false>(args, out_f32, stream);
-    case 32: return t ? LaunchRegime<kKind, 32, true>(args, out_f32, stream)
-                      : LaunchRegime<kKind, 32, false>(args, out_f32, stream);
-    case 64: return t ? LaunchRegime<kKind, 64, true>(args, out_f32, stream)
-                      : LaunchRegime<kKind, 64, false>(args, out_f32, stream);
-    case 128: return t ? LaunchRegime<kKind, 128, true>(args, out_f32, stream)
-                       : LaunchRegime<kKind, 128, false>(args, out_f32, stream);
+#define JBS_BS_CASE(BS)                                                              \
+  case BS:                                                                           \
+    return t ? LaunchRegime<kKind, BS, true, kConv>(args, conv, out_f32, stream)     \
+             : LaunchRegime<kKind, BS, false, kConv>(args, conv, out_f32, stream);
+    JBS_BS_CASE(8)
+    JBS_BS_CASE(16)
+    JBS_BS_CASE(32)
+    JBS_BS_CASE(64)
+    JBS_BS_CASE(128)
+#undef JBS_BS_CASE
     default: return cudaErrorNotSupported;
   }
 }
 
 bool Aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
-}  // namespace
-
-cudaError_t LaunchBsmmTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
-                                 cudaStream_t stream) {
+template <bool kConv>
+cudaError_t LaunchTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
+                             const ConvGather& conv, cudaStream_t stream) {
   if (!Aligned16(args.a) || !Aligned16(args.w) || !Aligned16(args.out) ||
       reinterpret_cast<uintptr_t>(args.entries) % 8 != 0) {
     return cudaErrorNotSupported;
   }
   const bool out_f32 = output == ElementType::kF32;
   switch (input) {
-    case ElementType::kBF16: return LaunchKind<MmaKind::kBf16>(args, out_f32, stream);
-    case ElementType::kF16: return LaunchKind<MmaKind::kF16>(args, out_f32, stream);
+    case ElementType::kBF16: return LaunchKind<MmaKind::kBf16, kConv>(args, conv, out_f32, stream);
+    case ElementType::kF16: return LaunchKind<MmaKind::kF16, kConv>(args, conv, out_f32, stream);
     case ElementType::kF32:
       if (!out_f32) return cudaErrorNotSupported;
-      return args.precision == 0 ? LaunchKind<MmaKind::kTf32>(args, true, stream)
-                                 : LaunchKind<MmaKind::k3xTf32>(args, true, stream);
+      return args.precision == 0 ? LaunchKind<MmaKind::kTf32, kConv>(args, conv, true, stream)
+                                 : LaunchKind<MmaKind::k3xTf32, kConv>(args, conv, true, stream);
     default: return cudaErrorNotSupported;
   }
+}
+
+}  // namespace
+
+cudaError_t LaunchBsmmTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
+                                 cudaStream_t stream) {
+  return LaunchTensorCore<false>(input, output, args, ConvGather{}, stream);
+}
+
+cudaError_t LaunchConvTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
+                                 const ConvGather& conv, cudaStream_t stream) {
+  return LaunchTensorCore<true>(input, output, args, conv, stream);
 }
 
 }  // namespace jbs

@@ -16,6 +16,13 @@ namespace jbs {
 cudaError_t LaunchBsmmTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
                                  cudaStream_t stream);
 
+// jbs_conv on the same kernel: the reduction of each output block-column runs over its
+// (entry, tap) pairs and the rows of `a` are gathered per tap (implicit GEMM). args.rows counts
+// the output rows (batch x output positions) and args.a_rows those of `a`. Same return
+// convention; float64 is not supported here.
+cudaError_t LaunchConvTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
+                                 const ConvGather& conv, cudaStream_t stream);
+
 }  // namespace jbs
 
 #endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_TENSOR_CORE_H_

@@ -27,6 +27,7 @@ NB_MODULE(_jbs_cuda, m) {
         nb::dict targets;
         targets["jbs_bsmm"] = HandlerCapsule(JbsBsmmCuda);
         targets["jbs_sampled"] = HandlerCapsule(JbsSampledCuda);
+        targets["jbs_conv"] = HandlerCapsule(JbsConvCuda);
         return targets;
       },
       "FFI target name -> handler capsule, for platform 'CUDA'.");
