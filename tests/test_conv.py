@@ -346,7 +346,17 @@ def test_kernels_write_every_output_element(rng):
     np.testing.assert_array_equal(np.asarray(dx)[..., 8:16], 0.0)
 
 
-def test_conv_handlers_reject_inconsistent_calls(rng):
+@pytest.mark.parametrize("platform", ["cpu", "gpu"])
+def test_conv_handlers_reject_inconsistent_calls(rng, platform):
+    """Shared validation: the CPU handlers (both targets) and, on a GPU, the CUDA jbs_conv."""
+    devices = [d for d in jax.devices() if d.platform == "gpu"] if platform == "gpu" else jax.devices("cpu")
+    if not devices:
+        pytest.skip("no GPU visible to JAX")
+    with jax.default_device(devices[0]):
+        _check_conv_handler_errors(rng, check_dw=platform == "cpu")
+
+
+def _check_conv_handler_errors(rng, check_dw):
     layout = jbs.Layout(random_mask(rng, 2, 2), 8)
     table = layout.column_table
     a = jnp.ones((1, 2, 1, 5, 5, 16), jnp.float32)
@@ -359,6 +369,8 @@ def test_conv_handlers_reject_inconsistent_calls(rng):
         precision=np.int32(0), **geometry))
     with pytest.raises(Exception, match=r"jbs_conv: .*T = prod\(kernel\) = 9.*w \(1, \d+, 4, 8, 8\)"):
         jax.block_until_ready(call(a, w))
+    if not check_dw:  # the filter gradient has no CUDA target (it lowers to the composite)
+        return
     bad = dict(geometry, strides=np.asarray((1, 0, 1), np.int64))
     dw_out = jax.ShapeDtypeStruct((1, layout.nnz, 9, 8, 8), jnp.float32)
     call = jax.jit(lambda a, b: jax.ffi.ffi_call("jbs_conv_dw", dw_out)(
