@@ -7,7 +7,9 @@ Redraws the seed's figure: ``x @ W`` with a ``(hidden, hidden)`` weight of block
 minibatch of 32 in bfloat16 and float32, plus one wide-batch float32 curve. Random block layouts
 (``jax_blocksparse.patterns.random``) at each sparsity; the dense baseline multiplies the same
 matrix with its zeros stored. On GPU the default is hidden 12288; on CPU it is hidden 2048 (and
-the plot is labelled CPU). Times are medians of ``--repeats`` calls after a warm-up.
+the plot is labelled CPU). Each time is the median over ``--repeats`` calls, after a warm-up, of
+one jitted chain of CHAIN dependent products, divided by CHAIN: as in ``benchmarks/bench.py``,
+this keeps the per-call dispatch (tens of microseconds) out of products that take a few.
 """
 from __future__ import annotations
 
@@ -20,6 +22,17 @@ import jax.numpy as jnp
 import jax_blocksparse as jbs
 from jax_blocksparse.timing import median_seconds
 from jax_blocksparse import patterns
+
+CHAIN = 8
+
+
+def chained(product):
+    """y <- product(y, w), CHAIN times inside one jit: every step needs the previous output."""
+    def run(y, w):
+        for _ in range(CHAIN):
+            y = product(y, w)
+        return y
+    return jax.jit(run)
 
 
 def main():
@@ -51,16 +64,16 @@ def main():
     total, done = len(curves) * len(args.sparsity), 0
     for name, batch, dtype in curves:
         x = jnp.asarray(rng.standard_normal((batch, hidden)), dtype)
-        dense_fn = jax.jit(lambda x, W: jnp.dot(x, W))
+        dense_fn = chained(jnp.dot)
         t_dense = None
         for sparsity in args.sparsity:
             layout = jbs.Layout(patterns.random(n_blocks, n_blocks, 1.0 - sparsity, seed=1), args.block_size)
             w = jnp.asarray(rng.standard_normal(layout.w_shape) * 0.02, dtype)
             W = layout.todense(w)
-            sparse_fn = jax.jit(lambda x, w, layout=layout: jbs.matmul(x, w, layout))
+            sparse_fn = chained(lambda y, w, layout=layout: jbs.matmul(y, w, layout))
             if t_dense is None:  # the dense product's time does not depend on the zeros
-                t_dense = median_seconds(dense_fn, x, W, repeats=repeats)
-            t_sparse = median_seconds(sparse_fn, x, w, repeats=repeats)
+                t_dense = median_seconds(dense_fn, x, W, repeats=repeats) / CHAIN
+            t_sparse = median_seconds(sparse_fn, x, w, repeats=repeats) / CHAIN
             results[name].append((sparsity, t_dense, t_sparse))
             done += 1
             bar = "#" * int(30 * done / total)
