@@ -18,7 +18,7 @@ import jax.numpy as jnp
 from jax import lax
 
 import jax_blocksparse as jbs  # the installed package: run from the repo root only after pip install
-from jax_blocksparse.timing import median_seconds
+from jax_blocksparse.timing import chained, median_seconds
 
 STEPS = 16
 
@@ -40,11 +40,7 @@ def watts_strogatz_mask(blocks, density, seed=0):
 
 def chain_square(product):
     """y <- product(y), STEPS times: each step needs the last one's output."""
-    def run(y, w):
-        for _ in range(STEPS):
-            y = product(y, w)
-        return y
-    return jax.jit(run)
+    return chained(product, STEPS)
 
 
 def chain_reduction(product):

@@ -20,19 +20,10 @@ import jax
 import jax.numpy as jnp
 
 import jax_blocksparse as jbs
-from jax_blocksparse.timing import median_seconds
+from jax_blocksparse.timing import chained, median_seconds
 from jax_blocksparse import patterns
 
 CHAIN = 8
-
-
-def chained(product):
-    """y <- product(y, w), CHAIN times inside one jit: every step needs the previous output."""
-    def run(y, w):
-        for _ in range(CHAIN):
-            y = product(y, w)
-        return y
-    return jax.jit(run)
 
 
 def main():
@@ -64,13 +55,13 @@ def main():
     total, done = len(curves) * len(args.sparsity), 0
     for name, batch, dtype in curves:
         x = jnp.asarray(rng.standard_normal((batch, hidden)), dtype)
-        dense_fn = chained(jnp.dot)
+        dense_fn = chained(jnp.dot, CHAIN)
         t_dense = None
         for sparsity in args.sparsity:
             layout = jbs.Layout(patterns.random(n_blocks, n_blocks, 1.0 - sparsity, seed=1), args.block_size)
             w = jnp.asarray(rng.standard_normal(layout.w_shape) * 0.02, dtype)
             W = layout.todense(w)
-            sparse_fn = chained(lambda y, w, layout=layout: jbs.matmul(y, w, layout))
+            sparse_fn = chained(lambda y, w, layout=layout: jbs.matmul(y, w, layout), CHAIN)
             if t_dense is None:  # the dense product's time does not depend on the zeros
                 t_dense = median_seconds(dense_fn, x, W, repeats=repeats) / CHAIN
             t_sparse = median_seconds(sparse_fn, x, w, repeats=repeats) / CHAIN

@@ -122,33 +122,29 @@ def _like(ct, reference):
     return ct.astype(reference.dtype)
 
 
-def _bsmm_ct_x(ct, x, w, **params):
-    return bsmm_t(_like(ct, w), w, **{**params, "out_dtype": w.dtype})
+def _define_transposes(forward_p, forward, transposed_p, transposed, reduction_p, reduction):
+    """Rules of a family of three bilinear primitives that are each other's transposes:
+    ``y = forward(x, w)``, ``dx = transposed(dy, w)`` (the adjoint in x) and
+    ``dw = reduction(x, dy)`` (the adjoint in w). Each cotangent is cast to, and each gradient
+    produced in, the dtype of the operand it pairs with."""
+    def out(reference):
+        return {"out_dtype": reference.dtype}
+
+    _compat.define_bilinear(
+        forward_p,
+        lambda ct, x, w, **p: transposed(_like(ct, w), w, **{**p, **out(w)}),
+        lambda ct, x, w, **p: reduction(x, _like(ct, x), **{**p, **out(x)}))
+    _compat.define_bilinear(
+        transposed_p,
+        lambda ct, dy, w, **p: forward(_like(ct, w), w, **{**p, **out(w)}),
+        lambda ct, dy, w, **p: reduction(_like(ct, dy), dy, **{**p, **out(dy)}))
+    _compat.define_bilinear(
+        reduction_p,
+        lambda ct, x, dy, **p: transposed(dy, _like(ct, dy), **{**p, **out(dy)}),
+        lambda ct, x, dy, **p: forward(x, _like(ct, x), **{**p, **out(x)}))
 
 
-def _bsmm_ct_w(ct, x, w, **params):
-    return sampled(x, _like(ct, x), **{**params, "out_dtype": x.dtype})
-
-
-def _bsmm_t_ct_dy(ct, dy, w, **params):
-    return bsmm(_like(ct, w), w, **{**params, "out_dtype": w.dtype})
-
-
-def _bsmm_t_ct_w(ct, dy, w, **params):
-    return sampled(_like(ct, dy), dy, **{**params, "out_dtype": dy.dtype})
-
-
-def _sampled_ct_x(ct, x, dy, **params):
-    return bsmm_t(dy, _like(ct, dy), **{**params, "out_dtype": dy.dtype})
-
-
-def _sampled_ct_dy(ct, x, dy, **params):
-    return bsmm(x, _like(ct, x), **{**params, "out_dtype": x.dtype})
-
-
-_compat.define_bilinear(bsmm_p, _bsmm_ct_x, _bsmm_ct_w)
-_compat.define_bilinear(bsmm_t_p, _bsmm_t_ct_dy, _bsmm_t_ct_w)
-_compat.define_bilinear(sampled_p, _sampled_ct_x, _sampled_ct_dy)
+_define_transposes(bsmm_p, bsmm, bsmm_t_p, bsmm_t, sampled_p, sampled)
 
 
 # -- batching ---------------------------------------------------------------------------
@@ -317,34 +313,7 @@ conv_dx_p.def_abstract_eval(_conv_dx_abstract)
 conv_dw_p.def_abstract_eval(_conv_dw_abstract)
 
 
-# Same cotangent dtype policy as the products: cast to the operands' dtype, produce it.
-def _conv_ct_x(ct, x, w, **params):
-    return conv_dx(_like(ct, w), w, **{**params, "out_dtype": w.dtype})
-
-
-def _conv_ct_w(ct, x, w, **params):
-    return conv_dw(x, _like(ct, x), **{**params, "out_dtype": x.dtype})
-
-
-def _conv_dx_ct_dy(ct, dy, w, **params):
-    return conv(_like(ct, w), w, **{**params, "out_dtype": w.dtype})
-
-
-def _conv_dx_ct_w(ct, dy, w, **params):
-    return conv_dw(_like(ct, dy), dy, **{**params, "out_dtype": dy.dtype})
-
-
-def _conv_dw_ct_x(ct, x, dy, **params):
-    return conv_dx(dy, _like(ct, dy), **{**params, "out_dtype": dy.dtype})
-
-
-def _conv_dw_ct_dy(ct, x, dy, **params):
-    return conv(x, _like(ct, x), **{**params, "out_dtype": x.dtype})
-
-
-_compat.define_bilinear(conv_p, _conv_ct_x, _conv_ct_w)
-_compat.define_bilinear(conv_dx_p, _conv_dx_ct_dy, _conv_dx_ct_w)
-_compat.define_bilinear(conv_dw_p, _conv_dw_ct_x, _conv_dw_ct_dy)
+_define_transposes(conv_p, conv, conv_dx_p, conv_dx, conv_dw_p, conv_dw)
 
 
 def _into_batch(operand, axis):

@@ -20,3 +20,16 @@ def median_seconds(fn, *args, repeats: int = 20) -> float:
         jax.block_until_ready(fn(*args))
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def chained(product, steps: int):
+    """A jitted ``(y, w) -> y`` that applies ``y = product(y, w)`` ``steps`` times.
+
+    Each step needs the previous one's output, so nothing can be merged or overlapped, and the
+    per-call dispatch is paid once for ``steps`` products: time it and divide by ``steps``.
+    """
+    def run(y, w):
+        for _ in range(steps):
+            y = product(y, w)
+        return y
+    return jax.jit(run)

@@ -187,27 +187,17 @@ void SampledImpl(const In* a, const In* b, const int32_t* coords, Out* out,
 template <typename In, typename Out>
 void BlockSparseMatmul(const In* a, const In* w, const int32_t* offsets, const int32_t* entries,
                        Out* out, const BsmmShape& shape) {
-  switch (shape.block_size) {
-    case 8: return BsmmImpl<In, Out, 8>(a, w, offsets, entries, out, shape);
-    case 16: return BsmmImpl<In, Out, 16>(a, w, offsets, entries, out, shape);
-    case 32: return BsmmImpl<In, Out, 32>(a, w, offsets, entries, out, shape);
-    case 64: return BsmmImpl<In, Out, 64>(a, w, offsets, entries, out, shape);
-    case 128: return BsmmImpl<In, Out, 128>(a, w, offsets, entries, out, shape);
-    default: return;  // The FFI layer rejects other block sizes before calling.
-  }
+  kernel_common::WithBlockSize(shape.block_size, [&](auto bs) {
+    BsmmImpl<In, Out, decltype(bs)::value>(a, w, offsets, entries, out, shape);
+  });
 }
 
 template <typename In, typename Out>
 void SampledDenseDense(const In* a, const In* b, const int32_t* coords, Out* out,
                        const SampledShape& shape) {
-  switch (shape.block_size) {
-    case 8: return SampledImpl<In, Out, 8>(a, b, coords, out, shape);
-    case 16: return SampledImpl<In, Out, 16>(a, b, coords, out, shape);
-    case 32: return SampledImpl<In, Out, 32>(a, b, coords, out, shape);
-    case 64: return SampledImpl<In, Out, 64>(a, b, coords, out, shape);
-    case 128: return SampledImpl<In, Out, 128>(a, b, coords, out, shape);
-    default: return;  // The FFI layer rejects other block sizes before calling.
-  }
+  kernel_common::WithBlockSize(shape.block_size, [&](auto bs) {
+    SampledImpl<In, Out, decltype(bs)::value>(a, b, coords, out, shape);
+  });
 }
 
 // The (input, output) pairs allowed by the contract.

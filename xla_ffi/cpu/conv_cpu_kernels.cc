@@ -247,27 +247,17 @@ void ConvDwImpl(const In* x, const In* dy, const int32_t* coords, Out* out,
 template <typename In, typename Out>
 void BlockSparseConv(const In* a, const In* w, const int32_t* offsets, const int32_t* entries,
                      Out* out, const ConvShape& shape) {
-  switch (shape.block_size) {
-    case 8: return ConvImpl<In, Out, 8>(a, w, offsets, entries, out, shape);
-    case 16: return ConvImpl<In, Out, 16>(a, w, offsets, entries, out, shape);
-    case 32: return ConvImpl<In, Out, 32>(a, w, offsets, entries, out, shape);
-    case 64: return ConvImpl<In, Out, 64>(a, w, offsets, entries, out, shape);
-    case 128: return ConvImpl<In, Out, 128>(a, w, offsets, entries, out, shape);
-    default: return;  // The FFI layer rejects other block sizes before calling.
-  }
+  kernel_common::WithBlockSize(shape.block_size, [&](auto bs) {
+    ConvImpl<In, Out, decltype(bs)::value>(a, w, offsets, entries, out, shape);
+  });
 }
 
 template <typename In, typename Out>
 void BlockSparseConvDw(const In* x, const In* dy, const int32_t* coords, Out* out,
                        const ConvDwShape& shape) {
-  switch (shape.block_size) {
-    case 8: return ConvDwImpl<In, Out, 8>(x, dy, coords, out, shape);
-    case 16: return ConvDwImpl<In, Out, 16>(x, dy, coords, out, shape);
-    case 32: return ConvDwImpl<In, Out, 32>(x, dy, coords, out, shape);
-    case 64: return ConvDwImpl<In, Out, 64>(x, dy, coords, out, shape);
-    case 128: return ConvDwImpl<In, Out, 128>(x, dy, coords, out, shape);
-    default: return;  // The FFI layer rejects other block sizes before calling.
-  }
+  kernel_common::WithBlockSize(shape.block_size, [&](auto bs) {
+    ConvDwImpl<In, Out, decltype(bs)::value>(x, dy, coords, out, shape);
+  });
 }
 
 // The (input, output) pairs allowed by the contract.

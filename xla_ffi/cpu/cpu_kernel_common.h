@@ -6,6 +6,7 @@
 #define JAX_BLOCKSPARSE_XLA_FFI_CPU_CPU_KERNEL_COMMON_H_
 
 #include <cstdint>
+#include <type_traits>
 
 #include "xla_ffi/common/float_conversions.h"
 #include "xla_ffi/cpu/blocksparse_cpu_kernels.h"
@@ -160,6 +161,20 @@ inline void StoreRows(const Acc* acc, int64_t rows, Out* dst, int64_t dst_stride
     const Acc* __restrict s = acc + r * BS;
     Out* __restrict d = dst + r * dst_stride;
     for (int c = 0; c < BS; ++c) Narrow(s[c], d + c);
+  }
+}
+
+// Calls `body(std::integral_constant<int, BS>{})` for the block sizes of the contract, so each
+// kernel is compiled per block size; the FFI layer rejects any other size before calling.
+template <typename Body>
+void WithBlockSize(int64_t block_size, Body&& body) {
+  switch (block_size) {
+    case 8: return body(std::integral_constant<int, 8>{});
+    case 16: return body(std::integral_constant<int, 16>{});
+    case 32: return body(std::integral_constant<int, 32>{});
+    case 64: return body(std::integral_constant<int, 64>{});
+    case 128: return body(std::integral_constant<int, 128>{});
+    default: return;
   }
 }
 
