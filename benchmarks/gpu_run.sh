@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build, GPU test suite, benchmark, sanitizers.
-#   benchmarks/gpu_run.sh [all|test|bench|sanitize]...    (default: all)
+#   benchmarks/gpu_run.sh [all|test|bench|sanitize|ab]...    (default: all)
+# ab: the kernel experiments of JBS_AB_EXPERIMENTS (default "swizzle,conv_taps_outer") against
+#     the default kernels, in the same build: GPU tests with them on, then seed and conv timings
+#     with and without (benchmarks/NOTES.md, v3). Not part of "all".
 # Logs and results land in $OUT (the device tool's folder) or /tmp/jbs_out.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -30,6 +33,19 @@ fi
 if has bench; then
   python3 benchmarks/bench.py ${JBS_BENCH_ARGS:-} 2>&1 | tee "$out/bench.log" | grep -v "^  " | tail -n 60
   cp benchmarks/results/*.json "$out/" 2>/dev/null
+fi
+if [[ " $steps " == *" ab "* ]]; then
+  experiments=${JBS_AB_EXPERIMENTS:-swizzle,conv_taps_outer}
+  (cd /tmp && JBS_CUDA_EXPERIMENT=$experiments python3 -m pytest "$repo/tests/test_gpu.py" \
+      "$repo/tests/test_conv.py" "$repo/tests/test_products.py" -q -p no:cacheprovider -rfE) \
+      > "$out/ab_tests.log" 2>&1
+  echo "tests with JBS_CUDA_EXPERIMENT=$experiments: $(tail -n 1 "$out/ab_tests.log")"
+  grep -E "^FAILED" "$out/ab_tests.log" | head -n 10
+  for setting in "" "$experiments"; do
+    echo "JBS_CUDA_EXPERIMENT='$setting'"
+    JBS_CUDA_EXPERIMENT=$setting python3 benchmarks/bench.py --quick --no-peers --only seed conv \
+        --out "/tmp/ab${setting:+_on}" 2>&1 | grep -E "^(seed|conv)" | tee -a "$out/ab_bench.log"
+  done
 fi
 if has sanitize; then
   for tool in memcheck racecheck; do

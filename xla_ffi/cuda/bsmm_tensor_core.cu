@@ -18,6 +18,8 @@
 
 #include <algorithm>
 #include <cstdint>
+#include <cstdlib>
+#include <string>
 #include <type_traits>
 
 #include "tensor_core.cuh"
@@ -32,10 +34,23 @@ using ElemOf = std::conditional_t<kKind == MmaKind::kBf16, __nv_bfloat16,
                                   std::conditional_t<kKind == MmaKind::kF16, __half, float>>;
 
 constexpr int64_t kMaxGridYZ = 65535;
+
+// Kernel variants still being measured are off unless named in JBS_CUDA_EXPERIMENT (a
+// comma-separated list, read once per process), so one build can time them side by side.
+bool ExperimentEnabled(const char* name) {
+  static const std::string flags = [] {
+    const char* value = std::getenv("JBS_CUDA_EXPERIMENT");
+    return "," + std::string(value ? value : "") + ",";
+  }();
+  return flags.find("," + std::string(name) + ",") != std::string::npos;
+}
 constexpr int64_t kMaxGridX = 2147483647;
 
+// kSwizzle (16-bit types, 64-byte stage rows only): rows are stored unpadded and each 16-byte
+// unit is XOR-swizzled with the row (Unit below), which keeps ldmatrix conflict-free while a
+// stage shrinks by a fifth, so one more stage fits at the same occupancy.
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages>
+          int kStages, bool kSwizzle = false>
 struct TcTiling {
   using Elem = ElemOf<kKind>;
   static constexpr bool kHalf = sizeof(Elem) == 2;
@@ -60,11 +75,12 @@ struct TcTiling {
   // phase (or, for scalar tf32 reads, rows g = 0..7 at column t) in distinct banks. A k-major
   // tf32 W is read as W[k = t][n = g], which instead needs a stride of 8 or 24 words mod 32.
   static constexpr int kAUnits = kKC / kVec;
-  static constexpr int kAStride = (kAUnits | 1) * kVec;
+  static constexpr int kAStride = (kSwizzle ? kAUnits : (kAUnits | 1)) * kVec;
   static constexpr int kWRows = kTransW ? kNT : kKC;
   static constexpr int kWUnits = kTransW ? kKC / kVec : kNT / kVec;
   static constexpr int kWStrideUnits =
-      (kTransW || kHalf) ? (kWUnits | 1) : (kWUnits < 2 ? 2 : ((kWUnits / 2) | 1) * 2);
+      kSwizzle ? kWUnits
+               : (kTransW || kHalf) ? (kWUnits | 1) : (kWUnits < 2 ? 2 : ((kWUnits / 2) | 1) * 2);
   static constexpr int kWStride = kWStrideUnits * kVec;
   static constexpr int kAElems = kTM * kAStride;
   static constexpr int kStageElems = kAElems + kWRows * kWStride;
@@ -83,6 +99,18 @@ struct TcTiling {
                 "a chunk never straddles two entry windows");
 
   static_assert(kTM % (16 * kWarpsM) == 0 && kNT % (8 * kWarpsN) == 0);
+  static_assert(!kSwizzle || (kHalf && kAUnits == 4 && kWUnits == 4),
+                "the swizzle is written for 64-byte rows of 16-bit elements");
+
+  // Physical 16-byte unit of logical unit `unit` in stage row `row`. Rows are 4 units wide, so
+  // an ldmatrix phase (8 consecutive rows, one logical unit) lands on 8 distinct bank groups.
+  static __device__ __forceinline__ int Unit(int row, int unit) {
+    if constexpr (kSwizzle) {
+      return unit ^ ((row >> 1) & 3);
+    } else {
+      return unit;
+    }
+  }
   static_assert(!kHalf || kNTiles == 1 || kNTiles % 2 == 0, "B is loaded two n-tiles at a time");
   static_assert(kGroupThreads % kAUnits == 0 && (kTM * kAUnits) % kGroupThreads == 0);
   static_assert((kWRows * kWUnits) % kGroupThreads == 0 || kWRows * kWUnits < kGroupThreads);
@@ -111,15 +139,28 @@ __device__ __forceinline__ void StageEntries(int2* staged, const int32_t* __rest
 
 // A convolution's reduction runs over (entry, tap) pairs, taps innermost; w holds the taps of
 // block k at k * taps + t. A matmul is the one-tap case, where the divisions fold away.
+// With `taps_outer` the pairs run tap-major instead (all entries of tap 0, then tap 1, ...),
+// so a thread's gathered rows change once per tap rather than every chunk.
 template <int kBs, bool kConv>
 __device__ __forceinline__ EntryRef LookUp(const int2* staged, int64_t pair, int64_t count,
-                                           int taps, int64_t w_group_base) {
-  const int64_t local = kConv ? pair / taps : pair;
+                                           int taps, bool taps_outer, int64_t w_group_base) {
+  int64_t local = pair;
+  int tap = 0;
+  if constexpr (kConv) {
+    if (taps_outer) {
+      tap = static_cast<int>(pair / count);
+      local = pair - static_cast<int64_t>(tap) * count;
+      if (tap >= taps) local = count;  // past the end: a zero block
+    } else {
+      local = pair / taps;
+      tap = static_cast<int>(pair - local * taps);
+    }
+  }
   EntryRef ref{0, 0, 0, false};
   if (local < count) {
     const int2 entry = staged[local];
     ref.valid = entry.x >= 0;
-    ref.tap = kConv ? static_cast<int>(pair - local * taps) : 0;
+    ref.tap = tap;
     if (ref.valid) {
       ref.a_col = static_cast<int64_t>(entry.x) * kBs;
       ref.w_base = w_group_base +
@@ -181,11 +222,11 @@ __device__ __forceinline__ uint32_t PackOut(float lo, float hi) {
 }
 
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages, bool kConv>
+          int kStages, bool kConv, bool kSwizzle>
 __global__ void __launch_bounds__(
-    TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages>::kThreads)
+    TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>::kThreads)
     BsmmTcKernel(BsmmArgs args, ConvGather conv, int64_t row_tiles, bool out_f32) {
-  using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages>;
+  using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>;
   using Elem = typename Tiling::Elem;
   constexpr int kVec = Tiling::kVec;
   constexpr int kKC = Tiling::kKC;
@@ -246,6 +287,8 @@ __global__ void __launch_bounds__(
       constexpr int kARowsPerThread = kTM * Tiling::kAUnits / kGroupThreads;
       // A thread copies the same rows for every chunk: decompose them once per tile.
       ConvRow conv_rows[kConv ? kARowsPerThread : 1];
+      int64_t source_rows[kConv ? kARowsPerThread : 1];
+      int source_tap = -1;  // the tap source_rows were gathered for
       if constexpr (kConv) {
 #pragma unroll
         for (int i = 0; i < kARowsPerThread; ++i) {
@@ -263,16 +306,27 @@ __global__ void __launch_bounds__(
           // Every thread copies the same K offset for all its rows, so one look-up suffices.
           const int q = gtid % Tiling::kAUnits;
           const int64_t kk = k0 + q * kVec;
-          const EntryRef ref = LookUp<kBs, kConv>(staged, kk / kBs, window, taps, w_group_base);
+          const EntryRef ref = LookUp<kBs, kConv>(staged, kk / kBs, window, taps, conv.taps_outer, w_group_base);
           const int within = static_cast<int>(kk % kBs);
+          if constexpr (kConv) {
+            if (ref.tap != source_tap) {
+#pragma unroll
+              for (int i = 0; i < kARowsPerThread; ++i) {
+                source_rows[i] = SourceRow(conv, conv_rows[i], ref.tap);
+              }
+              source_tap = ref.tap;
+            }
+          }
 #pragma unroll
           for (int i = 0; i < kARowsPerThread; ++i) {
             const int r = gtid / Tiling::kAUnits + i * (kGroupThreads / Tiling::kAUnits);
             int64_t row = row0 + r;
-            if constexpr (kConv) row = SourceRow(conv, conv_rows[i], ref.tap);
+            if constexpr (kConv) row = source_rows[i];
             const bool live = ref.valid && (kConv ? row >= 0 : row < rows);
             const Elem* src = live ? a_group + row * a_cols + ref.a_col + within : a;
-            tc::CpAsync16(tc::SharedAddress(a_stage + r * Tiling::kAStride + q * kVec), src, live);
+            tc::CpAsync16(
+                tc::SharedAddress(a_stage + r * Tiling::kAStride + Tiling::Unit(r, q) * kVec), src,
+                live);
           }
         }
         constexpr int kWCopies = Tiling::kWRows * Tiling::kWUnits;
@@ -281,7 +335,7 @@ __global__ void __launch_bounds__(
         // copies keeps the 64-bit address arithmetic (and registers) out of the unrolled loop.
         EntryRef chunk_ref{0, 0, 0, false};
         if constexpr (kBs >= kKC) {
-          chunk_ref = LookUp<kBs, kConv>(staged, k0 / kBs, window, taps, w_group_base);
+          chunk_ref = LookUp<kBs, kConv>(staged, k0 / kBs, window, taps, conv.taps_outer, w_group_base);
         }
 #pragma unroll
         for (int i = 0; i < kWIters; ++i) {
@@ -294,13 +348,14 @@ __global__ void __launch_bounds__(
           const int64_t kk = kTransW ? k0 + q * kVec : k0 + r;
           EntryRef ref = chunk_ref;
           if constexpr (kBs < kKC) {
-            ref = LookUp<kBs, kConv>(staged, kk / kBs, window, taps, w_group_base);
+            ref = LookUp<kBs, kConv>(staged, kk / kBs, window, taps, conv.taps_outer, w_group_base);
           }
           const int within = static_cast<int>(kk % kBs);
           const int offset = kTransW ? (n0 + r) * kBs + within : within * kBs + n0 + q * kVec;
           const Elem* src = ref.valid ? w + ref.w_base + offset : w;
-          tc::CpAsync16(tc::SharedAddress(w_stage + r * Tiling::kWStride + q * kVec), src,
-                        ref.valid);
+          tc::CpAsync16(
+              tc::SharedAddress(w_stage + r * Tiling::kWStride + Tiling::Unit(r, q) * kVec), src,
+              ref.valid);
         }
       };
 
@@ -325,8 +380,9 @@ __global__ void __launch_bounds__(
             uint32_t bf[kNTiles][2];
 #pragma unroll
             for (int mt = 0; mt < kMTiles; ++mt) {
-              const Elem* p = a_stage + (m_base + mt * 16 + (lane & 15)) * Tiling::kAStride + kb +
-                              (lane >> 4) * 8;
+              const int row = m_base + mt * 16 + (lane & 15);
+              const Elem* p = a_stage + row * Tiling::kAStride +
+                              Tiling::Unit(row, kb / 8 + (lane >> 4)) * 8;
               tc::LdMatrixX4(af[mt][0], af[mt][1], af[mt][2], af[mt][3], tc::SharedAddress(p));
             }
             // Lane l addresses row (l & 7) of 8x8 matrix (l >> 3): matrices alternate the
@@ -334,8 +390,9 @@ __global__ void __launch_bounds__(
             const int mi = lane >> 3;
             const int rr = lane & 7;
             if constexpr (kNTiles == 1) {
-              const Elem* p = kTransW ? w_stage + (n_base + rr) * Tiling::kWStride + kb + (mi & 1) * 8
-                                      : w_stage + (kb + (mi & 1) * 8 + rr) * Tiling::kWStride + n_base;
+              const int row = kTransW ? n_base + rr : kb + (mi & 1) * 8 + rr;
+              const int unit = kTransW ? kb / 8 + (mi & 1) : n_base / 8;
+              const Elem* p = w_stage + row * Tiling::kWStride + Tiling::Unit(row, unit) * 8;
               if constexpr (kTransW) {
                 tc::LdMatrixX2(bf[0][0], bf[0][1], tc::SharedAddress(p));
               } else {
@@ -345,8 +402,9 @@ __global__ void __launch_bounds__(
 #pragma unroll
               for (int nt = 0; nt < kNTiles; nt += 2) {
                 const int n = n_base + (nt + (mi >> 1)) * 8;
-                const Elem* p = kTransW ? w_stage + (n + rr) * Tiling::kWStride + kb + (mi & 1) * 8
-                                        : w_stage + (kb + (mi & 1) * 8 + rr) * Tiling::kWStride + n;
+                const int row = kTransW ? n + rr : kb + (mi & 1) * 8 + rr;
+                const int unit = kTransW ? kb / 8 + (mi & 1) : n / 8;
+                const Elem* p = w_stage + row * Tiling::kWStride + Tiling::Unit(row, unit) * 8;
                 if constexpr (kTransW) {
                   tc::LdMatrixX4(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1],
                                  tc::SharedAddress(p));
@@ -523,11 +581,12 @@ __global__ void __launch_bounds__(
 }
 
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages, bool kConv>
+          int kStages, bool kConv, bool kSwizzle = false>
 cudaError_t LaunchTc(const BsmmArgs& args, const ConvGather& conv, bool out_f32,
                      cudaStream_t stream) {
-  using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages>;
-  auto kernel = BsmmTcKernel<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kConv>;
+  using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>;
+  auto kernel =
+      BsmmTcKernel<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kConv, kSwizzle>;
   const int64_t grid_x = args.out_blocks * Tiling::kNSplit;
   if (grid_x > kMaxGridX) return cudaErrorNotSupported;
   constexpr int kSmem = Tiling::kSmemBytes;
@@ -551,6 +610,14 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
                          cudaStream_t stream) {
   constexpr bool kHalf = sizeof(ElemOf<kKind>) == 2;
   if (args.rows <= 32) {
+    if constexpr (kHalf && kBs >= 32 && !kConv) {
+      // Experiment (v3a, not yet measured): swizzled unpadded stages, one more stage in flight
+      // at the same 3 CTAs per SM.
+      if (ExperimentEnabled("swizzle")) {
+        return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
+                                                                          stream);
+      }
+    }
     // W-streaming regime: 4 single-warp k-groups over a 32-row tile.
     return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, kHalf ? 3 : 2, kConv>(args, conv, out_f32,
                                                                            stream);
@@ -610,7 +677,10 @@ cudaError_t LaunchBsmmTensorCore(ElementType input, ElementType output, const Bs
 
 cudaError_t LaunchConvTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
                                  const ConvGather& conv, cudaStream_t stream) {
-  return LaunchTensorCore<true>(input, output, args, conv, stream);
+  ConvGather order = conv;
+  // Experiment (v3b, not yet measured): reduce tap-major, so gathered rows change once per tap.
+  order.taps_outer = ExperimentEnabled("conv_taps_outer");
+  return LaunchTensorCore<true>(input, output, args, order, stream);
 }
 
 }  // namespace jbs
