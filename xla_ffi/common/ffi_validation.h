@@ -71,8 +71,13 @@ struct SampledProblem {
 
 namespace detail {
 
-inline ffi::Error Invalid(const char* target, const std::string& what, const std::string& operands) {
-  return ffi::Error::InvalidArgument(std::string(target) + ": " + what + "; got " + operands);
+// `describe_operands` runs only when a check fails, so a valid call allocates nothing on the
+// host (handlers run inside CUDA graphs and on every call).
+template <typename DescribeOperands>
+inline ffi::Error Invalid(const char* target, const std::string& what,
+                          const DescribeOperands& describe_operands) {
+  return ffi::Error::InvalidArgument(std::string(target) + ": " + what + "; got " +
+                                     describe_operands());
 }
 
 inline bool HasRanks(std::initializer_list<std::pair<const ffi::AnyBuffer*, size_t>> expected) {
@@ -102,9 +107,11 @@ inline ffi::Error ValidateBsmm(const char* target, const ffi::AnyBuffer& a, cons
                                const ffi::AnyBuffer& offsets, const ffi::AnyBuffer& entries,
                                const ffi::AnyBuffer& out, int32_t precision, BsmmProblem& problem) {
   using detail::Invalid;
-  const std::string operands = Describe("a", a) + ", " + Describe("w", w) + ", " +
-                               Describe("offsets", offsets) + ", " +
-                               Describe("entries", entries) + ", " + Describe("out", out);
+  const auto operands = [&] {
+    return Describe("a", a) + ", " + Describe("w", w) + ", " +
+           Describe("offsets", offsets) + ", " +
+           Describe("entries", entries) + ", " + Describe("out", out);
+  };
   if (!detail::HasRanks({{&a, 3}, {&w, 4}, {&offsets, 1}, {&entries, 2}, {&out, 3}})) {
     return Invalid(target, "expected ranks a:3, w:4, offsets:1, entries:2, out:3", operands);
   }
@@ -147,8 +154,10 @@ inline ffi::Error ValidateSampled(const char* target, const ffi::AnyBuffer& a,
                                   const ffi::AnyBuffer& out, int32_t precision,
                                   SampledProblem& problem) {
   using detail::Invalid;
-  const std::string operands = Describe("a", a) + ", " + Describe("b", b) + ", " +
-                               Describe("coords", coords) + ", " + Describe("out", out);
+  const auto operands = [&] {
+    return Describe("a", a) + ", " + Describe("b", b) + ", " +
+           Describe("coords", coords) + ", " + Describe("out", out);
+  };
   if (!detail::HasRanks({{&a, 3}, {&b, 3}, {&coords, 2}, {&out, 4}})) {
     return Invalid(target, "expected ranks a:3, b:3, coords:2, out:4", operands);
   }
@@ -239,10 +248,12 @@ inline ffi::Error ValidateConvGeometry(const char* target, ffi::Span<const int64
                                        ffi::Span<const int64_t> strides,
                                        ffi::Span<const int64_t> dilation,
                                        ffi::Span<const int64_t> pad_lo, ConvGeometry& geometry) {
-  const std::string attrs = detail::DescribeSpan("kernel", kernel) + ", " +
-                            detail::DescribeSpan("strides", strides) + ", " +
-                            detail::DescribeSpan("dilation", dilation) + ", " +
-                            detail::DescribeSpan("pad_lo", pad_lo);
+  const auto attrs = [&] {
+    return detail::DescribeSpan("kernel", kernel) + ", " +
+           detail::DescribeSpan("strides", strides) + ", " +
+           detail::DescribeSpan("dilation", dilation) + ", " +
+           detail::DescribeSpan("pad_lo", pad_lo);
+  };
   if (kernel.size() != 3 || strides.size() != 3 || dilation.size() != 3 || pad_lo.size() != 3) {
     return detail::Invalid(target, "kernel, strides, dilation and pad_lo must have 3 elements each",
                            attrs);
@@ -271,9 +282,11 @@ inline ffi::Error ValidateConv(const char* target, const ffi::AnyBuffer& a, cons
                                ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> pad_lo,
                                ConvProblem& problem) {
   using detail::Invalid;
-  const std::string operands = Describe("a", a) + ", " + Describe("w", w) + ", " +
-                               Describe("offsets", offsets) + ", " +
-                               Describe("entries", entries) + ", " + Describe("out", out);
+  const auto operands = [&] {
+    return Describe("a", a) + ", " + Describe("w", w) + ", " +
+           Describe("offsets", offsets) + ", " +
+           Describe("entries", entries) + ", " + Describe("out", out);
+  };
   if (!detail::HasRanks({{&a, 6}, {&w, 5}, {&offsets, 1}, {&entries, 2}, {&out, 6}})) {
     return Invalid(target, "expected ranks a:6, w:5, offsets:1, entries:2, out:6", operands);
   }
@@ -343,8 +356,10 @@ inline ffi::Error ValidateConvDw(const char* target, const ffi::AnyBuffer& a,
                                  ffi::Span<const int64_t> dilation,
                                  ffi::Span<const int64_t> pad_lo, ConvDwProblem& problem) {
   using detail::Invalid;
-  const std::string operands = Describe("a", a) + ", " + Describe("b", b) + ", " +
-                               Describe("coords", coords) + ", " + Describe("out", out);
+  const auto operands = [&] {
+    return Describe("a", a) + ", " + Describe("b", b) + ", " +
+           Describe("coords", coords) + ", " + Describe("out", out);
+  };
   if (!detail::HasRanks({{&a, 6}, {&b, 6}, {&coords, 2}, {&out, 5}})) {
     return Invalid(target, "expected ranks a:6, b:6, coords:2, out:5", operands);
   }

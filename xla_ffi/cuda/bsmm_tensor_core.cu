@@ -20,6 +20,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <string>
+#include <string_view>
 #include <type_traits>
 
 #include "tensor_core.cuh"
@@ -37,12 +38,20 @@ constexpr int64_t kMaxGridYZ = 65535;
 
 // Kernel variants still being measured are off unless named in JBS_CUDA_EXPERIMENT (a
 // comma-separated list, read once per process), so one build can time them side by side.
-bool ExperimentEnabled(const char* name) {
+// Looking a name up allocates nothing: it runs on every launch.
+bool ExperimentEnabled(std::string_view name) {
   static const std::string flags = [] {
     const char* value = std::getenv("JBS_CUDA_EXPERIMENT");
-    return "," + std::string(value ? value : "") + ",";
+    return std::string(value ? value : "");
   }();
-  return flags.find("," + std::string(name) + ",") != std::string::npos;
+  std::string_view rest = flags;
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    if (rest.substr(0, comma) == name) return true;
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return false;
 }
 constexpr int64_t kMaxGridX = 2147483647;
 
