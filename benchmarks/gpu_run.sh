@@ -41,6 +41,11 @@ if [[ " $steps " == *" ab "* ]]; then
       > "$out/ab_tests.log" 2>&1
   echo "tests with JBS_CUDA_EXPERIMENT=$experiments: $(tail -n 1 "$out/ab_tests.log")"
   grep -E "^FAILED" "$out/ab_tests.log" | head -n 10
+  for tool in memcheck racecheck; do
+    JBS_CUDA_EXPERIMENT=$experiments compute-sanitizer --tool $tool --error-exitcode 9 \
+        python3 benchmarks/sanitize_case.py > "$out/ab_sanitize_$tool.log" 2>&1
+    echo "experiments, compute-sanitizer $tool exit: $? ($(grep 'ERROR SUMMARY' "$out/ab_sanitize_$tool.log" | head -1))"
+  done
   for setting in "" "$experiments"; do
     echo "JBS_CUDA_EXPERIMENT='$setting'"
     JBS_CUDA_EXPERIMENT=$setting python3 benchmarks/bench.py --quick --no-peers --only seed conv \

@@ -1,7 +1,10 @@
 """A small case of every kernel path, for compute-sanitizer (memcheck, racecheck).
 
 Paths: tensor-core 16-bit (bf16), TF32 (float32 DEFAULT), 3xTF32 (float32 HIGHEST), and the SIMT
-kernels (float64); block sizes 8, 32 and 128; M small (tile tails) and M > 512 (split-M sampled).
+kernels (float64); block sizes 8, 32 and 128; M <= 32 (the W-streaming regime), M with tile tails
+and M > 512 (split-M sampled); and the CUDA convolution (forward and input gradient, strided,
+dilated, padded) in bf16 and float32. Run it under JBS_CUDA_EXPERIMENT=... as well to cover the
+experimental variants.
 """
 import numpy as np
 import jax
@@ -15,7 +18,7 @@ cases = [(jnp.bfloat16, "default"), (jnp.float32, "default"), (jnp.float32, "hig
          (jnp.float64, "highest")]
 for bs in (8, 32, 128):
     for dtype, precision in cases:
-        for m in (37, 600):
+        for m in (20, 37, 600):
             mask = rng.random((3, 2)) < 0.6
             mask[0, 0] = True
             layout = jbs.Layout(mask, bs)
@@ -27,4 +30,17 @@ for bs in (8, 32, 128):
                     jbs.matmul_t(dy, w, layout, precision=precision),
                     jbs.sampled_matmul(x, dy, layout, precision=precision))
             jax.block_until_ready(outs)
+for bs in (16, 32):
+    for dtype in (jnp.bfloat16, jnp.float32):
+        mask = rng.random((3, 2)) < 0.6
+        mask[0, 0] = True
+        layout = jbs.Layout(mask, bs)
+        C, K = layout.shape
+        for batch in (1, 3):  # 12 and 36 output rows: both kernel regimes
+            x = jnp.asarray(rng.standard_normal((batch, 7, 6, C)), dtype)
+            w = jnp.asarray(rng.standard_normal(jbs.conv_weight_shape(layout, (3, 2))), dtype)
+            conv = lambda x, w: jbs.conv(x, w, layout, strides=(2, 1), padding=((1, 2), (0, 1)),
+                                         dilation=(1, 2))
+            y, vjp = jax.vjp(conv, x, w)
+            jax.block_until_ready((y, vjp(jnp.ones_like(y))))
 print("sanitize case done")
