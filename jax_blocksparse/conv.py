@@ -3,12 +3,14 @@
 ``conv`` validates and normalises its arguments, then binds one primitive,
 ``ops.conv_p``, on 3 spatial dimensions (1-D and 2-D get singleton dimensions
 with kernel 1, stride 1, dilation 1 and no padding). Its transposes are
-``ops.conv_dx_p`` and ``ops.conv_dw_p``; see ops.py. The CPU kernel is an
-implicit GEMM that gathers each tap's input rows on the fly.
+``ops.conv_dx_p`` and ``ops.conv_dw_p``; see ops.py. The CPU kernels and the
+CUDA forward and input-gradient kernel are implicit GEMMs that gather each
+tap's input rows on the fly.
 
 This module also holds the patch-based composite that implements the three
-primitives with the block-sparse matmul primitives (the CUDA lowering while
-the CUDA extension has no convolution kernels): a convolution with filter taps
+primitives with the block-sparse matmul primitives (the CUDA lowering of the
+weight gradient, of float64, and of builds without the CUDA convolution
+kernel): a convolution with filter taps
 ``t`` is one block-sparse product over a *stacked* reduction,
 ``y = patches(x) @ W_stacked``, where ``patches`` puts the input window of
 every tap side by side (``(..., T * C)``) and ``W_stacked`` is the

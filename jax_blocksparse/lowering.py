@@ -3,8 +3,9 @@
 * ``cpu``: C++ XLA FFI handlers from ``_jbs_cpu``.
 * ``cuda``: CUDA kernels behind XLA FFI handlers from ``_jbs_cuda`` (optional build). The
   convolution primitives use the ``jbs_conv`` / ``jbs_conv_dw`` targets when the module registers
-  them, and otherwise the patch-based composite of :mod:`jax_blocksparse.conv`, which runs on the
-  CUDA matmul kernels.
+  them (today ``_jbs_cuda`` registers ``jbs_conv``: forward and input gradient), and otherwise, and
+  for float64, the patch-based composite of :mod:`jax_blocksparse.conv`, which runs on the CUDA
+  matmul kernels.
 * anything else, or an extension that is missing: the pure-jnp products of
   :mod:`jax_blocksparse.reference`.
 
