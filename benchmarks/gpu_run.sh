@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build, GPU test suite, benchmark, sanitizers.
 #   benchmarks/gpu_run.sh [all|test|bench|sanitize|ab]...    (default: all)
-# ab: the kernel experiments of JBS_AB_EXPERIMENTS (default "swizzle,conv_taps_outer") against
+# ab: the kernel experiments of JBS_AB_EXPERIMENTS (default: all of them) against
 #     the default kernels, in the same build: GPU tests with them on, then seed and conv timings
 #     with and without (benchmarks/NOTES.md, v3). Not part of "all".
 # Logs and results land in $OUT (the device tool's folder) or /tmp/jbs_out.
@@ -35,7 +35,7 @@ if has bench; then
   cp benchmarks/results/*.json "$out/" 2>/dev/null
 fi
 if [[ " $steps " == *" ab "* ]]; then
-  experiments=${JBS_AB_EXPERIMENTS:-swizzle,conv_taps_outer}
+  experiments=${JBS_AB_EXPERIMENTS:-swizzle,conv_taps_outer,conv_halo}
   (cd /tmp && JBS_CUDA_EXPERIMENT=$experiments python3 -m pytest "$repo/tests/test_gpu.py" \
       "$repo/tests/test_conv.py" "$repo/tests/test_products.py" -q -p no:cacheprovider -rfE) \
       > "$out/ab_tests.log" 2>&1
@@ -46,10 +46,13 @@ if [[ " $steps " == *" ab "* ]]; then
         python3 benchmarks/sanitize_case.py > "$out/ab_sanitize_$tool.log" 2>&1
     echo "experiments, compute-sanitizer $tool exit: $? ($(grep 'ERROR SUMMARY' "$out/ab_sanitize_$tool.log" | head -1))"
   done
-  for setting in "" "$experiments"; do
-    echo "JBS_CUDA_EXPERIMENT='$setting'"
-    JBS_CUDA_EXPERIMENT=$setting python3 benchmarks/bench.py --quick --no-peers --only seed conv \
-        --out "/tmp/ab${setting:+_on}" 2>&1 | grep -E "^(seed|conv)" | tee -a "$out/ab_bench.log"
+  # Each experiment alone against the defaults, on the configurations it changes.
+  for setting in "":"seed conv" swizzle:seed conv_taps_outer:conv conv_halo:conv; do
+    name=${setting%%:*}
+    echo "JBS_CUDA_EXPERIMENT='$name'"
+    JBS_CUDA_EXPERIMENT=$name python3 benchmarks/bench.py --quick --no-peers --only ${setting#*:} \
+        --dtype bfloat16 --out "/tmp/ab_${name:-default}" 2>&1 | grep -E "^(seed|conv)" \
+        | tee -a "$out/ab_bench.log"
   done
 fi
 if has sanitize; then

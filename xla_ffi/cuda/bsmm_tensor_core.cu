@@ -23,6 +23,7 @@
 #include <string_view>
 #include <type_traits>
 
+#include "conv_halo_tensor_core.h"
 #include "tensor_core.cuh"
 
 namespace jbs {
@@ -217,17 +218,6 @@ __device__ __forceinline__ int64_t SourceRow(const ConvGather& c, const ConvRow&
     if (src[d] < 0 || src[d] >= c.a_spatial[d]) return -1;
   }
   return row.a_base + (static_cast<int64_t>(src[0]) * c.a_spatial[1] + src[1]) * c.a_spatial[2] + src[2];
-}
-
-template <typename Elem>
-__device__ __forceinline__ uint32_t PackOut(float lo, float hi) {
-  if constexpr (std::is_same_v<Elem, __half>) {
-    return static_cast<uint32_t>(__half_as_ushort(__float2half_rn(lo))) |
-           (static_cast<uint32_t>(__half_as_ushort(__float2half_rn(hi))) << 16);
-  } else {
-    return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
-           (static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16);
-  }
 }
 
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
@@ -574,7 +564,7 @@ __global__ void __launch_bounds__(
               if constexpr (Tiling::kHalf) {
                 if (!out_f32) {
                   *reinterpret_cast<uint32_t*>(static_cast<Elem*>(args.out) + base + nt * 8) =
-                      PackOut<Elem>(lo, hi);
+                      tc::PackPair<Elem>(lo, hi);
                   continue;
                 }
               }
@@ -686,6 +676,11 @@ cudaError_t LaunchBsmmTensorCore(ElementType input, ElementType output, const Bs
 
 cudaError_t LaunchConvTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
                                  const ConvGather& conv, cudaStream_t stream) {
+  if (ExperimentEnabled("conv_halo")) {
+    // Experiment (v4, not yet measured): halo tiles in shared memory for stride-1 cases.
+    const cudaError_t status = LaunchConvHaloTensorCore(input, output, args, conv, stream);
+    if (status != cudaErrorNotSupported) return status;
+  }
   ConvGather order = conv;
   // Experiment (v3b, not yet measured): reduce tap-major, so gathered rows change once per tap.
   order.taps_outer = ExperimentEnabled("conv_taps_outer");

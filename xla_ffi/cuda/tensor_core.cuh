@@ -30,7 +30,11 @@
 #ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_TENSOR_CORE_CUH_
 #define JAX_BLOCKSPARSE_XLA_FFI_CUDA_TENSOR_CORE_CUH_
 
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
 #include <cstdint>
+#include <type_traits>
 
 namespace jbs {
 namespace tc {
@@ -161,6 +165,21 @@ __device__ __forceinline__ void CpAsyncWait() {
 // __syncthreads uses, so sub-block groups should take ids 1..15.
 __device__ __forceinline__ void NamedBarrier(int id, int threads) {
   asm volatile("bar.sync %0, %1;\n" ::"r"(id), "r"(threads) : "memory");
+}
+
+// --- output packing -----------------------------------------------------------------------
+
+// Two fp32 accumulators rounded to a pair of 16-bit values (Elem = __half or __nv_bfloat16),
+// low half first, for one 32-bit store.
+template <typename Elem>
+__device__ __forceinline__ uint32_t PackPair(float lo, float hi) {
+  if constexpr (std::is_same_v<Elem, __half>) {
+    return static_cast<uint32_t>(__half_as_ushort(__float2half_rn(lo))) |
+           (static_cast<uint32_t>(__half_as_ushort(__float2half_rn(hi))) << 16);
+  } else {
+    return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
+           (static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16);
+  }
 }
 
 }  // namespace tc

@@ -1,0 +1,335 @@
+// Halo-tile implicit GEMM for stride-1 block-sparse convolutions (jbs_conv, forward and input
+// gradient).
+//
+// The gather kernel (bsmm_tensor_core.cu) copies each tap's input rows from global memory, so
+// x crosses L2 once per (input block, tap). Here a CTA owns `tile_rows` whole output rows of one
+// (image, depth) slice, 128 positions at most, and one output block-column. For each input
+// block of that column it stages, in one pipeline stage, the input halo the tile needs (every
+// tap's shifted window at once) and the block's filter taps; all taps then read the halo in
+// shared memory. With unit strides, the halo row that output position (oh, ow) reads for tap t
+// is (oh * halo_w + ow) + offset(t), and ldmatrix takes a row address per lane, so the per-tap
+// gather is one add. x crosses L2 once per input block instead of once per (block, tap).
+//
+// Both directions are one formula per dimension: the source position of output position o and
+// tap t is o + base + t * step, with (base, step) = (-pad, +dilation) for the forward
+// convolution and (+pad, -dilation) for the input gradient (whose filter blocks are applied
+// transposed, as matmul_t does). Reduction order: entries ascending, taps ascending, then the
+// block's channels; no atomics.
+#include "conv_halo_tensor_core.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <cstdint>
+#include <type_traits>
+
+#include "tensor_core.cuh"
+
+namespace jbs {
+namespace {
+
+constexpr int kBs = 32;          // block size (one output block-column per CTA)
+constexpr int kTM = 128;         // output positions per CTA
+constexpr int kWarps = 4;        // warp w owns positions [32 w, 32 w + 32) x all 32 channels
+constexpr int kThreads = 32 * kWarps;
+constexpr int kPitch = kBs + 8;  // 80-byte rows: 8 consecutive rows hit 8 distinct bank groups
+constexpr int kUnits = kBs / 8;  // 16-byte units per row
+constexpr int kMaxHalo = 256;    // halo positions per stage
+constexpr int kMaxTaps = 9;
+constexpr int kStages = 2;
+constexpr int kHaloElems = kMaxHalo * kPitch;
+constexpr int kTapElems = kBs * kPitch;
+constexpr int kStageElems = kHaloElems + kMaxTaps * kTapElems;
+constexpr int kSmemBytes = kStages * kStageElems * 2;
+constexpr int kHaloSlots = kMaxHalo * kUnits / kThreads;  // halo copies per thread per stage
+constexpr int64_t kMaxGridY = 65535;
+static_assert(kMaxHalo * kUnits % kThreads == 0 && kBs * kUnits == kThreads,
+              "each thread copies one unit of every tap");
+static_assert(kSmemBytes <= 227 * 1024, "shared memory per block");
+
+struct HaloGeometry {
+  int32_t a_spatial[3];    // source extents (Da, Ha, Wa)
+  int32_t out_spatial[3];  // (Do, Ho, Wo)
+  int32_t kernel[3];
+  int32_t base[3];         // source offset of tap 0
+  int32_t step[3];         // source offset per tap index
+  int32_t origin[3];       // smallest source offset over the taps: the halo's first position
+  int32_t halo[3];         // halo extents (taps of depth x rows x row width)
+  int32_t tile_rows;       // output rows per CTA
+  int32_t tiles_per_slice;
+  int32_t taps;
+  int32_t halo_positions;
+};
+
+template <typename Elem>
+__global__ void __launch_bounds__(kThreads)
+    ConvHaloKernel(BsmmArgs args, HaloGeometry geo, bool transposed, bool out_f32) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Elem* smem = reinterpret_cast<Elem*>(smem_raw);
+  __shared__ int tap_offset[kMaxTaps];  // halo rows between tap t's window and the halo start
+
+  const Elem* __restrict__ a = static_cast<const Elem*>(args.a);
+  const Elem* __restrict__ w = static_cast<const Elem*>(args.w);
+  const int32_t* __restrict__ entries = args.entries;
+  const int64_t a_cols = args.a_cols;
+  const int64_t a_blocks = a_cols / kBs;
+  const int64_t nnz = args.nnz;
+  const int64_t out_cols = args.out_blocks * kBs;
+  const int taps = geo.taps;
+  const int wo = geo.out_spatial[2];
+  const int halo_h = geo.halo[1];
+  const int halo_w = geo.halo[2];
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int lg = lane >> 2;
+  const int lt = lane & 3;
+
+  if (tid < taps) {
+    const int t[3] = {tid / (geo.kernel[1] * geo.kernel[2]), (tid / geo.kernel[2]) % geo.kernel[1],
+                      tid % geo.kernel[2]};
+    int rel[3];
+    for (int d = 0; d < 3; ++d) rel[d] = geo.base[d] + t[d] * geo.step[d] - geo.origin[d];
+    tap_offset[tid] = (rel[0] * halo_h + rel[1]) * halo_w + rel[2];
+  }
+
+  const int64_t out_block = blockIdx.x;
+  const int64_t entry_begin =
+      min(max(static_cast<int64_t>(__ldg(args.offsets + out_block)), int64_t{0}), nnz);
+  const int64_t entry_end = min(
+      max(static_cast<int64_t>(__ldg(args.offsets + out_block + 1)), entry_begin), nnz);
+  const int64_t tiles = args.rows / (static_cast<int64_t>(geo.out_spatial[1]) * wo) *
+                        geo.tiles_per_slice;  // (batch x Do) slices x tiles per slice
+  __syncthreads();  // tap_offset
+
+  for (int64_t g = blockIdx.z; g < args.groups; g += gridDim.z) {
+    const Elem* a_group = a + g * args.a_rows * a_cols;
+    const Elem* w_group = w + g * nnz * taps * (kBs * kBs);
+    for (int64_t tile = blockIdx.y; tile < tiles; tile += gridDim.y) {
+      const int64_t slice = tile / geo.tiles_per_slice;  // n * Do + od
+      const int oh0 = static_cast<int>(tile % geo.tiles_per_slice) * geo.tile_rows;
+      const int64_t n = slice / geo.out_spatial[0];
+      const int od = static_cast<int>(slice % geo.out_spatial[0]);
+
+      // Halo rows this thread copies (the same for every entry): element offset of channel
+      // (unit * 8) of that input position in a_group, or -1 where it is padding.
+      int64_t halo_src[kHaloSlots];
+#pragma unroll
+      for (int j = 0; j < kHaloSlots; ++j) {
+        const int idx = tid + j * kThreads;
+        const int pos = idx / kUnits;
+        halo_src[j] = -1;
+        if (pos < geo.halo_positions) {
+          const int hw = pos % halo_w;
+          const int hh = (pos / halo_w) % halo_h;
+          const int hd = pos / (halo_w * halo_h);
+          const int src[3] = {od + geo.origin[0] + hd, oh0 + geo.origin[1] + hh,
+                              geo.origin[2] + hw};
+          bool inside = true;
+          for (int d = 0; d < 3; ++d) inside = inside && src[d] >= 0 && src[d] < geo.a_spatial[d];
+          if (inside) {
+            const int64_t row =
+                ((n * geo.a_spatial[0] + src[0]) * geo.a_spatial[1] + src[1]) * geo.a_spatial[2] +
+                src[2];
+            halo_src[j] = row * a_cols + (idx % kUnits) * 8;
+          }
+        }
+      }
+
+      auto load_entry = [&](int64_t e, int stage) {
+        Elem* halo_stage = smem + stage * kStageElems;
+        Elem* w_stage = halo_stage + kHaloElems;
+        const int2 pair = __ldg(reinterpret_cast<const int2*>(entries) + e);
+        // A corrupt table entry reads as a zero block instead of out of bounds.
+        const bool valid = pair.x >= 0 && pair.x < a_blocks && pair.y >= 0 && pair.y < nnz;
+        const int64_t a_col = valid ? static_cast<int64_t>(pair.x) * kBs : 0;
+#pragma unroll
+        for (int j = 0; j < kHaloSlots; ++j) {
+          const int idx = tid + j * kThreads;
+          if (idx / kUnits >= geo.halo_positions) break;
+          const bool live = valid && halo_src[j] >= 0;
+          const Elem* src = live ? a_group + halo_src[j] + a_col : a;
+          tc::CpAsync16(
+              tc::SharedAddress(halo_stage + (idx / kUnits) * kPitch + (idx % kUnits) * 8), src,
+              live);
+        }
+        // Thread tid copies unit (tid % 4) of row (tid / 4) of every tap's block, verbatim.
+        const int row = tid / kUnits;
+        const int unit = tid % kUnits;
+        const Elem* block = w_group + (valid ? static_cast<int64_t>(pair.y) * taps : 0) * (kBs * kBs);
+        for (int t = 0; t < taps; ++t) {
+          tc::CpAsync16(
+              tc::SharedAddress(w_stage + t * kTapElems + row * kPitch + unit * 8),
+              valid ? block + (t * kBs + row) * kBs + unit * 8 : w, valid);
+        }
+      };
+
+      float acc[2][4][4];
+#pragma unroll
+      for (int i = 0; i < 2; ++i)
+#pragma unroll
+        for (int j = 0; j < 4; ++j)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.f;
+
+      // This lane's ldmatrix rows for tap 0 (positions past the tile read row 0; their
+      // results are never stored).
+      int a_row[2];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        const int r = warp * 32 + mt * 16 + (lane & 15);
+        const int oh_local = r / wo;
+        const bool live = oh_local < geo.tile_rows && oh0 + oh_local < geo.out_spatial[1];
+        a_row[mt] = live ? oh_local * halo_w + r % wo : 0;
+      }
+
+      auto compute_entry = [&](int stage) {
+        const Elem* halo_stage = smem + stage * kStageElems;
+        const Elem* w_stage = halo_stage + kHaloElems;
+        const int mi = lane >> 3;
+        const int rr = lane & 7;
+        for (int t = 0; t < taps; ++t) {
+          const int offset = tap_offset[t];
+          const Elem* w_tap = w_stage + t * kTapElems;
+#pragma unroll
+          for (int kb = 0; kb < kBs; kb += 16) {
+            uint32_t af[2][4];
+            uint32_t bf[4][2];
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) {
+              const Elem* p = halo_stage + (a_row[mt] + offset) * kPitch + kb + (lane >> 4) * 8;
+              tc::LdMatrixX4(af[mt][0], af[mt][1], af[mt][2], af[mt][3], tc::SharedAddress(p));
+            }
+#pragma unroll
+            for (int nt = 0; nt < 4; nt += 2) {
+              const int col = (nt + (mi >> 1)) * 8;
+              if (transposed) {
+                // B[k][n] = W[n][k]: rows of the stored block are n.
+                const Elem* p = w_tap + (col + rr) * kPitch + kb + (mi & 1) * 8;
+                tc::LdMatrixX4(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1],
+                               tc::SharedAddress(p));
+              } else {
+                const Elem* p = w_tap + (kb + (mi & 1) * 8 + rr) * kPitch + col;
+                tc::LdMatrixX4Trans(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1],
+                                    tc::SharedAddress(p));
+              }
+            }
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+              for (int nt = 0; nt < 4; ++nt) {
+                if constexpr (std::is_same_v<Elem, __half>) {
+                  tc::MmaF16(acc[mt][nt], af[mt], bf[nt]);
+                } else {
+                  tc::MmaBf16(acc[mt][nt], af[mt], bf[nt]);
+                }
+              }
+          }
+        }
+      };
+
+      // Double buffer over the column's entries: the next entry's copies fly while this one's
+      // taps are multiplied.
+      const int64_t count = entry_end - entry_begin;
+      if (count > 0) load_entry(entry_begin, 0);
+      tc::CpAsyncCommit();
+      for (int64_t i = 0; i < count; ++i) {
+        if (i + 1 < count) load_entry(entry_begin + i + 1, static_cast<int>((i + 1) % kStages));
+        tc::CpAsyncCommit();
+        tc::CpAsyncWait<1>();
+        __syncthreads();
+        compute_entry(static_cast<int>(i % kStages));
+        __syncthreads();  // the stage is refilled two entries later
+      }
+      tc::CpAsyncWait<0>();
+
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int r = warp * 32 + mt * 16 + lg + 8 * h;
+          const int oh_local = r / wo;
+          const int oh = oh0 + oh_local;
+          if (oh_local >= geo.tile_rows || oh >= geo.out_spatial[1]) continue;
+          const int64_t row = (slice * geo.out_spatial[1] + oh) * wo + r % wo;
+          const int64_t base = (g * args.rows + row) * out_cols + out_block * kBs + 2 * lt;
+#pragma unroll
+          for (int nt = 0; nt < 4; ++nt) {
+            const float lo = acc[mt][nt][2 * h];
+            const float hi = acc[mt][nt][2 * h + 1];
+            if (out_f32) {
+              *reinterpret_cast<float2*>(static_cast<float*>(args.out) + base + nt * 8) =
+                  make_float2(lo, hi);
+            } else {
+              *reinterpret_cast<uint32_t*>(static_cast<Elem*>(args.out) + base + nt * 8) =
+                  tc::PackPair<Elem>(lo, hi);
+            }
+          }
+        }
+    }
+  }
+}
+
+bool Aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
+
+template <typename Elem>
+cudaError_t Launch(const BsmmArgs& args, const HaloGeometry& geo, bool transposed, bool out_f32,
+                   cudaStream_t stream) {
+  auto kernel = ConvHaloKernel<Elem>;
+  // Opting in is a per-function host call without synchronization; once per instantiation.
+  static const cudaError_t attr =
+      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
+  if (attr != cudaSuccess) return cudaErrorNotSupported;
+  const int64_t tiles =
+      args.rows / (static_cast<int64_t>(geo.out_spatial[1]) * geo.out_spatial[2]) *
+      geo.tiles_per_slice;
+  const dim3 grid(static_cast<unsigned>(args.out_blocks),
+                  static_cast<unsigned>(std::min(tiles, kMaxGridY)),
+                  static_cast<unsigned>(std::min<int64_t>(args.groups, kMaxGridY)));
+  kernel<<<grid, kThreads, kSmemBytes, stream>>>(args, geo, transposed, out_f32);
+  return cudaSuccess;
+}
+
+}  // namespace
+
+cudaError_t LaunchConvHaloTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
+                                     const ConvGather& conv, cudaStream_t stream) {
+  const bool half = input == ElementType::kF16 || input == ElementType::kBF16;
+  const bool out_ok = output == input || output == ElementType::kF32;
+  if (!half || !out_ok || args.block_size != kBs || conv.taps > kMaxTaps ||
+      args.out_blocks > 2147483647 || !Aligned16(args.a) || !Aligned16(args.w) ||
+      !Aligned16(args.out) || reinterpret_cast<uintptr_t>(args.entries) % 8 != 0) {
+    return cudaErrorNotSupported;
+  }
+  HaloGeometry geo{};
+  const int wo = conv.out_spatial[2];
+  if (wo < 1 || wo > kTM || conv.out_spatial[0] < 1 || conv.out_spatial[1] < 1) {
+    return cudaErrorNotSupported;
+  }
+  for (int d = 0; d < 3; ++d) {
+    if (conv.stride[d] != 1) return cudaErrorNotSupported;
+    geo.a_spatial[d] = conv.a_spatial[d];
+    geo.out_spatial[d] = conv.out_spatial[d];
+    geo.kernel[d] = conv.kernel[d];
+    geo.base[d] = conv.transposed ? conv.pad_lo[d] : -conv.pad_lo[d];
+    geo.step[d] = conv.transposed ? -conv.dilation[d] : conv.dilation[d];
+    geo.origin[d] = geo.base[d] + std::min(0, (conv.kernel[d] - 1) * geo.step[d]);
+  }
+  geo.tile_rows = std::min(kTM / wo, conv.out_spatial[1]);
+  geo.tiles_per_slice = (conv.out_spatial[1] + geo.tile_rows - 1) / geo.tile_rows;
+  geo.halo[0] = (conv.kernel[0] - 1) * conv.dilation[0] + 1;
+  geo.halo[1] = geo.tile_rows + (conv.kernel[1] - 1) * conv.dilation[1];
+  geo.halo[2] = wo + (conv.kernel[2] - 1) * conv.dilation[2];
+  const int64_t halo_positions = static_cast<int64_t>(geo.halo[0]) * geo.halo[1] * geo.halo[2];
+  if (halo_positions > kMaxHalo) return cudaErrorNotSupported;
+  geo.halo_positions = static_cast<int32_t>(halo_positions);
+  geo.taps = conv.taps;
+  const bool out_f32 = output == ElementType::kF32;
+  return input == ElementType::kF16
+             ? Launch<__half>(args, geo, conv.transposed, out_f32, stream)
+             : Launch<__nv_bfloat16>(args, geo, conv.transposed, out_f32, stream);
+}
+
+}  // namespace jbs
