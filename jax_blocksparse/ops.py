@@ -170,23 +170,24 @@ def _split_group(out, size, groups):
     return out.reshape(size, groups, *out.shape[1:])
 
 
-def _into_rows(operand, axis):
-    """``(G, M, F)`` batched at ``axis`` -> ``(G, B * M, F)``: the batch becomes more rows."""
+def _into_second_axis(operand, axis):
+    """``(G, X, ...)`` batched at ``axis`` -> ``(G, B * X, ...)``, with ``B`` and ``X``: the batch
+    becomes more rows (a matmul's M) or more images (a convolution's Nb), one launch for all."""
     operand = jnp.moveaxis(operand, axis, 1)
-    g, b, m, f = operand.shape
-    return operand.reshape(g, b * m, f), b, m
+    g, b, x = operand.shape[:3]
+    return operand.reshape(g, b * x, *operand.shape[3:]), b, x
 
 
 def _dense_times_weight_batcher(primitive):
+    """vmap of ``primitive(dense, w)``: a batch of dense operands against one weight stack
+    folds into the dense operand's second axis; batched weights use the group axis."""
     def rule(operands, axes, **params):
         dense, w = operands
         dense_axis, w_axis = axes
         if w_axis is None:
-            # Same weights for every batch member: a taller dense operand, one launch.
-            rows, size, m = _into_rows(dense, dense_axis)
-            out = primitive.bind(rows, w, **params)
-            g, _, f = out.shape
-            return out.reshape(g, size, m, f), 1
+            folded, size, inner = _into_second_axis(dense, dense_axis)
+            out = primitive.bind(folded, w, **params)
+            return out.reshape(out.shape[0], size, inner, *out.shape[2:]), 1
         size = w.shape[w_axis]
         out = primitive.bind(_into_group(dense, dense_axis, size), _into_group(w, w_axis, size),
                              **params)
@@ -194,17 +195,20 @@ def _dense_times_weight_batcher(primitive):
     return rule
 
 
-def _sampled_batcher(operands, axes, **params):
-    x, dy = operands
-    x_axis, dy_axis = axes
-    size = x.shape[x_axis] if x_axis is not None else dy.shape[dy_axis]
-    out = sampled_p.bind(_into_group(x, x_axis, size), _into_group(dy, dy_axis, size), **params)
-    return _split_group(out, size, _group_count(x, x_axis)), 0
+def _reduction_batcher(primitive):
+    """vmap of ``primitive(x, dy)`` (a weight-shaped result): the batch becomes groups."""
+    def rule(operands, axes, **params):
+        x, dy = operands
+        x_axis, dy_axis = axes
+        size = x.shape[x_axis] if x_axis is not None else dy.shape[dy_axis]
+        out = primitive.bind(_into_group(x, x_axis, size), _into_group(dy, dy_axis, size), **params)
+        return _split_group(out, size, _group_count(x, x_axis)), 0
+    return rule
 
 
 _compat.register_batching(bsmm_p, _dense_times_weight_batcher(bsmm_p))
 _compat.register_batching(bsmm_t_p, _dense_times_weight_batcher(bsmm_t_p))
-_compat.register_batching(sampled_p, _sampled_batcher)
+_compat.register_batching(sampled_p, _reduction_batcher(sampled_p))
 
 
 # == convolution ================================================================================
@@ -316,37 +320,6 @@ conv_dw_p.def_abstract_eval(_conv_dw_abstract)
 _define_transposes(conv_p, conv, conv_dx_p, conv_dx, conv_dw_p, conv_dw)
 
 
-def _into_batch(operand, axis):
-    """``(G, Nb, ...)`` batched at ``axis`` -> ``(G, B * Nb, ...)``: more batch members."""
-    operand = jnp.moveaxis(operand, axis, 1)
-    g, b, nb = operand.shape[:3]
-    return operand.reshape(g, b * nb, *operand.shape[3:]), b, nb
-
-
-def _conv_dense_times_weight_batcher(primitive):
-    def rule(operands, axes, **params):
-        dense, w = operands
-        dense_axis, w_axis = axes
-        if w_axis is None:
-            # Same weights for every batch member: a larger Nb, one launch.
-            folded, size, nb = _into_batch(dense, dense_axis)
-            out = primitive.bind(folded, w, **params)
-            return out.reshape(out.shape[0], size, nb, *out.shape[2:]), 1
-        size = w.shape[w_axis]
-        out = primitive.bind(_into_group(dense, dense_axis, size), _into_group(w, w_axis, size),
-                             **params)
-        return _split_group(out, size, _group_count(w, w_axis)), 0
-    return rule
-
-
-def _conv_dw_batcher(operands, axes, **params):
-    x, dy = operands
-    x_axis, dy_axis = axes
-    size = x.shape[x_axis] if x_axis is not None else dy.shape[dy_axis]
-    out = conv_dw_p.bind(_into_group(x, x_axis, size), _into_group(dy, dy_axis, size), **params)
-    return _split_group(out, size, _group_count(x, x_axis)), 0
-
-
-_compat.register_batching(conv_p, _conv_dense_times_weight_batcher(conv_p))
-_compat.register_batching(conv_dx_p, _conv_dense_times_weight_batcher(conv_dx_p))
-_compat.register_batching(conv_dw_p, _conv_dw_batcher)
+_compat.register_batching(conv_p, _dense_times_weight_batcher(conv_p))
+_compat.register_batching(conv_dx_p, _dense_times_weight_batcher(conv_dx_p))
+_compat.register_batching(conv_dw_p, _reduction_batcher(conv_dw_p))

@@ -200,19 +200,13 @@ void SampledDenseDense(const In* a, const In* b, const int32_t* coords, Out* out
   });
 }
 
-// The (input, output) pairs allowed by the contract.
 #define JBS_INSTANTIATE(In, Out)                                                            \
   template void BlockSparseMatmul<In, Out>(const In*, const In*, const int32_t*,           \
                                            const int32_t*, Out*, const BsmmShape&);        \
   template void SampledDenseDense<In, Out>(const In*, const In*, const int32_t*, Out*,     \
                                            const SampledShape&);
 
-JBS_INSTANTIATE(float, float)
-JBS_INSTANTIATE(double, double)
-JBS_INSTANTIATE(Bf16Bits, Bf16Bits)
-JBS_INSTANTIATE(Bf16Bits, float)
-JBS_INSTANTIATE(F16Bits, F16Bits)
-JBS_INSTANTIATE(F16Bits, float)
+JBS_FOR_EACH_TYPE_PAIR(JBS_INSTANTIATE)
 
 #undef JBS_INSTANTIATE
 

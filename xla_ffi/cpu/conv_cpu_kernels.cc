@@ -260,19 +260,13 @@ void BlockSparseConvDw(const In* x, const In* dy, const int32_t* coords, Out* ou
   });
 }
 
-// The (input, output) pairs allowed by the contract.
 #define JBS_INSTANTIATE(In, Out)                                                          \
   template void BlockSparseConv<In, Out>(const In*, const In*, const int32_t*,           \
                                          const int32_t*, Out*, const ConvShape&);        \
   template void BlockSparseConvDw<In, Out>(const In*, const In*, const int32_t*, Out*,   \
                                            const ConvDwShape&);
 
-JBS_INSTANTIATE(float, float)
-JBS_INSTANTIATE(double, double)
-JBS_INSTANTIATE(Bf16Bits, Bf16Bits)
-JBS_INSTANTIATE(Bf16Bits, float)
-JBS_INSTANTIATE(F16Bits, F16Bits)
-JBS_INSTANTIATE(F16Bits, float)
+JBS_FOR_EACH_TYPE_PAIR(JBS_INSTANTIATE)
 
 #undef JBS_INSTANTIATE
 

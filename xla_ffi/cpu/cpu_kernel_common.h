@@ -164,6 +164,16 @@ inline void StoreRows(const Acc* acc, int64_t rows, Out* dst, int64_t dst_stride
   }
 }
 
+// Expands X(In, Out) for each (input, output) pair of the FFI contract: the explicit
+// instantiation lists of the CPU kernels.
+#define JBS_FOR_EACH_TYPE_PAIR(X) \
+  X(float, float)                 \
+  X(double, double)               \
+  X(Bf16Bits, Bf16Bits)           \
+  X(Bf16Bits, float)              \
+  X(F16Bits, F16Bits)             \
+  X(F16Bits, float)
+
 // Calls `body(std::integral_constant<int, BS>{})` for the block sizes of the contract, so each
 // kernel is compiled per block size; the FFI layer rejects any other size before calling.
 template <typename Body>
