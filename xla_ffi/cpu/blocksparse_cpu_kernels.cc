@@ -106,17 +106,7 @@ void BsmmImpl(const In* a, const In* w, const int32_t* offsets, const int32_t* e
             }
           }
           const int64_t a_ld = kWidenA ? n_seg * BS : lda;
-          for (int64_t q = 0; q < BS; q += NR) {
-            int64_t r = 0;
-            for (; r + MR <= rows; r += MR) {
-              BsmmMicroKernel<Acc, BS, MR, NV>(n_seg, a_ptr, r * a_ld, a_ld, w_ptr, q, init,
-                                               acc.data() + r * BS + q);
-            }
-            for (; r < rows; ++r) {
-              BsmmMicroKernel<Acc, BS, 1, NV>(n_seg, a_ptr, r * a_ld, a_ld, w_ptr, q, init,
-                                              acc.data() + r * BS + q);
-            }
-          }
+          PanelProduct<Acc, BS, MR, NV>(n_seg, a_ptr, a_ld, w_ptr, init, rows, acc.data());
         }
         StoreRows<BS>(acc.data(), rows, out_group + row0 * out_cols + o * BS, out_cols);
       }

@@ -119,6 +119,23 @@ inline void BsmmMicroKernel(int64_t n_seg, const Acc* const* a_base, int64_t a_o
   }
 }
 
+// c (rows x BS, row stride BS) = or += the product of a segment's panels and blocks, for every
+// row: the micro-kernel over R = MR row tiles, then single rows for the remainder.
+template <typename Acc, int BS, int MR, int NV>
+inline void PanelProduct(int64_t n_seg, const Acc* const* a_base, int64_t lda,
+                         const Acc* const* w_base, bool init, int64_t rows, Acc* c) {
+  constexpr int NR = NV * kLanes<Acc>;
+  for (int64_t q = 0; q < BS; q += NR) {
+    int64_t r = 0;
+    for (; r + MR <= rows; r += MR) {
+      BsmmMicroKernel<Acc, BS, MR, NV>(n_seg, a_base, r * lda, lda, w_base, q, init, c + r * BS + q);
+    }
+    for (; r < rows; ++r) {
+      BsmmMicroKernel<Acc, BS, 1, NV>(n_seg, a_base, r * lda, lda, w_base, q, init, c + r * BS + q);
+    }
+  }
+}
+
 // c[i, j] (+)= sum_{m < rows} a[m * lda + i] * b[m * ldb + j] for i < MR, j < NV * lanes; c row
 // stride BS. Products are added one at a time in increasing m.
 template <typename Acc, int BS, int MR, int NV>
