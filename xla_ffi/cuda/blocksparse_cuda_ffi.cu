@@ -44,6 +44,21 @@ ffi::Error LaunchStatus(const char* target, cudaError_t launch_status) {
   return ffi::Error::Success();
 }
 
+// The buffers and attributes of a jbs_bsmm or jbs_conv call; the callers fill in the shape.
+jbs::BsmmArgs ProductArgs(const ffi::AnyBuffer& a, const ffi::AnyBuffer& w,
+                          const ffi::AnyBuffer& offsets, const ffi::AnyBuffer& entries,
+                          ffi::Result<ffi::AnyBuffer>& out, bool transpose_w, int32_t precision) {
+  jbs::BsmmArgs args{};
+  args.a = a.untyped_data();
+  args.w = w.untyped_data();
+  args.offsets = static_cast<const int32_t*>(offsets.untyped_data());
+  args.entries = static_cast<const int32_t*>(entries.untyped_data());
+  args.out = out->untyped_data();
+  args.transpose_w = transpose_w;
+  args.precision = precision;
+  return args;
+}
+
 ffi::Error BsmmImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
                     ffi::AnyBuffer offsets, ffi::AnyBuffer entries,
                     ffi::Result<ffi::AnyBuffer> out, bool transpose_w, int32_t precision) {
@@ -56,12 +71,7 @@ ffi::Error BsmmImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
   }
   if (p.groups == 0 || p.rows == 0 || p.out_blocks == 0) return ffi::Error::Success();
 
-  jbs::BsmmArgs args;
-  args.a = a.untyped_data();
-  args.w = w.untyped_data();
-  args.offsets = static_cast<const int32_t*>(offsets.untyped_data());
-  args.entries = static_cast<const int32_t*>(entries.untyped_data());
-  args.out = out->untyped_data();
+  jbs::BsmmArgs args = ProductArgs(a, w, offsets, entries, out, transpose_w, precision);
   args.groups = p.groups;
   args.rows = p.rows;
   args.a_rows = p.rows;
@@ -69,8 +79,6 @@ ffi::Error BsmmImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
   args.nnz = p.nnz;
   args.out_blocks = p.out_blocks;
   args.block_size = static_cast<int32_t>(p.block_size);
-  args.transpose_w = transpose_w;
-  args.precision = precision;
   return LaunchStatus(kTarget, jbs::LaunchBsmm(ToElementType(p.input), ToElementType(p.output),
                                                args, stream));
 }
@@ -149,12 +157,7 @@ ffi::Error ConvImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
   gather.taps = static_cast<int32_t>(p.geometry.taps);
   gather.transposed = transpose_w;
 
-  jbs::BsmmArgs args;
-  args.a = a.untyped_data();
-  args.w = w.untyped_data();
-  args.offsets = static_cast<const int32_t*>(offsets.untyped_data());
-  args.entries = static_cast<const int32_t*>(entries.untyped_data());
-  args.out = out->untyped_data();
+  jbs::BsmmArgs args = ProductArgs(a, w, offsets, entries, out, transpose_w, precision);
   args.groups = p.groups;
   args.rows = p.batch * out_size;
   args.a_rows = p.batch * a_size;
@@ -162,8 +165,6 @@ ffi::Error ConvImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
   args.nnz = p.nnz;
   args.out_blocks = p.out_blocks;
   args.block_size = static_cast<int32_t>(p.block_size);
-  args.transpose_w = transpose_w;
-  args.precision = precision;
   return LaunchStatus(kTarget, jbs::LaunchConvTensorCore(ToElementType(p.input),
                                                          ToElementType(p.output), args, gather,
                                                          stream));
