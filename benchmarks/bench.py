@@ -98,6 +98,18 @@ def torch_peers(mask, bs, w_dense_np, m, dtype_name):
     return out
 
 
+def relative_error(ours, reference):
+    """max |ours - reference| / max |reference|, so that a benchmark never times wrong numbers."""
+    ours, reference = (np.asarray(jnp.asarray(a, jnp.float32)) for a in (ours, reference))
+    return float(np.max(np.abs(ours - reference)) / max(np.max(np.abs(reference)), 1e-30))
+
+
+def block_mask(layout):
+    """The element mask of the layout's non-zero blocks, for comparing against dense results."""
+    bs = layout.block_size
+    return jnp.asarray(np.kron(layout.mask, np.ones((bs, bs), bool)))
+
+
 def bench_config(config, m, size, bs, density, dtype_name, precision, layout_kind, with_peers):
     mask = (watts_strogatz_mask if layout_kind == "watts_strogatz" else random_mask)(size // bs, density)
     layout = jbs.Layout(mask, bs)
@@ -121,20 +133,28 @@ def bench_config(config, m, size, bs, density, dtype_name, precision, layout_kin
         "sampled_matmul": (chain_reduction(lambda a, b: jnp.dot(a.T, b, precision=prec)), (x, x)),
     }
     peers = torch_peers(mask, bs, np.asarray(w_dense, np.float32), m, dtype_name) if with_peers else {}
+    single = {
+        "matmul": (jbs.matmul(x, w, layout, precision=precision), jnp.dot(x, w_dense, precision=prec)),
+        "matmul_t": (jbs.matmul_t(x, w, layout, precision=precision), jnp.dot(x, w_dense.T, precision=prec)),
+        "sampled_matmul": (layout.todense(jbs.sampled_matmul(x, x, layout, precision=precision)),
+                           jnp.dot(x.T, x, precision=prec) * block_mask(layout)),
+    }
     records = []
     for op in ours:
+        error = relative_error(*single[op])
         us = median_seconds(*ours[op][:1], *ours[op][1]) / STEPS * 1e6
         dense_us = median_seconds(*dense[op][:1], *dense[op][1]) / STEPS * 1e6
         record = dict(op=op, config=config, layout=layout_kind, M=m, C=size, N=size, bs=bs,
                       density=round(float(layout.density), 6), target_density=density,
                       dtype=dtype_name, precision=precision, us=round(us, 2),
                       dense_us=round(dense_us, 2), speedup=round(dense_us / us, 3),
+                      rel_error=float(f"{error:.3g}"),
                       peers_us={k: round(v, 2) for k, v in peers.items()} if op == "matmul" else {})
         records.append(record)
         peer_text = " ".join(f"{k}={v:.1f}" for k, v in record["peers_us"].items())
         print(f"{config:5s} {layout_kind:14s} M={m:5d} K={size:5d} bs={bs:3d} d={density:<8.4g} "
               f"{dtype_name:8s} {precision:7s} {op:15s} {us:9.1f} us  dense {dense_us:9.1f} us  "
-              f"x{dense_us / us:6.2f}  {peer_text}", flush=True)
+              f"x{dense_us / us:6.2f}  err {error:.1e}  {peer_text}", flush=True)
     return records
 
 
@@ -164,17 +184,27 @@ def bench_conv(batch=32, spatial=32, kernel=3, channels=1024, bs=32, density=1 /
         "conv_dw": (chain_reduction(filter_grad(sparse, w)), (x, x),
                     chain_reduction(filter_grad(dense, filt)), (x, x)),
     }
+    dy = x
+    single = {
+        "conv": (sparse(x, w), dense(x, filt)),
+        "conv_dx": (input_grad(sparse)(dy, w), input_grad(dense)(dy, filt)),
+        "conv_dw": (jbs.conv_dense_filter(filter_grad(sparse, w)(x, dy), layout),
+                    filter_grad(dense, filt)(x, dy) * block_mask(layout)),
+    }
     records = []
     for op, (ours_fn, ours_args, dense_fn, dense_args) in cases.items():
+        error = relative_error(*single[op])
         us = median_seconds(ours_fn, *ours_args) / STEPS * 1e6
         dense_us = median_seconds(dense_fn, *dense_args) / STEPS * 1e6
         records.append(dict(op=op, config="conv", layout="random", M=batch * spatial * spatial,
                             C=channels, N=channels, bs=bs, density=round(float(layout.density), 6),
                             target_density=density, kernel=[kernel, kernel], spatial=[spatial, spatial],
                             batch=batch, dtype=dtype_name, precision="default", us=round(us, 2),
-                            dense_us=round(dense_us, 2), speedup=round(dense_us / us, 3), peers_us={}))
+                            dense_us=round(dense_us, 2), speedup=round(dense_us / us, 3),
+                            rel_error=float(f"{error:.3g}"), peers_us={}))
         print(f"conv  N={batch} {spatial}x{spatial} k={kernel} C=K={channels} bs={bs} d={density:.4g} "
-              f"{dtype_name} {op:8s} {us:9.1f} us  dense(cuDNN) {dense_us:9.1f} us  x{dense_us / us:6.2f}",
+              f"{dtype_name} {op:8s} {us:9.1f} us  dense(cuDNN) {dense_us:9.1f} us  x{dense_us / us:6.2f}"
+              f"  err {error:.1e}",
               flush=True)
     return records
 
