@@ -3,9 +3,14 @@
 Paths: tensor-core 16-bit (bf16), TF32 (float32 DEFAULT), 3xTF32 (float32 HIGHEST), and the SIMT
 kernels (float64); block sizes 8, 32 and 128; M <= 32 (the W-streaming regime), M with tile tails
 and M > 512 (split-M sampled); and the CUDA convolution (forward and input gradient, strided,
-dilated, padded) in bf16 and float32. Run it under JBS_CUDA_EXPERIMENT=... as well to cover the
-experimental variants.
+dilated, padded: the gather kernel) in bf16 and float32, and the stride-1 halo-tile kernel.
 """
+import os
+
+# Under memcheck every allocation is tracked: XLA's preallocation of most of a 141 GB card made
+# compute-sanitizer itself crash on an H200.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
 import numpy as np
 import jax
 import jax.numpy as jnp
@@ -39,8 +44,10 @@ for bs in (16, 32):
         for batch in (1, 3):  # 12 and 36 output rows: both kernel regimes
             x = jnp.asarray(rng.standard_normal((batch, 7, 6, C)), dtype)
             w = jnp.asarray(rng.standard_normal(jbs.conv_weight_shape(layout, (3, 2))), dtype)
-            conv = lambda x, w: jbs.conv(x, w, layout, strides=(2, 1), padding=((1, 2), (0, 1)),
-                                         dilation=(1, 2))
-            y, vjp = jax.vjp(conv, x, w)
-            jax.block_until_ready((y, vjp(jnp.ones_like(y))))
+            # strided: the gather kernel; stride 1 (bf16, bs 32): the halo-tile kernel
+            for strides in ((2, 1), (1, 1)):
+                conv = lambda x, w: jbs.conv(x, w, layout, strides=strides,
+                                             padding=((1, 2), (0, 1)), dilation=(1, 2))
+                y, vjp = jax.vjp(conv, x, w)
+                jax.block_until_ready((y, vjp(jnp.ones_like(y))))
 print("sanitize case done")

@@ -46,7 +46,6 @@ struct ConvGather {
   int32_t pad_lo[3];
   int32_t taps;
   bool transposed;
-  bool taps_outer;  // reduction order over (entry, tap): tap-major instead of entry-major
 };
 
 // out[g, k] = a[g, :, i_k*bs:+bs].T @ b[g, :, j_k*bs:+bs]

@@ -1,40 +1,15 @@
 // Dispatch of the tensor-core jbs_bsmm / jbs_conv kernels (bsmm_tensor_core_kernel.cuh) by
-// element type, and the experiment switch.
+// element type; stride-1 convolutions go to the halo-tile kernel where it applies.
 #include "bsmm_tensor_core.h"
 
 #include <cstdint>
-#include <cstdlib>
-#include <string>
-#include <string_view>
 
 #include "bsmm_tensor_core_kernel.cuh"
 #include "conv_halo_tensor_core.h"
 
 namespace jbs {
-namespace bsmm_tc {
-
-// One build can time the experiments side by side. Looking a name up allocates nothing: it
-// runs on every launch.
-bool ExperimentEnabled(std::string_view name) {
-  static const std::string flags = [] {
-    const char* value = std::getenv("JBS_CUDA_EXPERIMENT");
-    return std::string(value ? value : "");
-  }();
-  std::string_view rest = flags;
-  while (!rest.empty()) {
-    const size_t comma = rest.find(',');
-    if (rest.substr(0, comma) == name) return true;
-    if (comma == std::string_view::npos) break;
-    rest.remove_prefix(comma + 1);
-  }
-  return false;
-}
-
-}  // namespace bsmm_tc
-
 namespace {
 
-using bsmm_tc::ExperimentEnabled;
 using bsmm_tc::LaunchKind;
 using bsmm_tc::MmaKind;
 
@@ -68,15 +43,11 @@ cudaError_t LaunchBsmmTensorCore(ElementType input, ElementType output, const Bs
 
 cudaError_t LaunchConvTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
                                  const ConvGather& conv, cudaStream_t stream) {
-  if (ExperimentEnabled("conv_halo")) {
-    // Experiment (v4, not yet measured): halo tiles in shared memory for stride-1 cases.
-    const cudaError_t status = LaunchConvHaloTensorCore(input, output, args, conv, stream);
-    if (status != cudaErrorNotSupported) return status;
-  }
-  ConvGather order = conv;
-  // Experiment (v3b, not yet measured): reduce tap-major, so gathered rows change once per tap.
-  order.taps_outer = ExperimentEnabled("conv_taps_outer");
-  return LaunchTensorCore<true>(input, output, args, order, stream);
+  // Halo tiles: each input row is read once per input block instead of once per tap
+  // (benchmarks/NOTES.md, v4). Strided, 32-bit and other block sizes take the gather kernel.
+  const cudaError_t status = LaunchConvHaloTensorCore(input, output, args, conv, stream);
+  if (status != cudaErrorNotSupported) return status;
+  return LaunchTensorCore<true>(input, output, args, conv, stream);
 }
 
 }  // namespace jbs

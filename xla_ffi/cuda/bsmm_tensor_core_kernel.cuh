@@ -24,7 +24,6 @@
 
 #include <algorithm>
 #include <cstdint>
-#include <string_view>
 #include <type_traits>
 
 #include "blocksparse_kernels.h"
@@ -32,10 +31,6 @@
 
 namespace jbs {
 namespace bsmm_tc {
-
-// Kernel variants still being measured are off unless named in JBS_CUDA_EXPERIMENT (a
-// comma-separated list, read once per process); defined in bsmm_tensor_core.cu.
-bool ExperimentEnabled(std::string_view name);
 
 enum class MmaKind { kBf16, kF16, kTf32, k3xTf32 };
 
@@ -138,24 +133,19 @@ __device__ __forceinline__ void StageEntries(int2* staged, const int32_t* __rest
   }
 }
 
-// A convolution's reduction runs over (entry, tap) pairs, taps innermost; w holds the taps of
-// block k at k * taps + t. A matmul is the one-tap case, where the divisions fold away.
-// With `taps_outer` the pairs run tap-major instead (all entries of tap 0, then tap 1, ...),
-// so a thread's gathered rows change once per tap rather than every chunk.
+// A convolution's reduction runs over (entry, tap) pairs of the staged window, tap-major (all
+// entries of tap 0, then tap 1, ...), so a thread's gathered rows change once per tap rather
+// than every chunk: measured 1.9x over entry-major (benchmarks/NOTES.md, v3b). w holds the
+// taps of block k at k * taps + t. A matmul is the one-tap case.
 template <int kBs, bool kConv>
 __device__ __forceinline__ EntryRef LookUp(const int2* staged, int64_t pair, int64_t count,
-                                           int taps, bool taps_outer, int64_t w_group_base) {
+                                           int taps, int64_t w_group_base) {
   int64_t local = pair;
   int tap = 0;
   if constexpr (kConv) {
-    if (taps_outer) {
-      tap = static_cast<int>(pair / count);
-      local = pair - static_cast<int64_t>(tap) * count;
-      if (tap >= taps) local = count;  // past the end: a zero block
-    } else {
-      local = pair / taps;
-      tap = static_cast<int>(pair - local * taps);
-    }
+    tap = static_cast<int>(pair / count);
+    local = pair - static_cast<int64_t>(tap) * count;
+    if (tap >= taps) local = count;  // past the end: a zero block
   }
   EntryRef ref{0, 0, 0, false};
   if (local < count) {
@@ -296,7 +286,7 @@ __global__ void __launch_bounds__(
           // Every thread copies the same K offset for all its rows, so one look-up suffices.
           const int q = gtid % Tiling::kAUnits;
           const int64_t kk = k0 + q * kVec;
-          const EntryRef ref = LookUp<kBs, kConv>(staged, kk / kBs, window, taps, conv.taps_outer, w_group_base);
+          const EntryRef ref = LookUp<kBs, kConv>(staged, kk / kBs, window, taps, w_group_base);
           const int within = static_cast<int>(kk % kBs);
           if constexpr (kConv) {
             if (ref.tap != source_tap) {
@@ -325,7 +315,7 @@ __global__ void __launch_bounds__(
         // copies keeps the 64-bit address arithmetic (and registers) out of the unrolled loop.
         EntryRef chunk_ref{0, 0, 0, false};
         if constexpr (kBs >= kKC) {
-          chunk_ref = LookUp<kBs, kConv>(staged, k0 / kBs, window, taps, conv.taps_outer, w_group_base);
+          chunk_ref = LookUp<kBs, kConv>(staged, k0 / kBs, window, taps, w_group_base);
         }
 #pragma unroll
         for (int i = 0; i < kWIters; ++i) {
@@ -338,7 +328,7 @@ __global__ void __launch_bounds__(
           const int64_t kk = kTransW ? k0 + q * kVec : k0 + r;
           EntryRef ref = chunk_ref;
           if constexpr (kBs < kKC) {
-            ref = LookUp<kBs, kConv>(staged, kk / kBs, window, taps, conv.taps_outer, w_group_base);
+            ref = LookUp<kBs, kConv>(staged, kk / kBs, window, taps, w_group_base);
           }
           const int within = static_cast<int>(kk % kBs);
           const int offset = kTransW ? (n0 + r) * kBs + within : within * kBs + n0 + q * kVec;
@@ -600,15 +590,13 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
                          cudaStream_t stream) {
   constexpr bool kHalf = sizeof(ElemOf<kKind>) == 2;
   if (args.rows <= 32) {
-    if constexpr (kHalf && kBs >= 32 && !kConv) {
-      // Experiment (v3a, not yet measured): swizzled unpadded stages, one more stage in flight
-      // at the same 3 CTAs per SM.
-      if (ExperimentEnabled("swizzle")) {
-        return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
-                                                                          stream);
-      }
-    }
     // W-streaming regime: 4 single-warp k-groups over a 32-row tile.
+    if constexpr (kHalf && kBs >= 32 && !kConv) {
+      // Swizzled unpadded stages: one more stage in flight at the same 3 CTAs per SM, 1.6x at
+      // seed d = 1/4 (benchmarks/NOTES.md, v3a).
+      return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
+                                                                        stream);
+    }
     return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, kHalf ? 3 : 2, kConv>(args, conv, out_f32,
                                                                            stream);
   }

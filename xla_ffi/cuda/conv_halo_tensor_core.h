@@ -1,5 +1,4 @@
-// Halo-tile tensor-core path of jbs_conv for stride-1 convolutions (an experiment: used only
-// when JBS_CUDA_EXPERIMENT names "conv_halo"; see benchmarks/NOTES.md, v4).
+// Halo-tile tensor-core path of jbs_conv for stride-1 convolutions (benchmarks/NOTES.md, v4).
 #ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_CONV_HALO_TENSOR_CORE_H_
 #define JAX_BLOCKSPARSE_XLA_FFI_CUDA_CONV_HALO_TENSOR_CORE_H_
 
