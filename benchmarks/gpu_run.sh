@@ -23,17 +23,17 @@ if has test; then
   # from /tmp, so that the installed package (with its kernels) is imported, not the source tree
   # JBS_PYTEST_ARGS is split like a shell line, so -k 'a or b' stays one argument
   eval "pytest_args=(${JBS_PYTEST_ARGS:-})"
-  (cd /tmp && timeout "${JBS_TEST_TIMEOUT:-3000}" python3 -m pytest "$repo/tests" -q -p no:cacheprovider -rfE "${pytest_args[@]}") 2>&1 | tee "$out/tests.log" | tail -n 40
+  (cd /tmp && timeout "${JBS_TEST_TIMEOUT:-3000}" python3 -m pytest "$repo/${JBS_TEST_PATH:-tests}" -q -p no:cacheprovider -rfE "${pytest_args[@]}") 2>&1 | tee "$out/tests.log" | tail -n 40
   status=${PIPESTATUS[0]}
   echo "pytest exit: $status ($(( $(date +%s) - start )) s since start)"
 fi
 if has bench; then
-  python3 benchmarks/bench.py ${JBS_BENCH_ARGS:-} 2>&1 | tee "$out/bench.log" | grep -v "^  " | tail -n 60
+  timeout "${JBS_BENCH_TIMEOUT:-3000}" python3 benchmarks/bench.py ${JBS_BENCH_ARGS:-} 2>&1 | tee "$out/bench.log" | grep -v "^  " | tail -n 60
   cp benchmarks/results/*.json "$out/" 2>/dev/null
 fi
 if has sanitize; then
   for tool in memcheck racecheck; do
-    compute-sanitizer --tool $tool --error-exitcode 9 python3 benchmarks/sanitize_case.py > "$out/sanitize_$tool.log" 2>&1
+    timeout "${JBS_SANITIZE_TIMEOUT:-3000}" compute-sanitizer --tool $tool --error-exitcode 9 python3 benchmarks/sanitize_case.py > "$out/sanitize_$tool.log" 2>&1
     echo "compute-sanitizer $tool exit: $? ($(grep -c 'ERROR SUMMARY' "$out/sanitize_$tool.log") summaries: $(grep 'ERROR SUMMARY' "$out/sanitize_$tool.log" | head -1))"
   done
 fi
