@@ -23,7 +23,8 @@ if has test; then
   # from /tmp, so that the installed package (with its kernels) is imported, not the source tree
   # JBS_PYTEST_ARGS is split like a shell line, so -k 'a or b' stays one argument
   eval "pytest_args=(${JBS_PYTEST_ARGS:-})"
-  (cd /tmp && timeout "${JBS_TEST_TIMEOUT:-3000}" python3 -m pytest "$repo/${JBS_TEST_PATH:-tests}" -q -p no:cacheprovider -rfE "${pytest_args[@]}") 2>&1 | tee "$out/tests.log" | tail -n 40
+  test_paths=(); for path in ${JBS_TEST_PATH:-tests}; do test_paths+=("$repo/$path"); done
+  (cd /tmp && timeout "${JBS_TEST_TIMEOUT:-3000}" python3 -m pytest "${test_paths[@]}" -q -p no:cacheprovider -rfE "${pytest_args[@]}") 2>&1 | tee "$out/tests.log" | tail -n 40
   status=${PIPESTATUS[0]}
   echo "pytest exit: $status ($(( $(date +%s) - start )) s since start)"
 fi
