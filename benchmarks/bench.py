@@ -90,6 +90,10 @@ def torch_peers(mask, bs, w_dense_np, m, dtype_name):
                 y = op(y)
             return y
         try:
+            # Compile (Triton) outside the graph capture: a first call inside the capture
+            # invalidates it and leaves the CUDA context in an error state for JAX as well.
+            chain()
+            torch.cuda.synchronize()
             out[name] = do_bench_cudagraph(chain, rep=100, return_mode="median") / STEPS * 1e3
         except Exception as err:
             print(f"  {name} failed: {type(err).__name__}: {str(err)[:120]}")
@@ -230,21 +234,27 @@ def main():
     device = jax.devices()[0]
     print(f"device: {device.device_kind}  jax {jax.__version__}  cuda kernels: "
           f"{jbs.kernels_available('cuda')}", flush=True)
-    records = []
-    for config in configurations(args.quick):
-        if args.only and config[0] not in args.only or args.dtype and config[5] != args.dtype:
-            continue
-        records += bench_config(*config, with_peers=not args.no_peers)
-    if not args.only or "conv" in args.only:
-        records += bench_conv()
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", device.device_kind).strip("-").lower()
     os.makedirs(args.out, exist_ok=True)
     partial = args.only or args.dtype or args.quick
     path = os.path.join(args.out, f"{gpu}{'-partial' if partial else ''}.json")
-    with open(path, "w") as f:
-        json.dump({"gpu": device.device_kind, "jax": jax.__version__,
-                   "date": datetime.date.today().isoformat(), "steps_per_chain": STEPS,
-                   "records": records}, f, indent=1)
+    records = []
+
+    def save():
+        # After every configuration, so that a run cut short still leaves what it measured.
+        with open(path, "w") as f:
+            json.dump({"gpu": device.device_kind, "jax": jax.__version__,
+                       "date": datetime.date.today().isoformat(), "steps_per_chain": STEPS,
+                       "records": records}, f, indent=1)
+
+    for config in configurations(args.quick):
+        if args.only and config[0] not in args.only or args.dtype and config[5] != args.dtype:
+            continue
+        records += bench_config(*config, with_peers=not args.no_peers)
+        save()
+    if not args.only or "conv" in args.only:
+        records += bench_conv()
+        save()
     print("wrote", path)
 
 

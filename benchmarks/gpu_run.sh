@@ -30,12 +30,12 @@ if has test; then
 fi
 if has bench; then
   timeout "${JBS_BENCH_TIMEOUT:-3000}" python3 benchmarks/bench.py ${JBS_BENCH_ARGS:-} 2>&1 | tee "$out/bench.log" | grep -v "^  " | tail -n 60
-  cp benchmarks/results/*.json "$out/" 2>/dev/null
+  cp "$(ls -t benchmarks/results/*.json | head -n 1)" "$out/"
 fi
 if has sanitize; then
   for tool in memcheck racecheck; do
     timeout "${JBS_SANITIZE_TIMEOUT:-3000}" compute-sanitizer --tool $tool --error-exitcode 9 python3 benchmarks/sanitize_case.py > "$out/sanitize_$tool.log" 2>&1
-    echo "compute-sanitizer $tool exit: $? ($(grep -c 'ERROR SUMMARY' "$out/sanitize_$tool.log") summaries: $(grep 'ERROR SUMMARY' "$out/sanitize_$tool.log" | head -1))"
+    echo "compute-sanitizer $tool exit: $? ($(grep -c 'SUMMARY' "$out/sanitize_$tool.log") summaries: $(grep 'SUMMARY' "$out/sanitize_$tool.log" | head -1))"
   done
 fi
 if [[ " $steps " == *" examples "* ]]; then
