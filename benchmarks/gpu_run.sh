@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build, GPU test suite, benchmark, sanitizers; examples on request.
-#   benchmarks/gpu_run.sh [all|test|bench|sanitize|examples]...    (default: all)
+#   benchmarks/gpu_run.sh [all|test|bench|sanitize|examples|ab|abtest]...    (default: all)
+# ab: seed timings with each kernel experiment (JBS_CUDA_EXPERIMENT) alone against the defaults,
+#     in the same build. abtest: the GPU tests and the sanitizers with all of them on. Neither is
+#     part of "all"; both come first, so that a call cut short still says whether they work.
 # Logs and results land in $OUT (the device tool's folder) or /tmp/jbs_out.
 set -uo pipefail
 export PYTHONUNBUFFERED=1
@@ -19,6 +22,32 @@ echo "build: $(( $(date +%s) - start )) s"
 (cd /tmp && python3 -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))")
 
 status=0
+experiments=${JBS_AB_EXPERIMENTS:-tma,sampled_short}
+if [[ " $steps " == *" abtest "* ]]; then
+  JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
+  smoke=$?
+  if [[ $smoke -ne 0 ]]; then
+    # A kernel that never completes its barriers would hang every later step: stop here.
+    echo "experiments smoke run failed or hung (exit $smoke):"; tail -n 15 "$out/ab_smoke.log"; exit 3
+  fi
+  (cd /tmp && JBS_CUDA_EXPERIMENT=$experiments timeout "${JBS_TEST_TIMEOUT:-3000}" python3 -m pytest \
+      "$repo/tests/test_gpu.py" "$repo/tests/test_products.py" -q -p no:cacheprovider -rfE -x) \
+      > "$out/ab_tests.log" 2>&1
+  echo "tests with JBS_CUDA_EXPERIMENT=$experiments: exit $? $(tail -n 1 "$out/ab_tests.log")"
+  grep -E "^(FAILED|ERROR)" "$out/ab_tests.log" | head -n 10
+  for tool in memcheck racecheck; do
+    JBS_CUDA_EXPERIMENT=$experiments timeout "${JBS_SANITIZE_TIMEOUT:-3000}" compute-sanitizer \
+        --tool $tool --error-exitcode 9 python3 benchmarks/sanitize_case.py > "$out/ab_sanitize_$tool.log" 2>&1
+    echo "experiments, compute-sanitizer $tool exit: $? ($(grep 'SUMMARY' "$out/ab_sanitize_$tool.log" | head -1))"
+  done
+fi
+if [[ " $steps " == *" ab "* ]]; then
+  for name in "" ${experiments//,/ }; do
+    echo "JBS_CUDA_EXPERIMENT='$name'"
+    JBS_CUDA_EXPERIMENT=$name timeout 300 python3 benchmarks/bench.py --quick --no-peers --only seed \
+        --dtype bfloat16 --out "/tmp/ab_${name:-default}" 2>&1 | grep -E "^seed|Error" | tee -a "$out/ab_bench.log"
+  done
+fi
 if has test; then
   # from /tmp, so that the installed package (with its kernels) is imported, not the source tree
   # JBS_PYTEST_ARGS is split like a shell line, so -k 'a or b' stays one argument

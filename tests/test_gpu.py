@@ -21,7 +21,7 @@ def test_cuda_kernels_are_built():
     assert jbs.kernels_available("cuda"), jbs.unavailable_reason("cuda")
 
 
-@pytest.mark.parametrize("m", [1, 67, 300])
+@pytest.mark.parametrize("m", [1, 20, 67, 300])  # 1, 20: the <= 32-row kernels (one, two k16 steps)
 @pytest.mark.parametrize("bs", BLOCK_SIZES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("precision", ["default", "highest"])
@@ -43,14 +43,21 @@ def test_every_kernel_variant(rng, m, bs, dtype, precision):
     check(jbs.sampled_matmul(x, dy, layout, **kw), blocks_of(mask, bs, f64(x).T @ f64(dy)))
 
 
+@pytest.mark.parametrize("m", [20, 129])  # the <= 32-row kernels and the row-tiled ones
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
-def test_float32_output_from_16_bit_inputs(rng, dtype):
+def test_float32_output_from_16_bit_inputs(rng, dtype, m):
     layout = jbs.Layout(random_mask(rng, 6, 6), 32)
-    x = _put(random_array(rng, (129, 192), dtype))
+    x = _put(random_array(rng, (m, 192), dtype))
+    dy = _put(random_array(rng, (m, 192), dtype))
     w = _put(random_array(rng, layout.w_shape, dtype))
-    y = jbs.matmul(x, w, layout, preferred_element_type=jnp.float32)
-    assert y.dtype == jnp.float32
-    assert_close(y, f64(x) @ dense_weight(layout.mask, 32, f64(w)), np.float32)
+    Wd = dense_weight(layout.mask, 32, f64(w))
+    f32 = dict(preferred_element_type=jnp.float32)
+    outs = (jbs.matmul(x, w, layout, **f32), jbs.matmul_t(dy, w, layout, **f32),
+            jbs.sampled_matmul(x, dy, layout, **f32))
+    refs = (f64(x) @ Wd, f64(dy) @ Wd.T, blocks_of(layout.mask, 32, f64(x).T @ f64(dy)))
+    for out, ref in zip(outs, refs):
+        assert out.dtype == jnp.float32
+        assert_close(out, ref, np.float32)
 
 
 def test_weight_stack_runs_as_one_group_launch(rng):

@@ -21,9 +21,11 @@
 #include <cuda_fp16.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cstdint>
 #include <type_traits>
 
+#include "launch_util.h"
 #include "tensor_core.cuh"
 
 namespace jbs {
@@ -278,10 +280,11 @@ template <typename Elem>
 cudaError_t Launch(const BsmmArgs& args, const HaloGeometry& geo, bool transposed, bool out_f32,
                    cudaStream_t stream) {
   auto kernel = ConvHaloKernel<Elem>;
-  // Opting in is a per-function host call without synchronization; once per instantiation.
-  static const cudaError_t attr =
-      cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes);
-  if (attr != cudaSuccess) return cudaErrorNotSupported;
+  static std::atomic<uint64_t> done_devices{0};
+  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), kSmemBytes, done_devices) !=
+      cudaSuccess) {
+    return cudaErrorNotSupported;
+  }
   const int64_t tiles =
       args.rows / (static_cast<int64_t>(geo.out_spatial[1]) * geo.out_spatial[2]) *
       geo.tiles_per_slice;

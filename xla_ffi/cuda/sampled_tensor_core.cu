@@ -24,6 +24,8 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "experiments.h"
+#include "launch_util.h"
 #include "tensor_core.cuh"
 
 namespace jbs {
@@ -399,39 +401,17 @@ __global__ void __launch_bounds__(kThreads, (TcTiling<T, kBs, kSplit>::kMinBlock
   }
 }
 
-int MultiprocessorCount() {
-  static std::atomic<int> cached[64];
-  int device = 0;
-  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= 64) return 132;
-  int count = cached[device].load(std::memory_order_relaxed);
-  if (count == 0) {
-    if (cudaDeviceGetAttribute(&count, cudaDevAttrMultiProcessorCount, device) != cudaSuccess ||
-        count <= 0) {
-      return 132;
-    }
-    cached[device].store(count, std::memory_order_relaxed);
-  }
-  return count;
-}
-
 template <typename T, typename O, int kBs, bool kSplit, Math kMath>
 cudaError_t LaunchTiling(const SampledArgs& args, cudaStream_t stream) {
   using Tl = TcTiling<T, kBs, kSplit>;
   auto kernel = SampledTcKernel<T, O, kBs, kSplit, kMath>;
   // The static slot tables count against the 48 KB default as well, hence the margin.
   if constexpr (Tl::kMaxSmemBytes > 47 * 1024) {
-    // The opt-in is per device; set it to the most this kernel ever asks for, once per device.
+    // Set to the most this kernel ever asks for.
     static std::atomic<uint64_t> done_devices{0};
-    int device = 0;
-    cudaError_t err = cudaGetDevice(&device);
+    const cudaError_t err =
+        OptInSharedMemory(reinterpret_cast<const void*>(kernel), Tl::kMaxSmemBytes, done_devices);
     if (err != cudaSuccess) return err;
-    const uint64_t bit = device < 64 ? uint64_t{1} << device : 0;
-    if (bit == 0 || !(done_devices.load(std::memory_order_relaxed) & bit)) {
-      err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                 Tl::kMaxSmemBytes);
-      if (err != cudaSuccess) return err;
-      done_devices.fetch_or(bit, std::memory_order_relaxed);
-    }
   }
   const int64_t chunks = (args.rows + Tl::kChunk - 1) / Tl::kChunk;
   // Short reductions use only part of the ring, so they ask for less memory and fit more CTAs.
@@ -466,6 +446,13 @@ cudaError_t PickTiling(const SampledArgs& args, cudaStream_t stream) {
 
 template <typename T, typename O, int kBs>
 cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream) {
+  if constexpr (kBs == 32 && !std::is_same_v<T, float>) {
+    // Experiment (v5, not yet measured): persistent warps for the seed's short reductions.
+    if (args.rows <= 32 && ExperimentEnabled("sampled_short")) {
+      const cudaError_t status = LaunchSampledShortTensorCore<T, O>(args, stream);
+      if (status != cudaErrorNotSupported) return status;
+    }
+  }
   if constexpr (std::is_same_v<T, float>) {
     if (args.precision == 1) return PickTiling<T, O, kBs, Math::kTf32x3>(args, stream);
     return PickTiling<T, O, kBs, Math::kTf32>(args, stream);

@@ -17,6 +17,12 @@ namespace jbs {
 template <typename T, typename O, int kBs>
 cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream);
 
+// Experiment `sampled_short` (sampled_short_tensor_core.cu): persistent warps for rows <= 32,
+// bs 32, T in {__nv_bfloat16, __half}, O in {T, float}. cudaErrorNotSupported, having launched
+// nothing, for anything else.
+template <typename T, typename O>
+cudaError_t LaunchSampledShortTensorCore(const SampledArgs& args, cudaStream_t stream);
+
 }  // namespace jbs
 
 #endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_SAMPLED_TENSOR_CORE_H_

@@ -1,0 +1,49 @@
+#include "launch_util.h"
+
+namespace jbs {
+namespace {
+
+constexpr int kMaxDevices = 64;
+
+// One cached device attribute; 0 means not asked yet (no attribute used here can be 0).
+int CachedAttribute(cudaDeviceAttr attribute, std::atomic<int> (&cache)[kMaxDevices],
+                    int fallback) {
+  int device = 0;
+  if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) {
+    return fallback;
+  }
+  int value = cache[device].load(std::memory_order_relaxed);
+  if (value == 0) {
+    if (cudaDeviceGetAttribute(&value, attribute, device) != cudaSuccess || value <= 0) {
+      return fallback;
+    }
+    cache[device].store(value, std::memory_order_relaxed);
+  }
+  return value;
+}
+
+}  // namespace
+
+int MultiprocessorCount() {
+  static std::atomic<int> cache[kMaxDevices];
+  return CachedAttribute(cudaDevAttrMultiProcessorCount, cache, 132);
+}
+
+int ComputeCapabilityMajor() {
+  static std::atomic<int> cache[kMaxDevices];
+  return CachedAttribute(cudaDevAttrComputeCapabilityMajor, cache, 0);
+}
+
+cudaError_t OptInSharedMemory(const void* kernel, int bytes,
+                              std::atomic<uint64_t>& done_devices) {
+  int device = 0;
+  cudaError_t err = cudaGetDevice(&device);
+  if (err != cudaSuccess) return err;
+  const uint64_t bit = device < kMaxDevices ? uint64_t{1} << device : 0;
+  if (bit != 0 && (done_devices.load(std::memory_order_relaxed) & bit)) return cudaSuccess;
+  err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
+  if (err == cudaSuccess && bit != 0) done_devices.fetch_or(bit, std::memory_order_relaxed);
+  return err;
+}
+
+}  // namespace jbs

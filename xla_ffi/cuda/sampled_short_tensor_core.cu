@@ -1,0 +1,196 @@
+// jbs_sampled for short reductions (rows <= 32: the seed's minibatch), 16-bit inputs, bs 32.
+//
+// Why a kernel of its own: with 32 rows each output block is one load of two 2 KB slices, four
+// k16 mma steps per 16 x 8 tile and a 2 KB store. The general kernel gives a CTA 8 blocks and
+// exits after one load-multiply-store round (measured 0.7 TB/s of output at seed d = 1/4,
+// benchmarks/NOTES.md); here every warp is persistent: it walks the blocks k = warp, warp + W,
+// ... with a 3-stage cp.async ring of its own, so the loads of its next two blocks are in flight
+// while it multiplies and stores the current one, and no CTA-wide barrier is ever needed.
+//
+// Determinism: one warp computes a whole block in a fixed order. No atomics.
+#include "sampled_tensor_core.h"
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+#include <type_traits>
+
+#include "launch_util.h"
+#include "tensor_core.cuh"
+
+namespace jbs {
+namespace {
+
+constexpr int kBs = 32;
+constexpr int kMaxRows = 32;
+constexpr int kWarps = 4;
+constexpr int kStages = 3;
+// Row pitch in elements: 8 extra put the 8 rows one ldmatrix phase reads into distinct banks.
+constexpr int kPitch = kBs + 8;
+constexpr int kSlotBytes = kMaxRows * kPitch * 2;  // one operand's 32 x 32 slice
+constexpr int kStageBytes = 2 * kSlotBytes;        // a then b
+constexpr int kWarpBytes = kStages * kStageBytes;
+constexpr int kSmemBytes = kWarps * kWarpBytes;   // 60 KB: 3 CTAs per SM
+constexpr int kPacketsPerRow = kBs * 2 / 16;      // 16-byte copies per 64-byte row
+constexpr int kPacketsPerLane = kMaxRows * kPacketsPerRow / 32;
+constexpr int64_t kMaxGridY = 65535;
+
+template <typename T, typename O>
+__global__ void __launch_bounds__(kWarps * 32)
+    SampledShortKernel(SampledArgs args, int64_t warps_total) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  const uint32_t ring = tc::SharedAddress(smem + warp * kWarpBytes);
+  const T* __restrict__ a = static_cast<const T*>(args.a);
+  const T* __restrict__ b = static_cast<const T*>(args.b);
+  const int64_t rows = args.rows;
+  const int64_t nnz = args.nnz;
+  const int64_t first = static_cast<int64_t>(blockIdx.x) * kWarps + warp;
+  // Blocks of this warp: first, first + warps_total, ...
+  const int64_t count = first < nnz ? (nnz - first + warps_total - 1) / warps_total : 0;
+  // A 16-row k-step is skipped where all its rows are past the end (they are zero-filled).
+  const int ksteps = rows > 16 ? 2 : 1;
+
+  for (int64_t g = blockIdx.y; g < args.groups; g += gridDim.y) {
+    const T* a_g = a + g * rows * args.a_cols;
+    const T* b_g = b + g * rows * args.b_cols;
+    O* out_g = static_cast<O*>(args.out) + g * nnz * (kBs * kBs);
+
+    // Copies block n's two slices into stage n % kStages (zeros for rows past the end and for
+    // a corrupt coordinate, which then yields a zero block instead of an out-of-bounds read).
+    auto issue = [&](int64_t n) {
+      const int64_t k = first + n * warps_total;
+      const int32_t i = __ldg(args.coords + 2 * k);
+      const int32_t j = __ldg(args.coords + 2 * k + 1);
+      const bool ok = i >= 0 && i < args.a_cols / kBs && j >= 0 && j < args.b_cols / kBs;
+      const uint32_t stage = ring + static_cast<uint32_t>((n % kStages) * kStageBytes);
+#pragma unroll
+      for (int p = 0; p < kPacketsPerLane; ++p) {
+        const int idx = lane + 32 * p;
+        const int r = idx / kPacketsPerRow;
+        const int q = idx % kPacketsPerRow;
+        const bool live = ok && r < rows;
+        const uint32_t offset = static_cast<uint32_t>((r * kPitch + q * 8) * 2);
+        const T* a_src = live ? a_g + r * args.a_cols + static_cast<int64_t>(i) * kBs + q * 8 : a;
+        const T* b_src = live ? b_g + r * args.b_cols + static_cast<int64_t>(j) * kBs + q * 8 : b;
+        tc::CpAsync16(stage + offset, a_src, live);
+        tc::CpAsync16(stage + kSlotBytes + offset, b_src, live);
+      }
+    };
+
+#pragma unroll
+    for (int n = 0; n < kStages - 1; ++n) {
+      if (n < count) issue(n);
+      tc::CpAsyncCommit();
+    }
+    for (int64_t n = 0; n < count; ++n) {
+      tc::CpAsyncWait<kStages - 2>();
+      // Every lane's copies of block n are visible, and every lane is past block n - 1, whose
+      // stage the next issue refills.
+      __syncwarp();
+      if (n + kStages - 1 < count) issue(n + kStages - 1);
+      tc::CpAsyncCommit();
+
+      const uint32_t a_tile = ring + static_cast<uint32_t>((n % kStages) * kStageBytes);
+      const uint32_t b_tile = a_tile + kSlotBytes;
+      float acc[2][4][4];
+#pragma unroll
+      for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) acc[mi][ni][c] = 0.f;
+      // out = a_slice.T @ b_slice: the mma A operand is a's slice transposed and B is b's
+      // slice, both stored reduction-major, so both fragments come from ldmatrix.trans.
+      for (int step = 0; step < ksteps; ++step) {
+        const int kb = step * 16;
+        uint32_t af[2][4];
+        uint32_t bf[4][2];
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi) {
+          const int r = kb + (lane & 7) + ((lane >> 4) << 3);
+          const int c = mi * 16 + (((lane >> 3) & 1) << 3);
+          tc::LdMatrixX4Trans(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
+                              a_tile + static_cast<uint32_t>((r * kPitch + c) * 2));
+        }
+#pragma unroll
+        for (int nj = 0; nj < 2; ++nj) {
+          const int r = kb + (lane & 7) + (((lane >> 3) & 1) << 3);
+          const int c = nj * 16 + ((lane >> 4) << 3);
+          tc::LdMatrixX4Trans(bf[2 * nj][0], bf[2 * nj][1], bf[2 * nj + 1][0], bf[2 * nj + 1][1],
+                              b_tile + static_cast<uint32_t>((r * kPitch + c) * 2));
+        }
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+          for (int ni = 0; ni < 4; ++ni) {
+            if constexpr (std::is_same_v<T, __half>) {
+              tc::MmaF16(acc[mi][ni], af[mi], bf[ni]);
+            } else {
+              tc::MmaBf16(acc[mi][ni], af[mi], bf[ni]);
+            }
+          }
+      }
+
+      // Straight from the accumulators: lane (g, t) holds rows g and g + 8 of each 16 x 8
+      // tile at columns 2t, 2t + 1. The four lanes of a row cover 16 contiguous bytes (8 for
+      // 16-bit outputs per tile), which L2 merges into whole sectors before they reach DRAM.
+      O* out_block = out_g + (first + n * warps_total) * (kBs * kBs);
+      const int gr = lane >> 2;
+      const int tc2 = 2 * (lane & 3);
+#pragma unroll
+      for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int ni = 0; ni < 4; ++ni) {
+            O* dst = out_block + (mi * 16 + gr + 8 * h) * kBs + ni * 8 + tc2;
+            const float lo = acc[mi][ni][2 * h];
+            const float hi = acc[mi][ni][2 * h + 1];
+            if constexpr (std::is_same_v<O, float>) {
+              *reinterpret_cast<float2*>(dst) = make_float2(lo, hi);
+            } else {
+              *reinterpret_cast<uint32_t*>(dst) = tc::PackPair<O>(lo, hi);
+            }
+          }
+    }
+    tc::CpAsyncWait<0>();
+    __syncwarp();  // the next group's first issues refill stages this warp may still read
+  }
+}
+
+}  // namespace
+
+template <typename T, typename O>
+cudaError_t LaunchSampledShortTensorCore(const SampledArgs& args, cudaStream_t stream) {
+  if (args.block_size != kBs || args.rows > kMaxRows || args.rows < 1) {
+    return cudaErrorNotSupported;
+  }
+  auto kernel = SampledShortKernel<T, O>;
+  static std::atomic<uint64_t> done_devices{0};
+  const cudaError_t err =
+      OptInSharedMemory(reinterpret_cast<const void*>(kernel), kSmemBytes, done_devices);
+  if (err != cudaSuccess) return err;
+  // Enough warps to fill every SM at 3 CTAs, but no more than there are blocks.
+  const int64_t resident = static_cast<int64_t>(MultiprocessorCount()) * 3;
+  const int64_t ctas = std::min<int64_t>((args.nnz + kWarps - 1) / kWarps, resident);
+  const dim3 grid(static_cast<unsigned>(ctas),
+                  static_cast<unsigned>(std::min<int64_t>(args.groups, kMaxGridY)));
+  kernel<<<grid, kWarps * 32, kSmemBytes, stream>>>(args, ctas * kWarps);
+  return cudaSuccess;
+}
+
+template cudaError_t LaunchSampledShortTensorCore<__nv_bfloat16, __nv_bfloat16>(
+    const SampledArgs&, cudaStream_t);
+template cudaError_t LaunchSampledShortTensorCore<__nv_bfloat16, float>(const SampledArgs&,
+                                                                         cudaStream_t);
+template cudaError_t LaunchSampledShortTensorCore<__half, __half>(const SampledArgs&,
+                                                                  cudaStream_t);
+template cudaError_t LaunchSampledShortTensorCore<__half, float>(const SampledArgs&,
+                                                                 cudaStream_t);
+
+}  // namespace jbs
