@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build, GPU test suite, benchmark, sanitizers; examples on request.
 #   benchmarks/gpu_run.sh [all|test|bench|sanitize|examples|ab|abtest]...    (default: all)
-# ab: seed timings with each kernel experiment (JBS_CUDA_EXPERIMENT) alone against the defaults,
+# ab: seed / conv timings with each kernel experiment (JBS_CUDA_EXPERIMENT) alone against the defaults,
 #     in the same build. abtest: the GPU tests and the sanitizers with all of them on. Neither is
 #     part of "all"; both come first, so that a call cut short still says whether they work.
 # Logs and results land in $OUT (the device tool's folder) or /tmp/jbs_out.
@@ -22,7 +22,7 @@ echo "build: $(( $(date +%s) - start )) s"
 (cd /tmp && python3 -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))")
 
 status=0
-experiments=${JBS_AB_EXPERIMENTS:-tma,sampled_short}
+experiments=${JBS_AB_EXPERIMENTS:-tma,sampled_short,conv_dw_halo}
 if [[ " $steps " == *" abtest "* ]]; then
   JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
   smoke=$?
@@ -31,7 +31,8 @@ if [[ " $steps " == *" abtest "* ]]; then
     echo "experiments smoke run failed or hung (exit $smoke):"; tail -n 15 "$out/ab_smoke.log"; exit 3
   fi
   (cd /tmp && JBS_CUDA_EXPERIMENT=$experiments timeout "${JBS_TEST_TIMEOUT:-3000}" python3 -m pytest \
-      "$repo/tests/test_gpu.py" "$repo/tests/test_products.py" -q -p no:cacheprovider -rfE -x) \
+      "$repo/tests/test_gpu.py" "$repo/tests/test_products.py" "$repo/tests/test_conv.py" -q \
+      -p no:cacheprovider -rfE -x) \
       > "$out/ab_tests.log" 2>&1
   echo "tests with JBS_CUDA_EXPERIMENT=$experiments: exit $? $(tail -n 1 "$out/ab_tests.log")"
   grep -E "^(FAILED|ERROR)" "$out/ab_tests.log" | head -n 10
@@ -42,10 +43,13 @@ if [[ " $steps " == *" abtest "* ]]; then
   done
 fi
 if [[ " $steps " == *" ab "* ]]; then
-  for name in "" ${experiments//,/ }; do
+  # Each experiment alone against the defaults, on the configurations it changes.
+  for setting in "":"seed conv" tma:seed sampled_short:seed conv_dw_halo:conv; do
+    name=${setting%%:*}
     echo "JBS_CUDA_EXPERIMENT='$name'"
-    JBS_CUDA_EXPERIMENT=$name timeout 300 python3 benchmarks/bench.py --quick --no-peers --only seed \
-        --dtype bfloat16 --out "/tmp/ab_${name:-default}" 2>&1 | grep -E "^seed|Error" | tee -a "$out/ab_bench.log"
+    JBS_CUDA_EXPERIMENT=$name timeout 300 python3 benchmarks/bench.py --quick --no-peers \
+        --only ${setting#*:} --dtype bfloat16 --out "/tmp/ab_${name:-default}" 2>&1 \
+        | grep -E "^(seed|conv)|Error" | tee -a "$out/ab_bench.log"
   done
 fi
 if has test; then

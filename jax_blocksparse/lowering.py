@@ -5,7 +5,8 @@
   convolution primitives use the ``jbs_conv`` / ``jbs_conv_dw`` targets when the module registers
   them (today ``_jbs_cuda`` registers ``jbs_conv``: forward and input gradient), and otherwise, and
   for float64, the patch-based composite of :mod:`jax_blocksparse.conv`, which runs on the CUDA
-  matmul kernels.
+  matmul kernels. ``jbs_conv_dw_halo`` takes the filter gradients it supports when the
+  ``conv_dw_halo`` experiment is on (``JBS_CUDA_EXPERIMENT``).
 * anything else, or an extension that is missing: the pure-jnp products of
   :mod:`jax_blocksparse.reference`.
 
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import importlib
 import importlib.util
+import math
+import os
 import warnings
 
 import numpy as np
@@ -33,6 +36,8 @@ BSMM_TARGET = "jbs_bsmm"
 SAMPLED_TARGET = "jbs_sampled"
 CONV_TARGET = "jbs_conv"
 CONV_DW_TARGET = "jbs_conv_dw"
+# jbs_conv_dw's contract, for the stride-1 16-bit bs-32 cases of the CUDA halo-tile kernel only.
+CONV_DW_HALO_TARGET = "jbs_conv_dw_halo"
 
 
 def _ffi_bsmm(dense, w, *, layout, precision, out_dtype, transpose):
@@ -74,12 +79,12 @@ def _ffi_conv(dense, w, *, layout, precision, out_dtype, transpose, **params):
                 **_geometry_attributes(params))
 
 
-def _ffi_conv_dw(x, dy, *, layout, precision, out_dtype, **params):
+def _ffi_conv_dw(x, dy, *, layout, precision, out_dtype, target=CONV_DW_TARGET, **params):
     bs = layout.block_size
     out_shape = (x.shape[0], layout.nnz, int(np.prod(params["kernel"])), bs, bs)
     if layout.nnz == 0 or x.size == 0 or dy.size == 0:
         return jnp.zeros(out_shape, out_dtype)
-    call = jax.ffi.ffi_call(CONV_DW_TARGET, jax.ShapeDtypeStruct(out_shape, out_dtype))
+    call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(out_shape, out_dtype))
     return call(x, dy, jnp.asarray(layout.coords), precision=np.int32(_PRECISION_CODE[precision]),
                 **_geometry_attributes(params))
 
@@ -100,6 +105,38 @@ def _unless_float64(kernel, composite):
     return lower
 
 
+def cuda_experiment_enabled(name):
+    """Whether ``JBS_CUDA_EXPERIMENT`` (a comma-separated list) names ``name``: kernel variants
+    still being measured, off by default (the C++ side reads the same variable)."""
+    return name in os.environ.get("JBS_CUDA_EXPERIMENT", "").split(",")
+
+
+def halo_filter_grad_applies(x, *, layout, out_dtype, kernel, strides, dilation, out_spatial,
+                             **_):
+    """Whether ``jbs_conv_dw_halo`` takes this filter gradient: the C++ side's conditions
+    (``MakeHaloGeometry`` in conv_halo_tensor_core.cu), decided at trace time."""
+    half = np.dtype(x.dtype) in (np.dtype(jnp.bfloat16), np.dtype(jnp.float16))
+    if not half or np.dtype(out_dtype) not in (np.dtype(x.dtype), np.dtype(np.float32)):
+        return False
+    if layout.block_size != 32 or any(s != 1 for s in strides) or math.prod(kernel) > 9:
+        return False
+    depth, height, width = out_spatial
+    if not (1 <= width <= 128 and depth >= 1 and height >= 1):
+        return False
+    tile_rows = min(128 // width, height)
+    halo = (((kernel[0] - 1) * dilation[0] + 1) * (tile_rows + (kernel[1] - 1) * dilation[1])
+            * (width + (kernel[2] - 1) * dilation[2]))
+    return halo <= 256
+
+
+def _halo_filter_grad_or(fallback):
+    def lower(x, dy, **params):
+        if cuda_experiment_enabled("conv_dw_halo") and halo_filter_grad_applies(x, **params):
+            return _ffi_conv_dw(x, dy, target=CONV_DW_HALO_TARGET, **params)
+        return fallback(x, dy, **params)
+    return lower
+
+
 def conv_implementations(targets, float64_kernels=True):
     """The functions that lower the convolution primitives next to the FFI targets ``targets``:
     the FFI calls for the targets that are registered, the patch-based composite (on the matmul
@@ -113,6 +150,8 @@ def conv_implementations(targets, float64_kernels=True):
     if CONV_DW_TARGET in targets:
         filter_grad = _ffi_conv_dw if float64_kernels else _unless_float64(_ffi_conv_dw,
                                                                           composite_conv_dw)
+    if CONV_DW_HALO_TARGET in targets:
+        filter_grad = _halo_filter_grad_or(filter_grad)
     return {ops.conv_p: forward, ops.conv_dx_p: input_grad, ops.conv_dw_p: filter_grad}
 
 

@@ -377,3 +377,28 @@ def _check_conv_handler_errors(rng, check_dw):
         a, b, jnp.asarray(layout.coords), precision=np.int32(0), **bad))
     with pytest.raises(Exception, match=r"jbs_conv_dw: .*must be positive.*strides=\(1, 0, 1\)"):
         jax.block_until_ready(call(a, jnp.ones((1, 2, 1, 5, 5, 16), jnp.float32)))
+
+
+def test_halo_filter_grad_routing(monkeypatch):
+    """Which filter gradients the CUDA halo-tile kernel (experiment conv_dw_halo) is sent: the
+    trace-time mirror of the handler's MakeHaloGeometry."""
+    layout = jbs.Layout(np.ones((2, 2), bool), 32)
+    x = jax.ShapeDtypeStruct((1, 2, 1, 32, 32, 64), jnp.bfloat16)
+    base = dict(layout=layout, out_dtype=jnp.bfloat16, kernel=(1, 3, 3), strides=(1, 1, 1),
+                dilation=(1, 1, 1), out_spatial=(1, 32, 32))
+    applies = lambda x=x, **change: lowering.halo_filter_grad_applies(x, **{**base, **change})
+    assert applies()
+    assert applies(out_dtype=jnp.float32)
+    assert applies(x=jax.ShapeDtypeStruct(x.shape, jnp.float16), out_dtype=jnp.float16)
+    assert not applies(x=jax.ShapeDtypeStruct(x.shape, jnp.float32), out_dtype=jnp.float32)
+    assert not applies(layout=jbs.Layout(np.ones((4, 4), bool), 16))
+    assert not applies(strides=(1, 2, 1))
+    assert not applies(kernel=(3, 3, 3))                         # 27 taps
+    assert not applies(out_spatial=(1, 4, 129))                  # a row longer than a tile
+    assert applies(out_spatial=(1, 4, 128), kernel=(1, 1, 1))   # one row of 128
+    assert not applies(out_spatial=(1, 4, 128))                  # its 3x3 halo: 3 x 130 > 256
+    assert not applies(dilation=(1, 8, 8))                       # halo 20 x 48
+    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "tma,conv_dw_halo")
+    assert lowering.cuda_experiment_enabled("conv_dw_halo")
+    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "conv_dw_halos")
+    assert not lowering.cuda_experiment_enabled("conv_dw_halo")

@@ -161,3 +161,35 @@ def test_conv_kernel_variants(rng, batch, bs, dtype, precision):
     check(y, ref)
     check(dx, ref_dx)
     check(dw, ref_dw)
+
+
+@pytest.mark.parametrize("batch", [1, 5])
+@pytest.mark.parametrize("kernel_size,dilation,padding", [
+    ((3, 3), (1, 1), "SAME"),
+    ((3, 2), (1, 2), ((1, 2), (0, 1))),
+], ids=["3x3-same", "3x2-dilated-asymmetric"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_conv_stride_one_halo_kernels(rng, batch, kernel_size, dilation, padding, dtype):
+    """Stride 1, 16-bit, bs 32: the halo-tile kernels (forward and input gradient by default; the
+    filter gradient too under JBS_CUDA_EXPERIMENT=conv_dw_halo), against float64 dense."""
+    from test_conv import dense_conv, dense_filter
+    mask = random_mask(rng, 3, 2, density=0.5)
+    mask[:, 0] = False  # an empty output block-column
+    mask[1, 1] = True
+    layout = jbs.Layout(mask, 32)
+    C, K = layout.shape
+    x = _put(random_array(rng, (batch, 9, 7, C), dtype))
+    w = _put(random_array(rng, jbs.conv_weight_shape(layout, kernel_size), dtype))
+    filt = dense_filter(mask, 32, w)
+    conv = lambda x, w: jbs.conv(x, w, layout, strides=1, padding=padding, dilation=dilation)
+    y, vjp = jax.vjp(conv, x, w)
+    dy = _put(random_array(rng, y.shape, dtype))
+    dx, dw = vjp(dy)
+    ref, ref_vjp = jax.vjp(lambda x, f: dense_conv(x, f, (1, 1), padding, dilation), f64(x), filt)
+    ref_dx, ref_filt = ref_vjp(f64(dy))
+    ref_dw = np.stack([blocks_of(mask, 32, np.asarray(ref_filt)[tap])
+                       for tap in np.ndindex(*kernel_size)], axis=1).reshape(w.shape)
+    check = lambda out, expected: assert_close(out, expected, dtype, on_gpu=True)
+    check(y, ref)
+    check(dx, ref_dx)
+    check(dw, ref_dw)

@@ -13,6 +13,7 @@
 
 #include "blocksparse_kernels.h"
 #include "bsmm_tensor_core.h"
+#include "conv_halo_tensor_core.h"
 #include "xla/ffi/api/ffi.h"
 #include "xla_ffi/common/ffi_validation.h"
 
@@ -21,6 +22,7 @@ namespace ffi = xla::ffi;
 namespace {
 
 using jbs::ffi_validation::BsmmProblem;
+using jbs::ffi_validation::ConvDwProblem;
 using jbs::ffi_validation::ConvProblem;
 using jbs::ffi_validation::SampledProblem;
 
@@ -113,6 +115,26 @@ ffi::Error SampledImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer b,
 
 bool FitsInt32(int64_t value) { return value >= INT32_MIN && value <= INT32_MAX; }
 
+// The kernels' 32-bit view of a convolution; false where positions would overflow it (they
+// form o*s + t*d - pad, and q + pad - t*d, in 32-bit arithmetic).
+bool MakeGather(const jbs::ffi_validation::ConvGeometry& geometry, const int64_t (&a_spatial)[3],
+                const int64_t (&out_spatial)[3], bool transposed, jbs::ConvGather& gather) {
+  bool fits = FitsInt32(geometry.taps);
+  for (int d = 0; d < 3; ++d) {
+    gather.a_spatial[d] = static_cast<int32_t>(a_spatial[d]);
+    gather.out_spatial[d] = static_cast<int32_t>(out_spatial[d]);
+    gather.kernel[d] = static_cast<int32_t>(geometry.kernel[d]);
+    gather.stride[d] = static_cast<int32_t>(geometry.strides[d]);
+    gather.dilation[d] = static_cast<int32_t>(geometry.dilation[d]);
+    gather.pad_lo[d] = static_cast<int32_t>(geometry.pad_lo[d]);
+    fits = fits && FitsInt32(std::llabs(geometry.pad_lo[d]) + out_spatial[d] * geometry.strides[d] +
+                             geometry.kernel[d] * geometry.dilation[d] + a_spatial[d]);
+  }
+  gather.taps = static_cast<int32_t>(geometry.taps);
+  gather.transposed = transposed;
+  return fits;
+}
+
 ffi::Error ConvImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
                     ffi::AnyBuffer offsets, ffi::AnyBuffer entries,
                     ffi::Result<ffi::AnyBuffer> out, bool transpose_w, int32_t precision,
@@ -137,25 +159,10 @@ ffi::Error ConvImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
     return ffi::Error::Success();
   }
   jbs::ConvGather gather{};
-  bool fits = FitsInt32(p.geometry.taps);
-  for (int d = 0; d < 3; ++d) {
-    gather.a_spatial[d] = static_cast<int32_t>(p.a_spatial[d]);
-    gather.out_spatial[d] = static_cast<int32_t>(p.out_spatial[d]);
-    gather.kernel[d] = static_cast<int32_t>(p.geometry.kernel[d]);
-    gather.stride[d] = static_cast<int32_t>(p.geometry.strides[d]);
-    gather.dilation[d] = static_cast<int32_t>(p.geometry.dilation[d]);
-    gather.pad_lo[d] = static_cast<int32_t>(p.geometry.pad_lo[d]);
-    // The kernel forms positions as o*s + t*d - pad (and q + pad - t*d) in 32-bit arithmetic.
-    fits = fits && FitsInt32(std::llabs(p.geometry.pad_lo[d]) +
-                             p.out_spatial[d] * p.geometry.strides[d] +
-                             p.geometry.kernel[d] * p.geometry.dilation[d] + p.a_spatial[d]);
-  }
-  if (!fits) {
+  if (!MakeGather(p.geometry, p.a_spatial, p.out_spatial, transpose_w, gather)) {
     return ffi::Error::InvalidArgument(std::string(kTarget) +
                                        ": spatial extents too large for the CUDA kernel");
   }
-  gather.taps = static_cast<int32_t>(p.geometry.taps);
-  gather.transposed = transpose_w;
 
   jbs::BsmmArgs args = ProductArgs(a, w, offsets, entries, out, transpose_w, precision);
   args.groups = p.groups;
@@ -168,6 +175,52 @@ ffi::Error ConvImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
   return LaunchStatus(kTarget, jbs::LaunchConvTensorCore(ToElementType(p.input),
                                                          ToElementType(p.output), args, gather,
                                                          stream));
+}
+
+// jbs_conv_dw_halo: the jbs_conv_dw contract (docs/ffi_contract.md) for the cases the halo-tile
+// kernel takes; the Python side sends only those (experiment `conv_dw_halo`).
+ffi::Error ConvDwHaloImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer b,
+                          ffi::AnyBuffer coords, ffi::Result<ffi::AnyBuffer> out,
+                          int32_t precision, ffi::Span<const int64_t> kernel,
+                          ffi::Span<const int64_t> strides, ffi::Span<const int64_t> dilation,
+                          ffi::Span<const int64_t> pad_lo) {
+  constexpr const char* kTarget = "jbs_conv_dw_halo";
+  ConvDwProblem p;
+  if (ffi::Error error = jbs::ffi_validation::ValidateConvDw(kTarget, a, b, coords, *out,
+                                                             precision, kernel, strides, dilation,
+                                                             pad_lo, p);
+      error.failure()) {
+    return error;
+  }
+  const int64_t x_size = p.x_spatial[0] * p.x_spatial[1] * p.x_spatial[2];
+  const int64_t dy_size = p.dy_spatial[0] * p.dy_spatial[1] * p.dy_spatial[2];
+  if (p.groups == 0 || p.nnz == 0) return ffi::Error::Success();
+  jbs::ConvGather gather{};
+  if (!MakeGather(p.geometry, p.x_spatial, p.dy_spatial, /*transposed=*/false, gather)) {
+    return ffi::Error::InvalidArgument(std::string(kTarget) +
+                                       ": spatial extents too large for the CUDA kernel");
+  }
+  jbs::ConvDwArgs args{};
+  args.x = a.untyped_data();
+  args.dy = b.untyped_data();
+  args.coords = static_cast<const int32_t*>(coords.untyped_data());
+  args.out = out->untyped_data();
+  args.groups = p.groups;
+  args.x_rows = p.batch * x_size;
+  args.x_cols = p.x_channels;
+  args.dy_rows = p.batch * dy_size;
+  args.dy_cols = p.dy_channels;
+  args.nnz = p.nnz;
+  args.block_size = static_cast<int32_t>(p.block_size);
+  const cudaError_t status = jbs::LaunchConvDwHaloTensorCore(
+      ToElementType(p.input), ToElementType(p.output), args, gather, stream);
+  if (status == cudaErrorNotSupported) {
+    return ffi::Error::InvalidArgument(
+        std::string(kTarget) + ": takes 16-bit inputs, bs 32, unit strides, output rows of at "
+        "most 128 positions, at most 9 taps and a halo of at most 256 positions (the Python side "
+        "sends every other filter gradient to the matmul composite)");
+  }
+  return LaunchStatus(kTarget, status);
 }
 
 }  // namespace
@@ -203,6 +256,20 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsConvCuda, ConvImpl,
                                   .Arg<ffi::AnyBuffer>()  // entries
                                   .Ret<ffi::AnyBuffer>()  // out
                                   .Attr<bool>("transpose_w")
+                                  .Attr<int32_t>("precision")
+                                  .Attr<ffi::Span<const int64_t>>("kernel")
+                                  .Attr<ffi::Span<const int64_t>>("strides")
+                                  .Attr<ffi::Span<const int64_t>>("dilation")
+                                  .Attr<ffi::Span<const int64_t>>("pad_lo"),
+                              {ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsConvDwHaloCuda, ConvDwHaloImpl,
+                              ffi::Ffi::Bind()
+                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
+                                  .Arg<ffi::AnyBuffer>()  // a = x
+                                  .Arg<ffi::AnyBuffer>()  // b = dy
+                                  .Arg<ffi::AnyBuffer>()  // coords
+                                  .Ret<ffi::AnyBuffer>()  // out
                                   .Attr<int32_t>("precision")
                                   .Attr<ffi::Span<const int64_t>>("kernel")
                                   .Attr<ffi::Span<const int64_t>>("strides")

@@ -64,6 +64,29 @@ struct HaloGeometry {
   int32_t halo_positions;
 };
 
+// Halo rows between tap t's window and the halo's first position.
+__device__ __forceinline__ int TapOffset(const HaloGeometry& geo, int tap) {
+  const int t[3] = {tap / (geo.kernel[1] * geo.kernel[2]), (tap / geo.kernel[2]) % geo.kernel[1],
+                    tap % geo.kernel[2]};
+  int rel[3];
+  for (int d = 0; d < 3; ++d) rel[d] = geo.base[d] + t[d] * geo.step[d] - geo.origin[d];
+  return (rel[0] * geo.halo[1] + rel[1]) * geo.halo[2] + rel[2];
+}
+
+// Element offset of input position (od + origin + hd, oh0 + origin + hh, origin + hw) of image n
+// for halo position `pos`, in rows of `a_spatial`; -1 where that position is padding.
+__device__ __forceinline__ int64_t HaloSourceRow(const HaloGeometry& geo, int pos, int64_t n,
+                                                 int od, int oh0) {
+  const int hw = pos % geo.halo[2];
+  const int hh = (pos / geo.halo[2]) % geo.halo[1];
+  const int hd = pos / (geo.halo[2] * geo.halo[1]);
+  const int src[3] = {od + geo.origin[0] + hd, oh0 + geo.origin[1] + hh, geo.origin[2] + hw};
+  for (int d = 0; d < 3; ++d) {
+    if (src[d] < 0 || src[d] >= geo.a_spatial[d]) return -1;
+  }
+  return ((n * geo.a_spatial[0] + src[0]) * geo.a_spatial[1] + src[1]) * geo.a_spatial[2] + src[2];
+}
+
 template <typename Elem>
 __global__ void __launch_bounds__(kThreads)
     ConvHaloKernel(BsmmArgs args, HaloGeometry geo, bool transposed, bool out_f32) {
@@ -80,7 +103,6 @@ __global__ void __launch_bounds__(kThreads)
   const int64_t out_cols = args.out_blocks * kBs;
   const int taps = geo.taps;
   const int wo = geo.out_spatial[2];
-  const int halo_h = geo.halo[1];
   const int halo_w = geo.halo[2];
 
   const int tid = static_cast<int>(threadIdx.x);
@@ -89,13 +111,7 @@ __global__ void __launch_bounds__(kThreads)
   const int lg = lane >> 2;
   const int lt = lane & 3;
 
-  if (tid < taps) {
-    const int t[3] = {tid / (geo.kernel[1] * geo.kernel[2]), (tid / geo.kernel[2]) % geo.kernel[1],
-                      tid % geo.kernel[2]};
-    int rel[3];
-    for (int d = 0; d < 3; ++d) rel[d] = geo.base[d] + t[d] * geo.step[d] - geo.origin[d];
-    tap_offset[tid] = (rel[0] * halo_h + rel[1]) * halo_w + rel[2];
-  }
+  if (tid < taps) tap_offset[tid] = TapOffset(geo, tid);
 
   const int64_t out_block = blockIdx.x;
   const int64_t entry_begin =
@@ -124,19 +140,8 @@ __global__ void __launch_bounds__(kThreads)
         const int pos = idx / kUnits;
         halo_src[j] = -1;
         if (pos < geo.halo_positions) {
-          const int hw = pos % halo_w;
-          const int hh = (pos / halo_w) % halo_h;
-          const int hd = pos / (halo_w * halo_h);
-          const int src[3] = {od + geo.origin[0] + hd, oh0 + geo.origin[1] + hh,
-                              geo.origin[2] + hw};
-          bool inside = true;
-          for (int d = 0; d < 3; ++d) inside = inside && src[d] >= 0 && src[d] < geo.a_spatial[d];
-          if (inside) {
-            const int64_t row =
-                ((n * geo.a_spatial[0] + src[0]) * geo.a_spatial[1] + src[1]) * geo.a_spatial[2] +
-                src[2];
-            halo_src[j] = row * a_cols + (idx % kUnits) * 8;
-          }
+          const int64_t row = HaloSourceRow(geo, pos, n, od, oh0);
+          if (row >= 0) halo_src[j] = row * a_cols + (idx % kUnits) * 8;
         }
       }
 
@@ -295,24 +300,190 @@ cudaError_t Launch(const BsmmArgs& args, const HaloGeometry& geo, bool transpose
   return cudaSuccess;
 }
 
-}  // namespace
+// --- filter gradient (experiment `conv_dw_halo`) ---------------------------------------------
+// dw[g, k, t] = sum over output positions p of x[src(p, t), block i_k].T @ dy[p, block j_k], with
+// the forward geometry. A CTA owns one block pair k and walks every tile of output positions;
+// per tile it stages x's halo for block-row i_k and dy's tile for block-column j_k, and warp t
+// accumulates tap t's 32 x 32 block over the tile (mma A = the halo rows of tap t, transposed;
+// B = dy's rows), so x crosses L2 once per (block, tile) instead of once per (block, tap, tile),
+// and the result needs no cross-CTA reduction: deterministic, no atomics. Positions past the
+// tile's end read dy as zero (and halo row 0).
+constexpr int kDwWarps = kMaxTaps;  // warp t owns tap t
+constexpr int kDwThreads = 32 * kDwWarps;
+constexpr int kDyElems = kTM * kPitch;
+constexpr int kDwStageElems = kHaloElems + kDyElems;
+constexpr int kDwSmemBytes = kStages * kDwStageElems * 2;  // 60 KB
+static_assert(kDwSmemBytes <= 227 * 1024, "shared memory per block");
 
-cudaError_t LaunchConvHaloTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
-                                     const ConvGather& conv, cudaStream_t stream) {
-  const bool half = input == ElementType::kF16 || input == ElementType::kBF16;
-  const bool out_ok = output == input || output == ElementType::kF32;
-  if (!half || !out_ok || args.block_size != kBs || conv.taps > kMaxTaps ||
-      args.out_blocks > 2147483647 || !Aligned16(args.a) || !Aligned16(args.w) ||
-      !Aligned16(args.out) || reinterpret_cast<uintptr_t>(args.entries) % 8 != 0) {
+template <typename Elem, typename Out>
+__global__ void __launch_bounds__(kDwThreads)
+    ConvDwHaloKernel(ConvDwArgs args, HaloGeometry geo) {
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Elem* smem = reinterpret_cast<Elem*>(smem_raw);
+
+  const Elem* __restrict__ x = static_cast<const Elem*>(args.x);
+  const Elem* __restrict__ dy = static_cast<const Elem*>(args.dy);
+  const int taps = geo.taps;
+  const int wo = geo.out_spatial[2];
+  const int ho = geo.out_spatial[1];
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+
+  const int64_t k = blockIdx.x;
+  const int32_t i = __ldg(args.coords + 2 * k);
+  const int32_t j = __ldg(args.coords + 2 * k + 1);
+  // A corrupt coordinate yields a zero block instead of an out-of-bounds read.
+  const bool valid = i >= 0 && i < args.x_cols / kBs && j >= 0 && j < args.dy_cols / kBs;
+  const int64_t x_col = valid ? static_cast<int64_t>(i) * kBs : 0;
+  const int64_t dy_col = valid ? static_cast<int64_t>(j) * kBs : 0;
+  const int64_t tiles = args.dy_rows / (static_cast<int64_t>(ho) * wo) * geo.tiles_per_slice;
+  const int offset = warp < taps ? TapOffset(geo, warp) : 0;
+
+  // Halo row (tap 0) of the tile position this lane addresses in the A fragments of k-step s:
+  // positions 16 s + (lane & 7) + 8 (lane >> 4), ldmatrix.trans rows.
+  int a_row[kTM / 16];
+#pragma unroll
+  for (int step = 0; step < kTM / 16; ++step) {
+    const int r = 16 * step + (lane & 7) + ((lane >> 4) << 3);
+    const int oh_local = r / wo;
+    a_row[step] = oh_local < geo.tile_rows ? oh_local * geo.halo[2] + r % wo : 0;
+  }
+
+  for (int64_t g = blockIdx.y; g < args.groups; g += gridDim.y) {
+    const Elem* x_g = x + g * args.x_rows * args.x_cols;
+    const Elem* dy_g = dy + g * args.dy_rows * args.dy_cols;
+
+    auto load_tile = [&](int64_t tile, int stage) {
+      Elem* halo_stage = smem + stage * kDwStageElems;
+      Elem* dy_stage = halo_stage + kHaloElems;
+      const int64_t slice = tile / geo.tiles_per_slice;  // n * Do + od
+      const int oh0 = static_cast<int>(tile % geo.tiles_per_slice) * geo.tile_rows;
+      const int64_t n = slice / geo.out_spatial[0];
+      const int od = static_cast<int>(slice % geo.out_spatial[0]);
+      for (int idx = tid; idx < geo.halo_positions * kUnits; idx += kDwThreads) {
+        const int pos = idx / kUnits;
+        const int unit = idx % kUnits;
+        const int64_t row = valid ? HaloSourceRow(geo, pos, n, od, oh0) : -1;
+        const Elem* src = row >= 0 ? x_g + row * args.x_cols + x_col + unit * 8 : x;
+        tc::CpAsync16(tc::SharedAddress(halo_stage + pos * kPitch + unit * 8), src, row >= 0);
+      }
+      for (int idx = tid; idx < kTM * kUnits; idx += kDwThreads) {
+        const int r = idx / kUnits;
+        const int unit = idx % kUnits;
+        const int oh_local = r / wo;
+        const bool live = valid && oh_local < geo.tile_rows && oh0 + oh_local < ho;
+        const int64_t row = (slice * ho + oh0 + oh_local) * wo + r % wo;
+        const Elem* src = live ? dy_g + row * args.dy_cols + dy_col + unit * 8 : dy;
+        tc::CpAsync16(tc::SharedAddress(dy_stage + r * kPitch + unit * 8), src, live);
+      }
+    };
+
+    float acc[2][4][4];
+#pragma unroll
+    for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+      for (int ni = 0; ni < 4; ++ni)
+#pragma unroll
+        for (int c = 0; c < 4; ++c) acc[mi][ni][c] = 0.f;
+
+    auto compute_tile = [&](int stage) {
+      if (warp >= taps) return;
+      const Elem* halo_stage = smem + stage * kDwStageElems;
+      const Elem* dy_stage = halo_stage + kHaloElems;
+#pragma unroll
+      for (int step = 0; step < kTM / 16; ++step) {
+        uint32_t af[2][4];
+        uint32_t bf[4][2];
+        // A[ci][p] = halo[a_row(p) + offset][ci]: the halo is position-major, so .trans.
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi) {
+          const int c = mi * 16 + (((lane >> 3) & 1) << 3);
+          tc::LdMatrixX4Trans(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
+                              tc::SharedAddress(halo_stage + (a_row[step] + offset) * kPitch + c));
+        }
+        // B[p][co] = dy_tile[p][co], position-major as well.
+#pragma unroll
+        for (int nj = 0; nj < 2; ++nj) {
+          const int r = 16 * step + (lane & 7) + (((lane >> 3) & 1) << 3);
+          const int c = nj * 16 + ((lane >> 4) << 3);
+          tc::LdMatrixX4Trans(bf[2 * nj][0], bf[2 * nj][1], bf[2 * nj + 1][0], bf[2 * nj + 1][1],
+                              tc::SharedAddress(dy_stage + r * kPitch + c));
+        }
+#pragma unroll
+        for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+          for (int ni = 0; ni < 4; ++ni) {
+            if constexpr (std::is_same_v<Elem, __half>) {
+              tc::MmaF16(acc[mi][ni], af[mi], bf[ni]);
+            } else {
+              tc::MmaBf16(acc[mi][ni], af[mi], bf[ni]);
+            }
+          }
+      }
+    };
+
+    // Double buffer over the tiles: the next tile's copies fly while this one is multiplied.
+    if (tiles > 0) load_tile(0, 0);
+    tc::CpAsyncCommit();
+    for (int64_t t = 0; t < tiles; ++t) {
+      if (t + 1 < tiles) load_tile(t + 1, static_cast<int>((t + 1) % kStages));
+      tc::CpAsyncCommit();
+      tc::CpAsyncWait<1>();
+      __syncthreads();
+      compute_tile(static_cast<int>(t % kStages));
+      __syncthreads();  // the stage is refilled two tiles later
+    }
+    tc::CpAsyncWait<0>();
+
+    if (warp < taps) {
+      Out* block = static_cast<Out*>(args.out) + ((g * args.nnz + k) * taps + warp) * (kBs * kBs);
+      const int gr = lane >> 2;
+      const int col = 2 * (lane & 3);
+#pragma unroll
+      for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+        for (int h = 0; h < 2; ++h)
+#pragma unroll
+          for (int ni = 0; ni < 4; ++ni) {
+            Out* dst = block + (mi * 16 + gr + 8 * h) * kBs + ni * 8 + col;
+            const float lo = acc[mi][ni][2 * h];
+            const float hi = acc[mi][ni][2 * h + 1];
+            if constexpr (std::is_same_v<Out, float>) {
+              *reinterpret_cast<float2*>(dst) = make_float2(lo, hi);
+            } else {
+              *reinterpret_cast<uint32_t*>(dst) = tc::PackPair<Out>(lo, hi);
+            }
+          }
+    }
+    __syncthreads();  // the next group restages the same memory
+  }
+}
+
+template <typename Elem, typename Out>
+cudaError_t LaunchDw(const ConvDwArgs& args, const HaloGeometry& geo, cudaStream_t stream) {
+  auto kernel = ConvDwHaloKernel<Elem, Out>;
+  static std::atomic<uint64_t> done_devices{0};
+  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), kDwSmemBytes, done_devices) !=
+      cudaSuccess) {
     return cudaErrorNotSupported;
   }
-  HaloGeometry geo{};
+  const dim3 grid(static_cast<unsigned>(args.nnz),
+                  static_cast<unsigned>(std::min<int64_t>(args.groups, kMaxGridY)));
+  kernel<<<grid, kDwThreads, kDwSmemBytes, stream>>>(args, geo);
+  return cudaSuccess;
+}
+
+// The halo tiling of a stride-1 convolution (forward: base = -pad, step = +dilation; input
+// gradient: base = +pad, step = -dilation); false where the halo kernels do not apply.
+bool MakeHaloGeometry(const ConvGather& conv, HaloGeometry& geo) {
   const int wo = conv.out_spatial[2];
-  if (wo < 1 || wo > kTM || conv.out_spatial[0] < 1 || conv.out_spatial[1] < 1) {
-    return cudaErrorNotSupported;
+  if (conv.taps > kMaxTaps || wo < 1 || wo > kTM || conv.out_spatial[0] < 1 ||
+      conv.out_spatial[1] < 1) {
+    return false;
   }
   for (int d = 0; d < 3; ++d) {
-    if (conv.stride[d] != 1) return cudaErrorNotSupported;
+    if (conv.stride[d] != 1) return false;
     geo.a_spatial[d] = conv.a_spatial[d];
     geo.out_spatial[d] = conv.out_spatial[d];
     geo.kernel[d] = conv.kernel[d];
@@ -326,13 +497,48 @@ cudaError_t LaunchConvHaloTensorCore(ElementType input, ElementType output, cons
   geo.halo[1] = geo.tile_rows + (conv.kernel[1] - 1) * conv.dilation[1];
   geo.halo[2] = wo + (conv.kernel[2] - 1) * conv.dilation[2];
   const int64_t halo_positions = static_cast<int64_t>(geo.halo[0]) * geo.halo[1] * geo.halo[2];
-  if (halo_positions > kMaxHalo) return cudaErrorNotSupported;
+  if (halo_positions > kMaxHalo) return false;
   geo.halo_positions = static_cast<int32_t>(halo_positions);
   geo.taps = conv.taps;
+  return true;
+}
+
+}  // namespace
+
+cudaError_t LaunchConvHaloTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
+                                     const ConvGather& conv, cudaStream_t stream) {
+  const bool half = input == ElementType::kF16 || input == ElementType::kBF16;
+  const bool out_ok = output == input || output == ElementType::kF32;
+  HaloGeometry geo{};
+  if (!half || !out_ok || args.block_size != kBs || args.out_blocks > 2147483647 ||
+      !Aligned16(args.a) || !Aligned16(args.w) || !Aligned16(args.out) ||
+      reinterpret_cast<uintptr_t>(args.entries) % 8 != 0 || !MakeHaloGeometry(conv, geo)) {
+    return cudaErrorNotSupported;
+  }
   const bool out_f32 = output == ElementType::kF32;
   return input == ElementType::kF16
              ? Launch<__half>(args, geo, conv.transposed, out_f32, stream)
              : Launch<__nv_bfloat16>(args, geo, conv.transposed, out_f32, stream);
+}
+
+cudaError_t LaunchConvDwHaloTensorCore(ElementType input, ElementType output,
+                                       const ConvDwArgs& args, const ConvGather& conv,
+                                       cudaStream_t stream) {
+  const bool half = input == ElementType::kF16 || input == ElementType::kBF16;
+  const bool out_ok = output == input || output == ElementType::kF32;
+  HaloGeometry geo{};
+  if (!half || !out_ok || args.block_size != kBs || conv.transposed || args.nnz > 2147483647 ||
+      !Aligned16(args.x) || !Aligned16(args.dy) || !Aligned16(args.out) ||
+      !MakeHaloGeometry(conv, geo)) {
+    return cudaErrorNotSupported;
+  }
+  const bool out_f32 = output == ElementType::kF32;
+  if (input == ElementType::kF16) {
+    return out_f32 ? LaunchDw<__half, float>(args, geo, stream)
+                   : LaunchDw<__half, __half>(args, geo, stream);
+  }
+  return out_f32 ? LaunchDw<__nv_bfloat16, float>(args, geo, stream)
+                 : LaunchDw<__nv_bfloat16, __nv_bfloat16>(args, geo, stream);
 }
 
 }  // namespace jbs

@@ -28,6 +28,7 @@ NB_MODULE(_jbs_cuda, m) {
         targets["jbs_bsmm"] = HandlerCapsule(JbsBsmmCuda);
         targets["jbs_sampled"] = HandlerCapsule(JbsSampledCuda);
         targets["jbs_conv"] = HandlerCapsule(JbsConvCuda);
+        targets["jbs_conv_dw_halo"] = HandlerCapsule(JbsConvDwHaloCuda);
         return targets;
       },
       "FFI target name -> handler capsule, for platform 'CUDA'.");
