@@ -217,6 +217,9 @@ def configurations(quick):
     seed_d = (1 / 4, 1 / 16, 1 / 64)
     yield from (("seed", 32, 12288, 32, d, "bfloat16", "default", "random") for d in seed_d)
     yield from (("seed", 32, 12288, 32, d, "float32", "highest", "random") for d in seed_d)
+    # The seed problem at minibatch 64 (the small-world LSTM's batch): the top of the issue's
+    # "small batch" range, beyond the 32-row W-streaming tile.
+    yield from (("seed64", 64, 12288, 32, d, "bfloat16", "default", "random") for d in seed_d)
     yield from (("wide", 8192, 4096, 32, d, "bfloat16", "default", "random") for d in (1 / 4, 1 / 16))
     yield from (("small", 2048, 4096, bs, 1 / 8, "bfloat16", "default", "random") for bs in (16, 8))
     if not quick:
@@ -227,7 +230,7 @@ def main():
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the Watts-Strogatz repeats")
     parser.add_argument("--no-peers", action="store_true")
-    parser.add_argument("--only", nargs="*", default=None, help="configs to run: seed wide small conv")
+    parser.add_argument("--only", nargs="*", default=None, help="configs to run: seed seed64 wide small conv")
     parser.add_argument("--dtype", default=None, help="run only this dtype")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()

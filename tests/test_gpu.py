@@ -21,7 +21,8 @@ def test_cuda_kernels_are_built():
     assert jbs.kernels_available("cuda"), jbs.unavailable_reason("cuda")
 
 
-@pytest.mark.parametrize("m", [1, 20, 67, 300])  # 1, 20: the <= 32-row kernels (one, two k16 steps)
+# 1, 20: the <= 32-row kernels (one, two k16 steps); 48: <= 64 rows (experiment stream64)
+@pytest.mark.parametrize("m", [1, 20, 48, 67, 300])
 @pytest.mark.parametrize("bs", BLOCK_SIZES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
 @pytest.mark.parametrize("precision", ["default", "highest"])

@@ -62,7 +62,7 @@ struct TcTiling {
   static constexpr int kVec = 16 / static_cast<int>(sizeof(Elem));  // elements per cp.async
   // The W-streaming regime (kTM == 32) splits wide columns further: more CTAs in flight and
   // a register budget that holds without spilling.
-  static constexpr int kNTMax = kTM <= 32 ? 32 : 64;
+  static constexpr int kNTMax = kTM <= 32 || (kTM <= 64 && kWarpsK > 1) ? 32 : 64;
   static constexpr int kNT = kBs < kNTMax ? kBs : kNTMax;
   static constexpr int kNSplit = kBs / kNT;
   static constexpr int kKC = 32;
@@ -725,6 +725,14 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     }
     return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, kHalf ? 3 : 2, kConv>(args, conv, out_f32,
                                                                            stream);
+  }
+  if constexpr (kHalf && kBs >= 32 && !kConv) {
+    // Experiment (v5d, not yet measured): W streaming up to 64 rows (4 single-warp k-groups
+    // over a 64-row tile, 2 CTAs per SM), where the row-tiled regime wastes half its 128 rows.
+    if (args.rows <= 64 && ExperimentEnabled("stream64")) {
+      return LaunchTc<kKind, kBs, kTransW, 64, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
+                                                                        stream);
+    }
   }
   // Row-tiled regime: 128 rows, 4 warps in one k-group.
   constexpr int kWarpsN = kBs >= 64 ? 2 : 1;
