@@ -437,24 +437,9 @@ __global__ void __launch_bounds__(kDwThreads)
     tc::CpAsyncWait<0>();
 
     if (warp < taps) {
-      Out* block = static_cast<Out*>(args.out) + ((g * args.nnz + k) * taps + warp) * (kBs * kBs);
-      const int gr = lane >> 2;
-      const int col = 2 * (lane & 3);
-#pragma unroll
-      for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni) {
-            Out* dst = block + (mi * 16 + gr + 8 * h) * kBs + ni * 8 + col;
-            const float lo = acc[mi][ni][2 * h];
-            const float hi = acc[mi][ni][2 * h + 1];
-            if constexpr (std::is_same_v<Out, float>) {
-              *reinterpret_cast<float2*>(dst) = make_float2(lo, hi);
-            } else {
-              *reinterpret_cast<uint32_t*>(dst) = tc::PackPair<Out>(lo, hi);
-            }
-          }
+      tc::StoreWarpTile32(
+          static_cast<Out*>(args.out) + ((g * args.nnz + k) * taps + warp) * (kBs * kBs), acc,
+          lane);
     }
     __syncthreads();  // the next group restages the same memory
   }

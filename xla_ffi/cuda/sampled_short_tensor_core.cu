@@ -136,27 +136,7 @@ __global__ void __launch_bounds__(kWarps * 32)
           }
       }
 
-      // Straight from the accumulators: lane (g, t) holds rows g and g + 8 of each 16 x 8
-      // tile at columns 2t, 2t + 1. The four lanes of a row cover 16 contiguous bytes (8 for
-      // 16-bit outputs per tile), which L2 merges into whole sectors before they reach DRAM.
-      O* out_block = out_g + (first + n * warps_total) * (kBs * kBs);
-      const int gr = lane >> 2;
-      const int tc2 = 2 * (lane & 3);
-#pragma unroll
-      for (int mi = 0; mi < 2; ++mi)
-#pragma unroll
-        for (int h = 0; h < 2; ++h)
-#pragma unroll
-          for (int ni = 0; ni < 4; ++ni) {
-            O* dst = out_block + (mi * 16 + gr + 8 * h) * kBs + ni * 8 + tc2;
-            const float lo = acc[mi][ni][2 * h];
-            const float hi = acc[mi][ni][2 * h + 1];
-            if constexpr (std::is_same_v<O, float>) {
-              *reinterpret_cast<float2*>(dst) = make_float2(lo, hi);
-            } else {
-              *reinterpret_cast<uint32_t*>(dst) = tc::PackPair<O>(lo, hi);
-            }
-          }
+      tc::StoreWarpTile32(out_g + (first + n * warps_total) * (kBs * kBs), acc, lane);
     }
     tc::CpAsyncWait<0>();
     __syncwarp();  // the next group's first issues refill stages this warp may still read

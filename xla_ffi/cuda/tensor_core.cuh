@@ -182,6 +182,32 @@ __device__ __forceinline__ uint32_t PackPair(float lo, float hi) {
   }
 }
 
+// Stores a warp's 32 x 32 fp32 accumulators (2 x 4 m16n8 tiles: acc[mi][ni] covers rows
+// 16 mi .., columns 8 ni ..) into a row-major 32 x 32 block of Out, straight from registers:
+// lane (g, t) holds rows g and g + 8 of each tile at columns 2t, 2t + 1. The four lanes of a row
+// write 8 or 16 contiguous bytes per tile, which L2 merges into whole sectors.
+template <typename Out>
+__device__ __forceinline__ void StoreWarpTile32(Out* block, const float (&acc)[2][4][4],
+                                                int lane) {
+  const int g = lane >> 2;
+  const int col = 2 * (lane & 3);
+#pragma unroll
+  for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+    for (int h = 0; h < 2; ++h)
+#pragma unroll
+      for (int ni = 0; ni < 4; ++ni) {
+        Out* dst = block + (mi * 16 + g + 8 * h) * 32 + ni * 8 + col;
+        const float lo = acc[mi][ni][2 * h];
+        const float hi = acc[mi][ni][2 * h + 1];
+        if constexpr (std::is_same_v<Out, float>) {
+          *reinterpret_cast<float2*>(dst) = make_float2(lo, hi);
+        } else {
+          *reinterpret_cast<uint32_t*>(dst) = PackPair<Out>(lo, hi);
+        }
+      }
+}
+
 }  // namespace tc
 }  // namespace jbs
 
