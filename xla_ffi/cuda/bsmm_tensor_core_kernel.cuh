@@ -648,6 +648,9 @@ __global__ void __launch_bounds__(
           }
       }
       // The next tile refills the stages (and the reduction buffer) that others may still read.
+      // With TMA the refill is an async-proxy write over this tile's generic writes (the
+      // reduction buffer): each writer orders its own before the barrier.
+      if constexpr (kTma) tma::FenceProxyAsyncShared();
       __syncthreads();
     }
   }
