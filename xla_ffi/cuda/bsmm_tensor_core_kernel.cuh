@@ -467,13 +467,7 @@ __global__ void __launch_bounds__(
 #pragma unroll
             for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
-              for (int nt = 0; nt < kNTiles; ++nt) {
-                if constexpr (kKind == MmaKind::kBf16) {
-                  tc::MmaBf16(acc[mt][nt], af[mt], bf[nt]);
-                } else {
-                  tc::MmaF16(acc[mt][nt], af[mt], bf[nt]);
-                }
-              }
+              for (int nt = 0; nt < kNTiles; ++nt) tc::Mma16<Elem>(acc[mt][nt], af[mt], bf[nt]);
           } else {
             // tf32: scalar shared loads (no 32-bit ldmatrix.trans); strides keep them
             // conflict-free. 3xTF32 splits each operand once per k-step.

@@ -227,11 +227,7 @@ __global__ void __launch_bounds__(kThreads)
             for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
               for (int nt = 0; nt < 4; ++nt) {
-                if constexpr (std::is_same_v<Elem, __half>) {
-                  tc::MmaF16(acc[mt][nt], af[mt], bf[nt]);
-                } else {
-                  tc::MmaBf16(acc[mt][nt], af[mt], bf[nt]);
-                }
+                tc::Mma16<Elem>(acc[mt][nt], af[mt], bf[nt]);
               }
           }
         }
@@ -414,11 +410,7 @@ __global__ void __launch_bounds__(kDwThreads)
         for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
           for (int ni = 0; ni < 4; ++ni) {
-            if constexpr (std::is_same_v<Elem, __half>) {
-              tc::MmaF16(acc[mi][ni], af[mi], bf[ni]);
-            } else {
-              tc::MmaBf16(acc[mi][ni], af[mi], bf[ni]);
-            }
+            tc::Mma16<Elem>(acc[mi][ni], af[mi], bf[ni]);
           }
       }
     };

@@ -128,11 +128,7 @@ __global__ void __launch_bounds__(kWarps * 32)
         for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
           for (int ni = 0; ni < 4; ++ni) {
-            if constexpr (std::is_same_v<T, __half>) {
-              tc::MmaF16(acc[mi][ni], af[mi], bf[ni]);
-            } else {
-              tc::MmaBf16(acc[mi][ni], af[mi], bf[ni]);
-            }
+            tc::Mma16<T>(acc[mi][ni], af[mi], bf[ni]);
           }
       }
 

@@ -279,11 +279,7 @@ __global__ void __launch_bounds__(kThreads, (TcTiling<T, kBs, kSplit>::kMinBlock
           for (int mi = 0; mi < kMT; ++mi)
 #pragma unroll
             for (int ni = 0; ni < kNT; ++ni) {
-              if constexpr (std::is_same_v<T, __half>) {
-                tc::MmaF16(acc[mi][ni], af[mi], bf[ni]);
-              } else {
-                tc::MmaBf16(acc[mi][ni], af[mi], bf[ni]);
-              }
+              tc::Mma16<T>(acc[mi][ni], af[mi], bf[ni]);
             }
         } else {
           const int g8 = lane >> 2;

@@ -66,6 +66,18 @@ __device__ __forceinline__ void MmaF16(float (&d)[4], const uint32_t (&a)[4],
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
 }
 
+// The m16n8k16 product of the 16-bit element type Elem (__half or __nv_bfloat16).
+template <typename Elem>
+__device__ __forceinline__ void Mma16(float (&d)[4], const uint32_t (&a)[4],
+                                      const uint32_t (&b)[2]) {
+  if constexpr (std::is_same_v<Elem, __half>) {
+    MmaF16(d, a, b);
+  } else {
+    static_assert(std::is_same_v<Elem, __nv_bfloat16>, "16-bit element types only");
+    MmaBf16(d, a, b);
+  }
+}
+
 // Operands must already be tf32 bit patterns (see ToTf32 / SplitTf32); the tensor core would
 // otherwise truncate the low mantissa bits instead of rounding them.
 __device__ __forceinline__ void MmaTf32(float (&d)[4], const uint32_t (&a)[4],
