@@ -22,7 +22,7 @@ echo "build: $(( $(date +%s) - start )) s"
 (cd /tmp && python3 -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))")
 
 status=0
-experiments=${JBS_AB_EXPERIMENTS:-tma,sampled_short,stream64,conv_dw_halo}
+experiments=${JBS_AB_EXPERIMENTS:-conv_dw_unsplit}
 if [[ " $steps " == *" abtest "* ]]; then
   JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
   smoke=$?
@@ -44,7 +44,7 @@ if [[ " $steps " == *" abtest "* ]]; then
 fi
 if [[ " $steps " == *" ab "* ]]; then
   # Each experiment alone against the defaults, on the configurations it changes.
-  for setting in "":"seed seed64 conv" tma:seed sampled_short:seed stream64:seed64 conv_dw_halo:conv; do
+  for setting in "":"seed seed64 conv" conv_dw_unsplit:conv; do
     name=${setting%%:*}
     echo "JBS_CUDA_EXPERIMENT='$name'"
     JBS_CUDA_EXPERIMENT=$name timeout 300 python3 benchmarks/bench.py --quick --no-peers \

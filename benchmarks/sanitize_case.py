@@ -1,9 +1,10 @@
 """A small case of every kernel path, for compute-sanitizer (memcheck, racecheck).
 
 Paths: tensor-core 16-bit (bf16), TF32 (float32 DEFAULT), 3xTF32 (float32 HIGHEST), and the SIMT
-kernels (float64); block sizes 8, 32 and 128; M <= 32 (the W-streaming regime), M with tile tails
-and M > 512 (split-M sampled); and the CUDA convolution (forward and input gradient, strided,
-dilated, padded: the gather kernel) in bf16 and float32, and the stride-1 halo-tile kernel.
+kernels (float64); block sizes 8, 32 and 128; M <= 32 and 48 (the W-streaming tiles), M with
+tile tails and M > 512 (split-M sampled); and the CUDA convolution in bf16 and float32: forward
+and input gradient strided, dilated and padded (the gather kernel), and the stride-1 halo-tile
+kernels (forward, input gradient, filter gradient in one segment and in two).
 """
 import os
 
@@ -35,13 +36,20 @@ for bs in (8, 32, 128):
                     jbs.matmul_t(dy, w, layout, precision=precision),
                     jbs.sampled_matmul(x, dy, layout, precision=precision))
             jax.block_until_ready(outs)
+# 48 rows over columns of >= 16 blocks: the 64-row W-streaming tile
+layout = jbs.Layout(np.ones((16, 2), bool), 32)
+x = jnp.asarray(rng.standard_normal((48, 512)), jnp.bfloat16)
+w = jnp.asarray(rng.standard_normal(layout.w_shape), jnp.bfloat16)
+jax.block_until_ready(jbs.matmul(x, w, layout))
 for bs in (16, 32):
     for dtype in (jnp.bfloat16, jnp.float32):
         mask = rng.random((3, 2)) < 0.6
         mask[0, 0] = True
         layout = jbs.Layout(mask, bs)
         C, K = layout.shape
-        for batch in (1, 3):  # 12 and 36 output rows: both kernel regimes
+        # 12 and 36 output rows: both kernel regimes; 17 images: a stride-1 filter gradient of
+        # 17 tiles in 2 segments
+        for batch in (1, 3, 17):
             x = jnp.asarray(rng.standard_normal((batch, 7, 6, C)), dtype)
             w = jnp.asarray(rng.standard_normal(jbs.conv_weight_shape(layout, (3, 2))), dtype)
             # strided: the gather kernel; stride 1 (bf16, bs 32): the halo-tile kernel

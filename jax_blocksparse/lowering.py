@@ -5,8 +5,9 @@
   convolution primitives use the ``jbs_conv`` / ``jbs_conv_dw`` targets when the module registers
   them (today ``_jbs_cuda`` registers ``jbs_conv``: forward and input gradient), and otherwise, and
   for float64, the patch-based composite of :mod:`jax_blocksparse.conv`, which runs on the CUDA
-  matmul kernels. ``jbs_conv_dw_halo`` takes the filter gradients it supports when the
-  ``conv_dw_halo`` experiment is on (``JBS_CUDA_EXPERIMENT``).
+  matmul kernels. ``jbs_conv_dw_halo`` takes the filter gradients it supports
+  (``halo_filter_grad_applies``), split into segments of output positions whose partial sums it
+  adds in a fixed order.
 * anything else, or an extension that is missing: the pure-jnp products of
   :mod:`jax_blocksparse.reference`.
 
@@ -36,7 +37,8 @@ BSMM_TARGET = "jbs_bsmm"
 SAMPLED_TARGET = "jbs_sampled"
 CONV_TARGET = "jbs_conv"
 CONV_DW_TARGET = "jbs_conv_dw"
-# jbs_conv_dw's contract, for the stride-1 16-bit bs-32 cases of the CUDA halo-tile kernel only.
+# jbs_conv_dw's contract plus a second result (float partial sums of the segments), for the
+# stride-1 16-bit bs-32 cases of the CUDA halo-tile kernel only.
 CONV_DW_HALO_TARGET = "jbs_conv_dw_halo"
 
 
@@ -79,12 +81,12 @@ def _ffi_conv(dense, w, *, layout, precision, out_dtype, transpose, **params):
                 **_geometry_attributes(params))
 
 
-def _ffi_conv_dw(x, dy, *, layout, precision, out_dtype, target=CONV_DW_TARGET, **params):
+def _ffi_conv_dw(x, dy, *, layout, precision, out_dtype, **params):
     bs = layout.block_size
     out_shape = (x.shape[0], layout.nnz, int(np.prod(params["kernel"])), bs, bs)
     if layout.nnz == 0 or x.size == 0 or dy.size == 0:
         return jnp.zeros(out_shape, out_dtype)
-    call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(out_shape, out_dtype))
+    call = jax.ffi.ffi_call(CONV_DW_TARGET, jax.ShapeDtypeStruct(out_shape, out_dtype))
     return call(x, dy, jnp.asarray(layout.coords), precision=np.int32(_PRECISION_CODE[precision]),
                 **_geometry_attributes(params))
 
@@ -107,32 +109,79 @@ def _unless_float64(kernel, composite):
 
 def cuda_experiment_enabled(name):
     """Whether ``JBS_CUDA_EXPERIMENT`` (a comma-separated list) names ``name``: kernel variants
-    still being measured, off by default (the C++ side reads the same variable)."""
+    still being measured, off by default, so that one build can time them against the defaults
+    (``benchmarks/gpu_run.sh ab``). Read at trace time."""
     return name in os.environ.get("JBS_CUDA_EXPERIMENT", "").split(",")
+
+
+def _halo_tile_rows(kernel, dilation, out_spatial):
+    """Output rows per tile of the halo kernels, or None where they do not apply (the C++
+    ``MakeHaloGeometry`` in conv_halo_tensor_core.cu)."""
+    depth, height, width = out_spatial
+    if math.prod(kernel) > 9 or not (1 <= width <= 128 and depth >= 1 and height >= 1):
+        return None
+    tile_rows = min(128 // width, height)
+    halo = (((kernel[0] - 1) * dilation[0] + 1) * (tile_rows + (kernel[1] - 1) * dilation[1])
+            * (width + (kernel[2] - 1) * dilation[2]))
+    return tile_rows if halo <= 256 else None
 
 
 def halo_filter_grad_applies(x, *, layout, out_dtype, kernel, strides, dilation, out_spatial,
                              **_):
-    """Whether ``jbs_conv_dw_halo`` takes this filter gradient: the C++ side's conditions
-    (``MakeHaloGeometry`` in conv_halo_tensor_core.cu), decided at trace time."""
+    """Whether ``jbs_conv_dw_halo`` takes this filter gradient: the C++ side's conditions,
+    decided at trace time."""
     half = np.dtype(x.dtype) in (np.dtype(jnp.bfloat16), np.dtype(jnp.float16))
     if not half or np.dtype(out_dtype) not in (np.dtype(x.dtype), np.dtype(np.float32)):
         return False
-    if layout.block_size != 32 or any(s != 1 for s in strides) or math.prod(kernel) > 9:
+    if layout.block_size != 32 or any(s != 1 for s in strides):
         return False
-    depth, height, width = out_spatial
-    if not (1 <= width <= 128 and depth >= 1 and height >= 1):
-        return False
-    tile_rows = min(128 // width, height)
-    halo = (((kernel[0] - 1) * dilation[0] + 1) * (tile_rows + (kernel[1] - 1) * dilation[1])
-            * (width + (kernel[2] - 1) * dilation[2]))
-    return halo <= 256
+    return _halo_tile_rows(kernel, dilation, out_spatial) is not None
+
+
+# The halo filter gradient runs one CTA per (block pair, segment of output tiles). One segment
+# per block pair left the issue's configuration (128 pairs) with a CTA per SM; about 1024 CTAs
+# keep every SM of an H100/H200 a few CTAs deep. A segment keeps at least 8 tiles, so that its
+# pipeline fills, and the segments' float partial sums cost one extra pass over
+# segments x (the gradient's size).
+_DW_TARGET_CTAS = 1024
+_DW_MIN_TILES_PER_SEGMENT = 8
+_DW_MAX_SEGMENTS = 64  # kMaxConvDwSegments in conv_halo_tensor_core.h
+
+
+def halo_filter_grad_segments(groups, nnz, batch, *, kernel, dilation, out_spatial):
+    """How many segments ``jbs_conv_dw_halo`` splits the output positions into (1: none)."""
+    tiles = batch * out_spatial[0] * -(-out_spatial[1] // _halo_tile_rows(kernel, dilation,
+                                                                          out_spatial))
+    wanted = -(-_DW_TARGET_CTAS // max(1, groups * nnz))
+    segments = min(wanted, tiles // _DW_MIN_TILES_PER_SEGMENT, _DW_MAX_SEGMENTS)
+    if cuda_experiment_enabled("conv_dw_unsplit"):
+        segments = 1
+    return max(segments, 1)
+
+
+def _ffi_conv_dw_halo(x, dy, *, layout, precision, out_dtype, **params):
+    bs = layout.block_size
+    groups, batch = x.shape[:2]
+    out_shape = (groups, layout.nnz, int(np.prod(params["kernel"])), bs, bs)
+    if layout.nnz == 0 or x.size == 0 or dy.size == 0:
+        return jnp.zeros(out_shape, out_dtype)
+    segments = halo_filter_grad_segments(groups, layout.nnz, batch, kernel=params["kernel"],
+                                         dilation=params["dilation"],
+                                         out_spatial=params["out_spatial"])
+    # The handler's partial sums: (segments, *out_shape), or a leading 0 for a single segment.
+    partials_shape = (segments if segments > 1 else 0, *out_shape)
+    call = jax.ffi.ffi_call(CONV_DW_HALO_TARGET,
+                            (jax.ShapeDtypeStruct(out_shape, out_dtype),
+                             jax.ShapeDtypeStruct(partials_shape, jnp.float32)))
+    dw, _ = call(x, dy, jnp.asarray(layout.coords), precision=np.int32(_PRECISION_CODE[precision]),
+                 **_geometry_attributes(params))
+    return dw
 
 
 def _halo_filter_grad_or(fallback):
     def lower(x, dy, **params):
-        if cuda_experiment_enabled("conv_dw_halo") and halo_filter_grad_applies(x, **params):
-            return _ffi_conv_dw(x, dy, target=CONV_DW_HALO_TARGET, **params)
+        if halo_filter_grad_applies(x, **params):
+            return _ffi_conv_dw_halo(x, dy, **params)
         return fallback(x, dy, **params)
     return lower
 

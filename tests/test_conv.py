@@ -380,8 +380,8 @@ def _check_conv_handler_errors(rng, check_dw):
 
 
 def test_halo_filter_grad_routing(monkeypatch):
-    """Which filter gradients the CUDA halo-tile kernel (experiment conv_dw_halo) is sent: the
-    trace-time mirror of the handler's MakeHaloGeometry."""
+    """Which filter gradients the CUDA halo-tile kernel is sent (the trace-time mirror of the
+    handler's MakeHaloGeometry), and how many segments it splits their positions into."""
     layout = jbs.Layout(np.ones((2, 2), bool), 32)
     x = jax.ShapeDtypeStruct((1, 2, 1, 32, 32, 64), jnp.bfloat16)
     base = dict(layout=layout, out_dtype=jnp.bfloat16, kernel=(1, 3, 3), strides=(1, 1, 1),
@@ -398,7 +398,20 @@ def test_halo_filter_grad_routing(monkeypatch):
     assert applies(out_spatial=(1, 4, 128), kernel=(1, 1, 1))   # one row of 128
     assert not applies(out_spatial=(1, 4, 128))                  # its 3x3 halo: 3 x 130 > 256
     assert not applies(dilation=(1, 8, 8))                       # halo 20 x 48
-    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "tma,conv_dw_halo")
-    assert lowering.cuda_experiment_enabled("conv_dw_halo")
-    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "conv_dw_halos")
-    assert not lowering.cuda_experiment_enabled("conv_dw_halo")
+
+    segments = lambda groups, nnz, batch, out_spatial=(1, 32, 32), kernel=(1, 3, 3): \
+        lowering.halo_filter_grad_segments(groups, nnz, batch, kernel=kernel,
+                                           dilation=(1, 1, 1), out_spatial=out_spatial)
+    # The issue's benchmark: 128 pairs, 32 images of 8 tiles (4 rows of 32) -> 8 segments
+    assert segments(1, 128, 32) == 8
+    assert segments(4, 128, 32) == 2                      # groups count as pairs
+    assert segments(1, 4, 32) == 32                       # few pairs: 8 tiles per segment at most
+    assert segments(1, 1, 1000) == 64                     # the handler's limit
+    assert segments(1, 4, 1) == 1                         # 8 tiles: one segment
+    assert segments(1, 4096, 32) == 1                     # enough pairs already
+    assert segments(1, 4, 3, out_spatial=(2, 9, 7)) == 1  # 9 rows of 7 per tile: 6 tiles
+    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "stream,conv_dw_unsplit")
+    assert lowering.cuda_experiment_enabled("conv_dw_unsplit")
+    assert segments(1, 128, 32) == 1
+    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "conv_dw_unsplits")
+    assert not lowering.cuda_experiment_enabled("conv_dw_unsplit")

@@ -21,7 +21,7 @@ def test_cuda_kernels_are_built():
     assert jbs.kernels_available("cuda"), jbs.unavailable_reason("cuda")
 
 
-# 1, 20: the <= 32-row kernels (one, two k16 steps); 48: <= 64 rows (experiment stream64)
+# 1, 20: the <= 32-row kernels (one, two k16 steps); 48: <= 64 rows (64-row W streaming)
 @pytest.mark.parametrize("m", [1, 20, 48, 67, 300])
 @pytest.mark.parametrize("bs", BLOCK_SIZES)
 @pytest.mark.parametrize("dtype", DTYPES, ids=lambda d: np.dtype(d).name)
@@ -42,6 +42,26 @@ def test_every_kernel_variant(rng, m, bs, dtype, precision):
     check(jbs.matmul(x, w, layout, **kw), f64(x) @ Wd)
     check(jbs.matmul_t(dy, w, layout, **kw), f64(dy) @ Wd.T)
     check(jbs.sampled_matmul(x, dy, layout, **kw), blocks_of(mask, bs, f64(x).T @ f64(dy)))
+
+
+@pytest.mark.parametrize("m", [33, 48, 64])
+@pytest.mark.parametrize("bs", [32, 64, 128])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_64_row_w_streaming(rng, m, bs, dtype):
+    """33 to 64 rows, 16-bit, bs >= 32, columns and rows averaging >= 16 blocks: the 64-row
+    W-streaming tile, for matmul and matmul_t (the small layouts above stay row-tiled)."""
+    grid = 40 if bs == 32 else 24
+    mask = random_mask(rng, grid, grid, density=0.8)
+    mask[:, 3] = False  # an empty block-column
+    mask[5, :] = False  # an empty block-row
+    layout = jbs.Layout(mask, bs)
+    assert layout.nnz >= 16 * grid  # the launcher's condition for this tile
+    C, N = layout.shape
+    x, dy = _put(random_array(rng, (m, C), dtype)), _put(random_array(rng, (m, N), dtype))
+    w = _put(random_array(rng, layout.w_shape, dtype))
+    Wd = dense_weight(mask, bs, f64(w))
+    assert_close(jbs.matmul(x, w, layout), f64(x) @ Wd, dtype, on_gpu=True)
+    assert_close(jbs.matmul_t(dy, w, layout), f64(dy) @ Wd.T, dtype, on_gpu=True)
 
 
 @pytest.mark.parametrize("m", [20, 129])  # the <= 32-row kernels and the row-tiled ones
@@ -164,15 +184,16 @@ def test_conv_kernel_variants(rng, batch, bs, dtype, precision):
     check(dw, ref_dw)
 
 
-@pytest.mark.parametrize("batch", [1, 5])
+# batch 37: the filter gradient splits its 37 tiles into 4 uneven segments (9, 9, 9, 10).
+@pytest.mark.parametrize("batch", [1, 5, 37])
 @pytest.mark.parametrize("kernel_size,dilation,padding", [
     ((3, 3), (1, 1), "SAME"),
     ((3, 2), (1, 2), ((1, 2), (0, 1))),
 ], ids=["3x3-same", "3x2-dilated-asymmetric"])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_conv_stride_one_halo_kernels(rng, batch, kernel_size, dilation, padding, dtype):
-    """Stride 1, 16-bit, bs 32: the halo-tile kernels (forward and input gradient by default; the
-    filter gradient too under JBS_CUDA_EXPERIMENT=conv_dw_halo), against float64 dense."""
+    """Stride 1, 16-bit, bs 32: the halo-tile kernels (forward, input gradient, and the filter
+    gradient in one segment or several), against float64 dense."""
     from test_conv import dense_conv, dense_filter
     mask = random_mask(rng, 3, 2, density=0.5)
     mask[:, 0] = False  # an empty output block-column

@@ -177,11 +177,28 @@ ffi::Error ConvImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
                                                          stream));
 }
 
-// jbs_conv_dw_halo: the jbs_conv_dw contract (docs/ffi_contract.md) for the cases the halo-tile
-// kernel takes; the Python side sends only those (experiment `conv_dw_halo`).
+// The halo filter gradient's second result, the float partial sums of its segments: (segments,
+// *out's dimensions) with segments >= 2, or segments = 0 for a gradient computed in one
+// segment straight into out. Its number of segments, or -1 where the shape or type is wrong.
+int64_t DwSegments(const ffi::AnyBuffer& partials, const ffi::AnyBuffer& out) {
+  const auto dims = partials.dimensions();
+  const auto out_dims = out.dimensions();
+  if (partials.element_type() != ffi::DataType::F32 || dims.size() != out_dims.size() + 1) {
+    return -1;
+  }
+  for (size_t d = 0; d < out_dims.size(); ++d) {
+    if (dims[d + 1] != out_dims[d]) return -1;
+  }
+  if (dims[0] == 0) return 1;
+  return dims[0] >= 2 && dims[0] <= jbs::kMaxConvDwSegments ? dims[0] : -1;
+}
+
+// jbs_conv_dw_halo: the jbs_conv_dw contract (docs/ffi_contract.md), plus the partial-sum
+// result, for the cases the halo-tile kernel takes; the Python side sends only those.
 ffi::Error ConvDwHaloImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer b,
                           ffi::AnyBuffer coords, ffi::Result<ffi::AnyBuffer> out,
-                          int32_t precision, ffi::Span<const int64_t> kernel,
+                          ffi::Result<ffi::AnyBuffer> partials, int32_t precision,
+                          ffi::Span<const int64_t> kernel,
                           ffi::Span<const int64_t> strides, ffi::Span<const int64_t> dilation,
                           ffi::Span<const int64_t> pad_lo) {
   constexpr const char* kTarget = "jbs_conv_dw_halo";
@@ -191,6 +208,15 @@ ffi::Error ConvDwHaloImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer 
                                                              pad_lo, p);
       error.failure()) {
     return error;
+  }
+  const int64_t segments = DwSegments(*partials, *out);
+  if (segments < 0) {
+    return ffi::Error::InvalidArgument(
+        std::string(kTarget) + ": the partial sums must be float32 of shape (segments, " +
+        "*out.shape) with 2 <= segments <= " + std::to_string(jbs::kMaxConvDwSegments) +
+        ", or segments = 0 for none; got " +
+        jbs::ffi_validation::Describe("partials", *partials) + " for " +
+        jbs::ffi_validation::Describe("out", *out));
   }
   const int64_t x_size = p.x_spatial[0] * p.x_spatial[1] * p.x_spatial[2];
   const int64_t dy_size = p.dy_spatial[0] * p.dy_spatial[1] * p.dy_spatial[2];
@@ -205,6 +231,8 @@ ffi::Error ConvDwHaloImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer 
   args.dy = b.untyped_data();
   args.coords = static_cast<const int32_t*>(coords.untyped_data());
   args.out = out->untyped_data();
+  args.partials = static_cast<float*>(partials->untyped_data());
+  args.segments = static_cast<int32_t>(segments);
   args.groups = p.groups;
   args.x_rows = p.batch * x_size;
   args.x_cols = p.x_channels;
@@ -270,6 +298,7 @@ XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsConvDwHaloCuda, ConvDwHaloImpl,
                                   .Arg<ffi::AnyBuffer>()  // b = dy
                                   .Arg<ffi::AnyBuffer>()  // coords
                                   .Ret<ffi::AnyBuffer>()  // out
+                                  .Ret<ffi::AnyBuffer>()  // partials
                                   .Attr<int32_t>("precision")
                                   .Attr<ffi::Span<const int64_t>>("kernel")
                                   .Attr<ffi::Span<const int64_t>>("strides")

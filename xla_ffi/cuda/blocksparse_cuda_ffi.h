@@ -8,7 +8,7 @@
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JbsBsmmCuda);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JbsSampledCuda);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JbsConvCuda);
-// jbs_conv_dw for the halo-tile cases only (experiment `conv_dw_halo`).
+// jbs_conv_dw (plus a partial-sum result) for the halo-tile cases only.
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JbsConvDwHaloCuda);
 
 #endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_BLOCKSPARSE_CUDA_FFI_H_

@@ -1,33 +1,13 @@
 // Dispatch of the tensor-core jbs_bsmm / jbs_conv kernels (bsmm_tensor_core_kernel.cuh) by
-// element type; stride-1 convolutions go to the halo-tile kernel where it applies; the switch
-// for kernel experiments.
+// element type; stride-1 convolutions go to the halo-tile kernel where it applies.
 #include "bsmm_tensor_core.h"
 
 #include <cstdint>
-#include <cstdlib>
-#include <string>
-#include <string_view>
 
 #include "bsmm_tensor_core_kernel.cuh"
 #include "conv_halo_tensor_core.h"
-#include "experiments.h"
 
 namespace jbs {
-
-bool ExperimentEnabled(std::string_view name) {
-  static const std::string flags = [] {
-    const char* value = std::getenv("JBS_CUDA_EXPERIMENT");
-    return std::string(value ? value : "");
-  }();
-  std::string_view rest = flags;
-  while (!rest.empty()) {
-    const size_t comma = rest.find(',');
-    if (rest.substr(0, comma) == name) return true;
-    if (comma == std::string_view::npos) break;
-    rest.remove_prefix(comma + 1);
-  }
-  return false;
-}
 
 namespace {
 

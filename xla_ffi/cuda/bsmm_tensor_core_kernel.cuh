@@ -29,8 +29,6 @@
 #include <type_traits>
 
 #include "blocksparse_kernels.h"
-#include "experiments.h"
-#include "hopper_tma.cuh"
 #include "launch_util.h"
 #include "tensor_core.cuh"
 
@@ -50,12 +48,8 @@ constexpr int64_t kMaxGridX = 2147483647;
 // kSwizzle (16-bit types, 64-byte stage rows only): rows are stored unpadded and each 16-byte
 // unit is XOR-swizzled with the row (Unit below), which keeps ldmatrix conflict-free while a
 // stage shrinks by a fifth, so one more stage fits at the same occupancy.
-// kTma (with kSwizzle, single-warp k-groups, sm_90 only): the stages are filled by the bulk
-// tensor copy engine, one A box and one W box per chunk issued by one lane and completing on
-// an mbarrier per stage, instead of 16-byte cp.async by every lane. The copy engine's 64-byte
-// swizzle is the same permutation as Unit() when a stage starts on a 512-byte boundary.
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages, bool kSwizzle = false, bool kTma = false>
+          int kStages, bool kSwizzle = false>
 struct TcTiling {
   using Elem = ElemOf<kKind>;
   static constexpr bool kHalf = sizeof(Elem) == 2;
@@ -98,12 +92,7 @@ struct TcTiling {
   // The column's (a_blk, k) pairs are staged in shared memory a window at a time, so the
   // copy-issue path of the pipeline never waits on a dependent global load.
   static constexpr int kEntryWindow = 256;
-  // TMA: the dynamic shared memory base is rounded up to the swizzle pattern's 512-byte period
-  // (1024 reserved), and one 8-byte mbarrier per stage of each k-group follows the entries.
-  static constexpr int kAlignSlack = kTma ? 1024 : 0;
-  static constexpr int kBarrierOffset = kStageAreaBytes + kEntryWindow * 8;
-  static constexpr int kSmemBytes =
-      kBarrierOffset + (kTma ? kWarpsK * kStages * 8 : 0) + kAlignSlack;
+  static constexpr int kSmemBytes = kStageAreaBytes + kEntryWindow * 8;
   static_assert(kStageAreaBytes % 16 == 0);
   static_assert(kEntryWindow % (kKC / (kBs < kKC ? kBs : kKC)) == 0,
                 "a chunk never straddles two entry windows");
@@ -111,10 +100,6 @@ struct TcTiling {
   static_assert(kTM % (16 * kWarpsM) == 0 && kNT % (8 * kWarpsN) == 0);
   static_assert(!kSwizzle || (kHalf && kAUnits == 4 && kWUnits == 4),
                 "the swizzle is written for 64-byte rows of 16-bit elements");
-  static_assert(!kTma || (kSwizzle && kWarpsM * kWarpsN == 1 && kBs >= kKC && kTM == 32),
-                "TMA stages: swizzled, single-warp k-groups, one entry per chunk, 32-row boxes");
-  static constexpr int kABoxBytes = kTM * kKC * static_cast<int>(sizeof(Elem));
-  static constexpr int kWBoxBytes = kWRows * kWStride * static_cast<int>(sizeof(Elem));
 
   // Physical 16-byte unit of logical unit `unit` in stage row `row`. Rows are 4 units wide, so
   // an ldmatrix phase (8 consecutive rows, one logical unit) lands on 8 distinct bank groups.
@@ -129,14 +114,6 @@ struct TcTiling {
   static_assert(kGroupThreads % kAUnits == 0 && (kTM * kAUnits) % kGroupThreads == 0);
   static_assert((kWRows * kWUnits) % kGroupThreads == 0 || kWRows * kWUnits < kGroupThreads);
   static_assert(kBs * static_cast<int>(sizeof(Elem)) >= 16, "a 16-byte copy spans one entry");
-};
-
-// Tensor maps of the kTma kernels: a as (a_cols, a_rows, groups) and w as (bs, rows of all
-// blocks), both with 32 x 32 boxes. Passed as a __grid_constant__ parameter so that the copy
-// engine reads them from parameter space; the other kernels receive it unused.
-struct TmaMaps {
-  CUtensorMap a;
-  CUtensorMap w;
 };
 
 // Which entry a reduction index of the column falls in, and where in that entry's block.
@@ -228,14 +205,11 @@ __device__ __forceinline__ int64_t SourceRow(const ConvGather& c, const ConvRow&
 }
 
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages, bool kConv, bool kSwizzle, bool kTma>
+          int kStages, bool kConv, bool kSwizzle>
 __global__ void __launch_bounds__(
-    TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle, kTma>::kThreads)
-    BsmmTcKernel(BsmmArgs args, ConvGather conv, int64_t row_tiles, bool out_f32,
-                 const __grid_constant__ TmaMaps maps) {
-  using Tiling =
-      TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle, kTma>;
-  static_assert(!(kTma && kConv), "the convolution gathers rows; TMA boxes cannot");
+    TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>::kThreads)
+    BsmmTcKernel(BsmmArgs args, ConvGather conv, int64_t row_tiles, bool out_f32) {
+  using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>;
   using Elem = typename Tiling::Elem;
   constexpr int kVec = Tiling::kVec;
   constexpr int kKC = Tiling::kKC;
@@ -244,12 +218,7 @@ __global__ void __launch_bounds__(
   constexpr int kNTiles = Tiling::kNTiles;
   constexpr int kGroupThreads = Tiling::kGroupThreads;
 
-  extern __shared__ __align__(16) unsigned char smem_unaligned[];
-  unsigned char* smem_raw = smem_unaligned;
-  if constexpr (kTma) {
-    smem_raw += (Tiling::kAlignSlack - (tc::SharedAddress(smem_unaligned) & (Tiling::kAlignSlack - 1))) &
-                (Tiling::kAlignSlack - 1);
-  }
+  extern __shared__ __align__(16) unsigned char smem_raw[];
   Elem* smem = reinterpret_cast<Elem*>(smem_raw);
 
   const Elem* __restrict__ a = static_cast<const Elem*>(args.a);
@@ -291,19 +260,6 @@ __global__ void __launch_bounds__(
       tc::NamedBarrier(1 + kgroup, kGroupThreads);
     }
   };
-
-  // TMA ring state: the k-group's stage barriers, and how many chunks it has consumed so far
-  // (every lane keeps the same count), which gives each wait its stage and phase parity.
-  const uint32_t barriers = tc::SharedAddress(smem_raw + Tiling::kBarrierOffset) +
-                            static_cast<uint32_t>(kgroup * kStages * 8);
-  uint32_t consumed = 0;
-  if constexpr (kTma) {
-    if (gtid == 0) {
-      for (int s = 0; s < kStages; ++s) tma::MbarrierInit(barriers + 8 * s, 1);
-      tma::FenceMbarrierInit();
-    }
-    __syncthreads();
-  }
 
   for (int64_t g = blockIdx.z; g < groups; g += gridDim.z) {
     const Elem* a_group = a + g * args.a_rows * a_cols;
@@ -384,29 +340,6 @@ __global__ void __launch_bounds__(
               tc::SharedAddress(w_stage + r * Tiling::kWStride + Tiling::Unit(r, q) * kVec), src,
               ref.valid);
         }
-      };
-
-      // TMA: chunk `chunk` -> stage `stage`, issued by the k-group's first lane. A hole (a
-      // corrupt table entry) points both boxes past the end of their tensors, which the copy
-      // engine fills with zeros while still completing the full byte count.
-      auto load_chunk_tma = [&](int64_t chunk, int stage) {
-        const uint32_t a_stage =
-            tc::SharedAddress(group_stages + stage * Tiling::kStageElems);
-        const uint32_t w_stage = a_stage + Tiling::kAElems * static_cast<uint32_t>(sizeof(Elem));
-        const uint32_t bar = barriers + 8 * stage;
-        const int64_t k0 = chunk * kKC;
-        const EntryRef ref = LookUp<kBs, false>(staged, k0 / kBs, window, 1, w_group_base);
-        const int within = static_cast<int>(k0 % kBs);
-        const int64_t w_row = ref.w_base / kBs;  // first row of the block in (rows, bs) view
-        const int32_t a_c0 = ref.valid ? static_cast<int32_t>(ref.a_col + within) : 0;
-        const int32_t a_c1 = ref.valid ? static_cast<int32_t>(row0) : static_cast<int32_t>(args.a_rows);
-        const int32_t w_c0 = kTransW ? within : n0;
-        const int32_t w_c1 = ref.valid ? static_cast<int32_t>(w_row + (kTransW ? n0 : within))
-                                       : static_cast<int32_t>(groups * nnz * kBs);
-        tma::FenceProxyAsyncShared();
-        tma::MbarrierArriveExpectTx(bar, Tiling::kABoxBytes + Tiling::kWBoxBytes);
-        tma::Load3D(a_stage, &maps.a, bar, a_c0, a_c1, static_cast<int32_t>(g));
-        tma::Load2D(w_stage, &maps.w, bar, w_c0, w_c1);
       };
 
       float acc[kMTiles][kNTiles][4];
@@ -532,48 +465,25 @@ __global__ void __launch_bounds__(
         const int64_t chunks = (static_cast<int64_t>(window) * taps * kBs + kKC - 1) / kKC;
         const int64_t my_chunks =
             chunks > kgroup ? (chunks - kgroup + kWarpsK - 1) / kWarpsK : 0;
-        if constexpr (kTma) {
-          // Wait for chunk i's barrier, __syncwarp (every lane is past chunk i-1, so its stage
-          // is free), refill that stage with chunk i+kStages-1, compute chunk i.
-          if (gtid == 0) {
-            for (int s = 0; s < kStages - 1 && s < my_chunks; ++s) {
-              load_chunk_tma(kgroup + static_cast<int64_t>(s) * kWarpsK,
-                             static_cast<int>((consumed + s) % kStages));
-            }
-          }
-          for (int64_t i = 0; i < my_chunks; ++i, ++consumed) {
-            const int stage = static_cast<int>(consumed % kStages);
-            tma::MbarrierWait(barriers + 8 * stage, (consumed / kStages) & 1);
-            __syncwarp();
-            const int64_t prefetch = i + kStages - 1;
-            if (gtid == 0 && prefetch < my_chunks) {
-              load_chunk_tma(kgroup + prefetch * kWarpsK,
-                             static_cast<int>((consumed + kStages - 1) % kStages));
-            }
-            compute_chunk(stage);
-          }
-          __syncwarp();
-        } else {
-          // Multi-stage pipeline: wait for chunk i, barrier (which also frees the stage consumed
-          // at i-1), refill that stage with chunk i+kStages-1, then compute chunk i.
+        // Multi-stage pipeline: wait for chunk i, barrier (which also frees the stage consumed
+        // at i-1), refill that stage with chunk i+kStages-1, then compute chunk i.
 #pragma unroll
-          for (int s = 0; s < kStages - 1; ++s) {
-            if (s < my_chunks) load_chunk(kgroup + static_cast<int64_t>(s) * kWarpsK, s);
-            tc::CpAsyncCommit();
-          }
-          for (int64_t i = 0; i < my_chunks; ++i) {
-            tc::CpAsyncWait<kStages - 2>();
-            group_sync();
-            const int64_t prefetch = i + kStages - 1;
-            if (prefetch < my_chunks) {
-              load_chunk(kgroup + prefetch * kWarpsK, static_cast<int>(prefetch % kStages));
-            }
-            tc::CpAsyncCommit();
-            compute_chunk(static_cast<int>(i % kStages));
-          }
-          tc::CpAsyncWait<0>();
-          group_sync();  // the last stage is free before the next window refills it
+        for (int s = 0; s < kStages - 1; ++s) {
+          if (s < my_chunks) load_chunk(kgroup + static_cast<int64_t>(s) * kWarpsK, s);
+          tc::CpAsyncCommit();
         }
+        for (int64_t i = 0; i < my_chunks; ++i) {
+          tc::CpAsyncWait<kStages - 2>();
+          group_sync();
+          const int64_t prefetch = i + kStages - 1;
+          if (prefetch < my_chunks) {
+            load_chunk(kgroup + prefetch * kWarpsK, static_cast<int>(prefetch % kStages));
+          }
+          tc::CpAsyncCommit();
+          compute_chunk(static_cast<int>(i % kStages));
+        }
+        tc::CpAsyncWait<0>();
+        group_sync();  // the last stage is free before the next window refills it
       }
 
       const int m_base = warp_m * Tiling::kWM;
@@ -642,49 +552,20 @@ __global__ void __launch_bounds__(
           }
       }
       // The next tile refills the stages (and the reduction buffer) that others may still read.
-      // With TMA the refill is an async-proxy write over this tile's generic writes (the
-      // reduction buffer): each writer orders its own before the barrier.
-      if constexpr (kTma) tma::FenceProxyAsyncShared();
       __syncthreads();
     }
   }
 }
 
-// The kTma kernels' tensor maps; false (launch nothing) where the copy engine cannot take this
-// problem: no sm_90 device, coordinates beyond int32, or a layout the driver rejects.
-template <typename Elem, int kBs>
-bool EncodeTmaMaps(const BsmmArgs& args, TmaMaps& maps) {
-  if (!tma::HasTensorMemoryAccelerator()) return false;
-  const uint64_t w_rows = static_cast<uint64_t>(args.groups) * args.nnz * kBs;
-  if (args.a_cols > INT32_MAX || args.a_rows > INT32_MAX || args.groups > INT32_MAX ||
-      w_rows > INT32_MAX) {
-    return false;
-  }
-  constexpr bool kBf16 = std::is_same_v<Elem, __nv_bfloat16>;
-  const uint64_t a_dims[3] = {static_cast<uint64_t>(args.a_cols), static_cast<uint64_t>(args.a_rows),
-                              static_cast<uint64_t>(args.groups)};
-  const uint64_t a_strides[2] = {a_dims[0] * sizeof(Elem), a_dims[0] * a_dims[1] * sizeof(Elem)};
-  const uint32_t box[3] = {32, 32, 1};
-  const uint64_t w_dims[2] = {kBs, w_rows};
-  const uint64_t w_strides[1] = {kBs * sizeof(Elem)};
-  return tma::EncodeSwizzled64(&maps.a, kBf16, 3, args.a, a_dims, a_strides, box) &&
-         tma::EncodeSwizzled64(&maps.w, kBf16, 2, args.w, w_dims, w_strides, box);
-}
-
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages, bool kConv, bool kSwizzle = false, bool kTma = false>
+          int kStages, bool kConv, bool kSwizzle = false>
 cudaError_t LaunchTc(const BsmmArgs& args, const ConvGather& conv, bool out_f32,
                      cudaStream_t stream) {
-  using Tiling =
-      TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle, kTma>;
-  auto kernel = BsmmTcKernel<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kConv,
-                             kSwizzle, kTma>;
+  using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>;
+  auto kernel =
+      BsmmTcKernel<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kConv, kSwizzle>;
   const int64_t grid_x = args.out_blocks * Tiling::kNSplit;
   if (grid_x > kMaxGridX) return cudaErrorNotSupported;
-  TmaMaps maps{};
-  if constexpr (kTma) {
-    if (!EncodeTmaMaps<typename Tiling::Elem, kBs>(args, maps)) return cudaErrorNotSupported;
-  }
   constexpr int kSmem = Tiling::kSmemBytes;
   static_assert(kSmem <= 227 * 1024, "shared memory per block");
   if constexpr (kSmem > 48 * 1024) {
@@ -698,7 +579,7 @@ cudaError_t LaunchTc(const BsmmArgs& args, const ConvGather& conv, bool out_f32,
   const dim3 grid(static_cast<unsigned>(grid_x),
                   static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
                   static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
-  kernel<<<grid, Tiling::kThreads, kSmem, stream>>>(args, conv, row_tiles, out_f32, maps);
+  kernel<<<grid, Tiling::kThreads, kSmem, stream>>>(args, conv, row_tiles, out_f32);
   return cudaSuccess;
 }
 
@@ -709,12 +590,6 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
   if (args.rows <= 32) {
     // W-streaming regime: 4 single-warp k-groups over a 32-row tile.
     if constexpr (kHalf && kBs >= 32 && !kConv) {
-      // Experiment (v5, not yet measured): the same stages filled by the copy engine.
-      if (ExperimentEnabled("tma")) {
-        const cudaError_t status = LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 4, kConv, true, true>(
-            args, conv, out_f32, stream);
-        if (status != cudaErrorNotSupported) return status;
-      }
       // Swizzled unpadded stages: one more stage in flight at the same 3 CTAs per SM, 1.6x at
       // seed d = 1/4 (benchmarks/NOTES.md, v3a).
       return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
@@ -724,9 +599,11 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
                                                                            stream);
   }
   if constexpr (kHalf && kBs >= 32 && !kConv) {
-    // Experiment (v5d, not yet measured): W streaming up to 64 rows (4 single-warp k-groups
-    // over a 64-row tile, 2 CTAs per SM), where the row-tiled regime wastes half its 128 rows.
-    if (args.rows <= 64 && ExperimentEnabled("stream64")) {
+    // W streaming up to 64 rows (4 single-warp k-groups over a 64-row tile), where the
+    // row-tiled regime wastes half its 128 rows: 1.5x at M = 64, d = 1/4 and 1/16 (NOTES, v5d).
+    // Columns averaging fewer than 16 blocks leave the four k-groups a chunk or two each, and
+    // there it measured slower (19 -> 27 us at d = 1/64), so they stay row-tiled.
+    if (args.rows <= 64 && args.nnz >= 16 * args.out_blocks) {
       return LaunchTc<kKind, kBs, kTransW, 64, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
                                                                         stream);
     }

@@ -296,14 +296,16 @@ cudaError_t Launch(const BsmmArgs& args, const HaloGeometry& geo, bool transpose
   return cudaSuccess;
 }
 
-// --- filter gradient (experiment `conv_dw_halo`) ---------------------------------------------
+// --- filter gradient -------------------------------------------------------------------------
 // dw[g, k, t] = sum over output positions p of x[src(p, t), block i_k].T @ dy[p, block j_k], with
-// the forward geometry. A CTA owns one block pair k and walks every tile of output positions;
-// per tile it stages x's halo for block-row i_k and dy's tile for block-column j_k, and warp t
-// accumulates tap t's 32 x 32 block over the tile (mma A = the halo rows of tap t, transposed;
-// B = dy's rows), so x crosses L2 once per (block, tile) instead of once per (block, tap, tile),
-// and the result needs no cross-CTA reduction: deterministic, no atomics. Positions past the
-// tile's end read dy as zero (and halo row 0).
+// the forward geometry. A CTA owns one block pair k and one segment of the tiles of output
+// positions; per tile it stages x's halo for block-row i_k and dy's tile for block-column j_k,
+// and warp t accumulates tap t's 32 x 32 block over the tile (mma A = the halo rows of tap t,
+// transposed; B = dy's rows), so x crosses L2 once per (block, tile) instead of once per
+// (block, tap, tile). One segment per block pair left a CTA per SM walking hundreds of tiles
+// with a single tile in flight (1107 us on the issue's config, NOTES v5c); with several, the
+// segments' float sums are added in segment order by AddSegments: deterministic, no atomics.
+// Positions past the tile's end read dy as zero (and halo row 0).
 constexpr int kDwWarps = kMaxTaps;  // warp t owns tap t
 constexpr int kDwThreads = 32 * kDwWarps;
 constexpr int kDyElems = kTM * kPitch;
@@ -333,7 +335,10 @@ __global__ void __launch_bounds__(kDwThreads)
   const bool valid = i >= 0 && i < args.x_cols / kBs && j >= 0 && j < args.dy_cols / kBs;
   const int64_t x_col = valid ? static_cast<int64_t>(i) * kBs : 0;
   const int64_t dy_col = valid ? static_cast<int64_t>(j) * kBs : 0;
-  const int64_t tiles = args.dy_rows / (static_cast<int64_t>(ho) * wo) * geo.tiles_per_slice;
+  const int64_t all_tiles = args.dy_rows / (static_cast<int64_t>(ho) * wo) * geo.tiles_per_slice;
+  const int64_t segment = blockIdx.z;
+  const int64_t first_tile = all_tiles * segment / args.segments;
+  const int64_t tiles = all_tiles * (segment + 1) / args.segments - first_tile;
   const int offset = warp < taps ? TapOffset(geo, warp) : 0;
 
   // Halo row (tap 0) of the tile position this lane addresses in the A fragments of k-step s:
@@ -350,7 +355,8 @@ __global__ void __launch_bounds__(kDwThreads)
     const Elem* x_g = x + g * args.x_rows * args.x_cols;
     const Elem* dy_g = dy + g * args.dy_rows * args.dy_cols;
 
-    auto load_tile = [&](int64_t tile, int stage) {
+    auto load_tile = [&](int64_t local_tile, int stage) {
+      const int64_t tile = first_tile + local_tile;
       Elem* halo_stage = smem + stage * kDwStageElems;
       Elem* dy_stage = halo_stage + kHaloElems;
       const int64_t slice = tile / geo.tiles_per_slice;  // n * Do + od
@@ -429,11 +435,41 @@ __global__ void __launch_bounds__(kDwThreads)
     tc::CpAsyncWait<0>();
 
     if (warp < taps) {
-      tc::StoreWarpTile32(
-          static_cast<Out*>(args.out) + ((g * args.nnz + k) * taps + warp) * (kBs * kBs), acc,
-          lane);
+      const int64_t block = ((g * args.nnz + k) * taps + warp) * (kBs * kBs);
+      if (args.segments > 1) {
+        const int64_t segment_stride = args.groups * args.nnz * taps * (kBs * kBs);
+        tc::StoreWarpTile32(args.partials + segment * segment_stride + block, acc, lane);
+      } else {
+        tc::StoreWarpTile32(static_cast<Out*>(args.out) + block, acc, lane);
+      }
     }
     __syncthreads();  // the next group restages the same memory
+  }
+}
+
+// out[e] = sum over s of partials[s][e], s ascending, four elements per thread.
+template <typename Out>
+__global__ void AddSegments(const float* __restrict__ partials, Out* __restrict__ out,
+                            int64_t quads, int32_t segments) {
+  const int64_t stride = static_cast<int64_t>(gridDim.x) * blockDim.x;
+  for (int64_t q = blockIdx.x * static_cast<int64_t>(blockDim.x) + threadIdx.x; q < quads;
+       q += stride) {
+    float4 sum = reinterpret_cast<const float4*>(partials)[q];
+    for (int32_t s = 1; s < segments; ++s) {
+      const float4 part = reinterpret_cast<const float4*>(partials)[s * quads + q];
+      sum.x += part.x;
+      sum.y += part.y;
+      sum.z += part.z;
+      sum.w += part.w;
+    }
+    if constexpr (std::is_same_v<Out, float>) {
+      reinterpret_cast<float4*>(out)[q] = sum;
+    } else {
+      uint2 packed;
+      packed.x = tc::PackPair<Out>(sum.x, sum.y);
+      packed.y = tc::PackPair<Out>(sum.z, sum.w);
+      reinterpret_cast<uint2*>(out)[q] = packed;
+    }
   }
 }
 
@@ -446,8 +482,18 @@ cudaError_t LaunchDw(const ConvDwArgs& args, const HaloGeometry& geo, cudaStream
     return cudaErrorNotSupported;
   }
   const dim3 grid(static_cast<unsigned>(args.nnz),
-                  static_cast<unsigned>(std::min<int64_t>(args.groups, kMaxGridY)));
+                  static_cast<unsigned>(std::min<int64_t>(args.groups, kMaxGridY)),
+                  static_cast<unsigned>(args.segments));
   kernel<<<grid, kDwThreads, kDwSmemBytes, stream>>>(args, geo);
+  if (args.segments > 1) {
+    // Every block is 32 x 32, so the element count is a multiple of 4.
+    const int64_t quads = args.groups * args.nnz * geo.taps * (kBs * kBs) / 4;
+    constexpr int kAddThreads = 256;
+    const int64_t add_blocks = std::min<int64_t>((quads + kAddThreads - 1) / kAddThreads,
+                                                 int64_t{8} * MultiprocessorCount());
+    AddSegments<Out><<<static_cast<unsigned>(add_blocks), kAddThreads, 0, stream>>>(
+        args.partials, static_cast<Out*>(args.out), quads, args.segments);
+  }
   return cudaSuccess;
 }
 
@@ -505,8 +551,9 @@ cudaError_t LaunchConvDwHaloTensorCore(ElementType input, ElementType output,
   const bool out_ok = output == input || output == ElementType::kF32;
   HaloGeometry geo{};
   if (!half || !out_ok || args.block_size != kBs || conv.transposed || args.nnz > 2147483647 ||
-      !Aligned16(args.x) || !Aligned16(args.dy) || !Aligned16(args.out) ||
-      !MakeHaloGeometry(conv, geo)) {
+      args.segments < 1 || args.segments > kMaxConvDwSegments ||
+      (args.segments > 1 && !Aligned16(args.partials)) || !Aligned16(args.x) ||
+      !Aligned16(args.dy) || !Aligned16(args.out) || !MakeHaloGeometry(conv, geo)) {
     return cudaErrorNotSupported;
   }
   const bool out_f32 = output == ElementType::kF32;

@@ -14,7 +14,10 @@ namespace jbs {
 cudaError_t LaunchConvHaloTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
                                      const ConvGather& conv, cudaStream_t stream);
 
-// jbs_conv_dw on CUDA (experiment `conv_dw_halo`, chosen on the Python side):
+// The most segments jbs_conv_dw_halo splits a filter gradient's output positions into.
+constexpr int32_t kMaxConvDwSegments = 64;
+
+// jbs_conv_dw_halo (chosen on the Python side where halo_filter_grad_applies):
 // out[g, k, t] = sum_p x[g, src(p, t), i_k block].T @ dy[g, p, j_k block] with the forward
 // geometry of `conv` (transposed = false, out_spatial = dy's spatial shape).
 struct ConvDwArgs {
@@ -22,6 +25,11 @@ struct ConvDwArgs {
   const void* dy;         // (groups, dy_rows, dy_cols), dy_rows = batch * Do * Ho * Wo
   const int32_t* coords;  // (nnz, 2): (i_k, j_k)
   void* out;              // (groups, nnz, taps, bs, bs)
+  // segments > 1: the output positions are split into that many contiguous segments, each
+  // CTA's float sums go to partials (segments, groups, nnz, taps, bs, bs), and a second kernel
+  // adds them in segment order into out (deterministic: no atomics).
+  float* partials;
+  int32_t segments;
   int64_t groups;
   int64_t x_rows;
   int64_t x_cols;

@@ -17,7 +17,7 @@ namespace jbs {
 template <typename T, typename O, int kBs>
 cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream);
 
-// Experiment `sampled_short` (sampled_short_tensor_core.cu): persistent warps for rows <= 32,
+// sampled_short_tensor_core.cu: persistent warps for rows <= 32,
 // bs 32, T in {__nv_bfloat16, __half}, O in {T, float}. cudaErrorNotSupported, having launched
 // nothing, for anything else.
 template <typename T, typename O>
