@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build, GPU test suite, benchmark, sanitizers; examples on request.
-#   benchmarks/gpu_run.sh [all|test|bench|sanitize|examples|ab|abtest]...    (default: all)
+#   benchmarks/gpu_run.sh [all|test|bench|sanitize|examples|ab|abtest|profile|overhead]...
+#   (default: all)
 # ab: seed / conv timings with each kernel experiment (JBS_CUDA_EXPERIMENT) alone against the defaults,
 #     in the same build. abtest: the GPU tests and the sanitizers with all of them on. Neither is
 #     part of "all"; both come first, so that a call cut short still says whether they work.
@@ -70,6 +71,19 @@ if has sanitize; then
     timeout "${JBS_SANITIZE_TIMEOUT:-3000}" compute-sanitizer --tool $tool --error-exitcode 9 python3 benchmarks/sanitize_case.py > "$out/sanitize_$tool.log" 2>&1
     echo "compute-sanitizer $tool exit: $? ($(grep -c 'SUMMARY' "$out/sanitize_$tool.log") summaries: $(grep 'SUMMARY' "$out/sanitize_$tool.log" | head -1))"
   done
+fi
+if [[ " $steps " == *" profile "* ]]; then
+  # Nsight Compute on one launch of each benchmarked kernel; clocks left alone (device METHOD.md).
+  (cd benchmarks && timeout "${JBS_PROFILE_TIMEOUT:-600}" ncu --clock-control none \
+      --kernel-name regex:'BsmmTcKernel|SampledShortKernel|ConvHaloKernel|ConvDwHaloKernel|AddSegments' \
+      --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
+      --section LaunchStats --section SchedulerStats --section WarpStateStats \
+      python3 profile_case.py > "$out/ncu.txt" 2>&1)
+  echo "ncu exit: $? ($(grep -c 'Section: GPU Speed Of Light' "$out/ncu.txt") kernels profiled)"
+fi
+if [[ " $steps " == *" overhead "* ]]; then
+  # Per-product cost of chains of 1 / 16 / 64 products, with and without command buffers.
+  timeout "${JBS_OVERHEAD_TIMEOUT:-300}" python3 benchmarks/overhead_case.py 2>&1 | tee "$out/overhead.log"
 fi
 if [[ " $steps " == *" examples "* ]]; then
   # The two examples that issue 5 asks to run on the GPU; run from examples/ so that the

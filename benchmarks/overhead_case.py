@@ -1,0 +1,55 @@
+"""Where a benchmarked product's time goes beyond its kernel: per-product cost of dependent
+chains of 1, 16 and 64 products in one jit, ours and dense, at seed bf16 (M = 32) d = 1/4 and
+1/16. The slope between 16 and 64 is the marginal cost of one product on the device (kernel plus
+the gap before the next); the rest of a 16-chain's time is the per-call dispatch and sync that
+bench.py spreads over 16 products. Nsight Compute put the d = 1/4 kernel alone at 27.2 us and
+the d = 1/16 one at 11.9 us (NOTES, v5 profile), against 39-51 and 17-20 us per product in
+bench.py. Each setting of XLA_FLAGS runs in a process of its own (flags are read at start-up):
+the defaults, and command buffers (CUDA graphs) off.
+
+    python benchmarks/overhead_case.py            # from the repo root, after pip install
+"""
+import os
+import subprocess
+import sys
+
+SETTINGS = {"default XLA flags": "", "command buffers off": "--xla_gpu_enable_command_buffer="}
+
+
+def measure():
+    import numpy as np
+    import jax
+    import jax.numpy as jnp
+
+    import jax_blocksparse as jbs
+    from jax_blocksparse.timing import chained, median_seconds
+    sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+    from bench import random_mask
+
+    size = int(os.environ.get("JBS_OVERHEAD_SIZE", 12288))  # smaller for a CPU smoke run
+    rng = np.random.default_rng(1)
+    for density in (1 / 4, 1 / 16):
+        layout = jbs.Layout(random_mask(size // 32, density), 32)
+        w = jnp.asarray(rng.standard_normal(layout.w_shape) / np.sqrt(density * size), jnp.bfloat16)
+        x = jnp.asarray(rng.standard_normal((32, size)), jnp.bfloat16)
+        dense_w = layout.todense(w)
+        for name, product, weight in [("ours", lambda y, w: jbs.matmul(y, w, layout), w),
+                                      ("dense", lambda y, w: jnp.dot(y, w), dense_w)]:
+            per_call = {steps: median_seconds(chained(product, steps), x, weight, repeats=30) * 1e6
+                        for steps in (1, 16, 64)}
+            marginal = (per_call[64] - per_call[16]) / 48
+            fixed = per_call[16] - 16 * marginal
+            print(f"  d={density:<7.4g} {name:5s} per product: chain 1 {per_call[1]:7.1f} us, "
+                  f"chain 16 {per_call[16] / 16:6.1f} us, chain 64 {per_call[64] / 64:6.1f} us; "
+                  f"marginal {marginal:6.1f} us, per-call fixed {fixed:6.1f} us", flush=True)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) > 1 and sys.argv[1] == "--measure":
+        measure()
+    else:
+        for label, flags in SETTINGS.items():
+            print(f"{label} (XLA_FLAGS={flags!r}):", flush=True)
+            env = dict(os.environ, XLA_FLAGS=(os.environ.get("XLA_FLAGS", "") + " " + flags).strip())
+            subprocess.run([sys.executable, os.path.abspath(__file__), "--measure"], env=env,
+                           check=False)

@@ -1,0 +1,50 @@
+"""One launch of each kernel the issues' benchmarks time, for Nsight Compute
+(``benchmarks/gpu_run.sh profile``): seed bf16 matmul at d = 1/4 and 1/16 and sampled_matmul at
+d = 1/4 (M = 32), wide bf16 matmul at d = 1/4, and the issue's convolution (forward and filter
+gradient). Every product is compiled before anything runs, so that each kernel launches once.
+"""
+import os
+import sys
+
+# Without this, XLA takes most of the card up front and Nsight Compute saves and restores all of
+# it around every replay pass: 300 s were not enough for 6 kernels (session 4), 22 s are now.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import numpy as np
+import jax
+import jax.numpy as jnp
+
+import jax_blocksparse as jbs
+from bench import random_mask
+
+rng = np.random.default_rng(0)
+bf16 = jnp.bfloat16
+
+
+def normal(shape):
+    return jnp.asarray(rng.standard_normal(shape), bf16)
+
+
+cases = []
+for name, m, size, density in [("seed 1/4", 32, 12288, 1 / 4), ("seed 1/16", 32, 12288, 1 / 16),
+                               ("wide 1/4", 8192, 4096, 1 / 4)]:
+    layout = jbs.Layout(random_mask(size // 32, density), 32)
+    x, w = normal((m, size)), normal(layout.w_shape)
+    cases.append((f"{name} matmul", jax.jit(lambda x, w, l=layout: jbs.matmul(x, w, l)), (x, w)))
+    if name == "seed 1/4":
+        cases.append((f"{name} sampled_matmul",
+                      jax.jit(lambda x, l=layout: jbs.sampled_matmul(x, x, l)), (x,)))
+
+layout = jbs.Layout(random_mask(1024 // 32, 1 / 8), 32)
+x = normal((32, 32, 32, 1024))
+w = normal(jbs.conv_weight_shape(layout, (3, 3)))
+conv = lambda x, w: jbs.conv(x, w, layout)
+cases.append(("conv forward", jax.jit(conv), (x, w)))
+cases.append(("conv filter gradient",
+              jax.jit(lambda x, dy: jax.vjp(lambda w: conv(x, w), w)[1](dy)[0]), (x, x)))
+
+compiled = [(name, fn.lower(*args).compile(), args) for name, fn, args in cases]
+for name, fn, args in compiled:
+    print(name, file=sys.stderr, flush=True)
+    jax.block_until_ready(fn(*args))
+print("profile case done")
