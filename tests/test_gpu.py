@@ -105,6 +105,25 @@ def test_large_layout_with_long_column(rng):
     assert_close(dw, blocks_of(mask, 32, f64(x).T @ f64(x)), np.float32)
 
 
+@pytest.mark.parametrize("m", [7, 32])
+@pytest.mark.parametrize("out_dtype", [None, jnp.float32], ids=["same", "float32"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_short_sampled_over_long_rows(rng, m, out_dtype, dtype):
+    """sampled_matmul for M <= 32, bs 32 (the persistent-warp kernel) on a layout large enough
+    that each warp gets many blocks: long runs of one block-row, a row full but for one block, an
+    empty row and an empty column."""
+    mask = random_mask(rng, 40, 40, 0.3)
+    mask[3, :] = True
+    mask[4, :] = False
+    mask[:, 9] = False
+    layout = jbs.Layout(mask, 32)
+    x = _put(random_array(rng, (m, 1280), dtype))
+    dy = _put(random_array(rng, (m, 1280), dtype))
+    dw = jbs.sampled_matmul(x, dy, layout, preferred_element_type=out_dtype)
+    assert dw.dtype == (out_dtype or dtype)
+    assert_close(dw, blocks_of(mask, 32, f64(x).T @ f64(dy)), out_dtype or dtype, on_gpu=True)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16], ids=lambda d: np.dtype(d).name)
 def test_bitwise_determinism(rng, dtype):
     layout = jbs.Layout(random_mask(rng, 32, 32, 0.25), 32)

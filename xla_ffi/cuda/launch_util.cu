@@ -1,5 +1,8 @@
 #include "launch_util.h"
 
+#include <cstdlib>
+#include <string>
+
 namespace jbs {
 namespace {
 
@@ -44,6 +47,21 @@ cudaError_t OptInSharedMemory(const void* kernel, int bytes,
   err = cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes);
   if (err == cudaSuccess && bit != 0) done_devices.fetch_or(bit, std::memory_order_relaxed);
   return err;
+}
+
+bool ExperimentEnabled(std::string_view name) {
+  static const std::string flags = [] {
+    const char* value = std::getenv("JBS_CUDA_EXPERIMENT");
+    return std::string(value ? value : "");
+  }();
+  std::string_view rest = flags;
+  while (!rest.empty()) {
+    const size_t comma = rest.find(',');
+    if (rest.substr(0, comma) == name) return true;
+    if (comma == std::string_view::npos) break;
+    rest.remove_prefix(comma + 1);
+  }
+  return false;
 }
 
 }  // namespace jbs

@@ -7,6 +7,7 @@
 
 #include <atomic>
 #include <cstdint>
+#include <string_view>
 
 namespace jbs {
 
@@ -21,6 +22,12 @@ int ComputeCapabilityMajor();
 // GPUs needs it on each. `done_devices` is the caller's per-kernel record (one bit per device).
 cudaError_t OptInSharedMemory(const void* kernel, int bytes,
                               std::atomic<uint64_t>& done_devices);
+
+// Whether JBS_CUDA_EXPERIMENT (a comma-separated list, read once per process) names `name`:
+// kernel variants still being measured are compiled into every build and stay off unless named,
+// so that one build can time them against the defaults (benchmarks/gpu_run.sh ab). Allocates
+// nothing after the first call.
+bool ExperimentEnabled(std::string_view name);
 
 }  // namespace jbs
 
