@@ -23,7 +23,7 @@ echo "build: $(( $(date +%s) - start )) s"
 (cd /tmp && python3 -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))")
 
 status=0
-experiments=${JBS_AB_EXPERIMENTS:-dw_hoist,sampled_rows}
+experiments=${JBS_AB_EXPERIMENTS:-dw_hoist,sampled_rows,conv_tap_groups}
 if [[ " $steps " == *" abtest "* ]]; then
   JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
   smoke=$?
@@ -45,7 +45,7 @@ if [[ " $steps " == *" abtest "* ]]; then
 fi
 if [[ " $steps " == *" ab "* ]]; then
   # Each experiment alone against the defaults, on the configurations it changes.
-  for setting in "":"seed conv" dw_hoist:conv sampled_rows:seed; do
+  for setting in "":"seed conv" dw_hoist:conv sampled_rows:seed conv_tap_groups:conv; do
     name=${setting%%:*}
     echo "JBS_CUDA_EXPERIMENT='$name'"
     JBS_CUDA_EXPERIMENT=$name timeout 300 python3 benchmarks/bench.py --quick --no-peers \

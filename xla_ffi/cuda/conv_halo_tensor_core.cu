@@ -44,10 +44,8 @@ constexpr int kHaloElems = kMaxHalo * kPitch;
 constexpr int kTapElems = kBs * kPitch;
 constexpr int kStageElems = kHaloElems + kMaxTaps * kTapElems;
 constexpr int kSmemBytes = kStages * kStageElems * 2;
-constexpr int kHaloSlots = kMaxHalo * kUnits / kThreads;  // halo copies per thread per stage
 constexpr int64_t kMaxGridY = 65535;
-static_assert(kMaxHalo * kUnits % kThreads == 0 && kBs * kUnits == kThreads,
-              "each thread copies one unit of every tap");
+static_assert(kBs * kUnits == kThreads, "each thread of a tap group copies one unit of a tap");
 static_assert(kSmemBytes <= 227 * 1024, "shared memory per block");
 
 struct HaloGeometry {
@@ -87,9 +85,17 @@ __device__ __forceinline__ int64_t HaloSourceRow(const HaloGeometry& geo, int po
   return ((n * geo.a_spatial[0] + src[0]) * geo.a_spatial[1] + src[1]) * geo.a_spatial[2] + src[2];
 }
 
-template <typename Elem>
-__global__ void __launch_bounds__(kThreads)
+// kTapGroups = 2 (experiment `conv_tap_groups`): two groups of 4 warps share a CTA's stages and
+// output tile, group q multiplying taps q, q + 2, ...; group 1 hands its sums to group 0 through
+// shared memory at the tile's end, in a fixed order. Nsight put the one-group kernel at 2 CTAs
+// (8 warps) per SM, limited by its 87 KB of stages, issuing 0.43 instructions per scheduler-cycle
+// with 2 warps each: latency-bound. Two groups double the warps at the same shared memory.
+template <typename Elem, int kTapGroups>
+__global__ void __launch_bounds__(kThreads * kTapGroups)
     ConvHaloKernel(BsmmArgs args, HaloGeometry geo, bool transposed, bool out_f32) {
+  constexpr int kCtaThreads = kThreads * kTapGroups;
+  constexpr int kHaloSlots = kMaxHalo * kUnits / kCtaThreads;  // halo copies per thread per stage
+  static_assert(kMaxHalo * kUnits % kCtaThreads == 0);
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Elem* smem = reinterpret_cast<Elem*>(smem_raw);
   __shared__ int tap_offset[kMaxTaps];  // halo rows between tap t's window and the halo start
@@ -107,7 +113,8 @@ __global__ void __launch_bounds__(kThreads)
 
   const int tid = static_cast<int>(threadIdx.x);
   const int lane = tid & 31;
-  const int warp = tid >> 5;
+  const int tap_group = kTapGroups == 1 ? 0 : tid / kThreads;
+  const int warp = (kTapGroups == 1 ? tid : tid % kThreads) >> 5;  // positions [32 warp, +32)
   const int lg = lane >> 2;
   const int lt = lane & 3;
 
@@ -136,7 +143,7 @@ __global__ void __launch_bounds__(kThreads)
       int64_t halo_src[kHaloSlots];
 #pragma unroll
       for (int j = 0; j < kHaloSlots; ++j) {
-        const int idx = tid + j * kThreads;
+        const int idx = tid + j * kCtaThreads;
         const int pos = idx / kUnits;
         halo_src[j] = -1;
         if (pos < geo.halo_positions) {
@@ -154,7 +161,7 @@ __global__ void __launch_bounds__(kThreads)
         const int64_t a_col = valid ? static_cast<int64_t>(pair.x) * kBs : 0;
 #pragma unroll
         for (int j = 0; j < kHaloSlots; ++j) {
-          const int idx = tid + j * kThreads;
+          const int idx = tid + j * kCtaThreads;
           if (idx / kUnits >= geo.halo_positions) break;
           const bool live = valid && halo_src[j] >= 0;
           const Elem* src = live ? a_group + halo_src[j] + a_col : a;
@@ -162,11 +169,12 @@ __global__ void __launch_bounds__(kThreads)
               tc::SharedAddress(halo_stage + (idx / kUnits) * kPitch + (idx % kUnits) * 8), src,
               live);
         }
-        // Thread tid copies unit (tid % 4) of row (tid / 4) of every tap's block, verbatim.
-        const int row = tid / kUnits;
+        // Thread tid of tap group q copies unit (tid % 4) of row (tid / 4) % 32 of taps q,
+        // q + kTapGroups, ..., verbatim.
+        const int row = (kTapGroups == 1 ? tid : tid % kThreads) / kUnits;
         const int unit = tid % kUnits;
         const Elem* block = w_group + (valid ? static_cast<int64_t>(pair.y) * taps : 0) * (kBs * kBs);
-        for (int t = 0; t < taps; ++t) {
+        for (int t = tap_group; t < taps; t += kTapGroups) {
           tc::CpAsync16(
               tc::SharedAddress(w_stage + t * kTapElems + row * kPitch + unit * 8),
               valid ? block + (t * kBs + row) * kBs + unit * 8 : w, valid);
@@ -197,7 +205,7 @@ __global__ void __launch_bounds__(kThreads)
         const Elem* w_stage = halo_stage + kHaloElems;
         const int mi = lane >> 3;
         const int rr = lane & 7;
-        for (int t = 0; t < taps; ++t) {
+        for (int t = tap_group; t < taps; t += kTapGroups) {
           const int offset = tap_offset[t];
           const Elem* w_tap = w_stage + t * kTapElems;
 #pragma unroll
@@ -248,10 +256,43 @@ __global__ void __launch_bounds__(kThreads)
       }
       tc::CpAsyncWait<0>();
 
+      if constexpr (kTapGroups == 2) {
+        // Group 1's sums cross over the (now idle) stages; group 0 adds them to its own.
+        constexpr int kRedStride = kBs + 4;
+        static_assert(kTM * kRedStride * 4 <= kStageElems * 2, "the sums fit in a stage");
+        float2* red = reinterpret_cast<float2*>(smem_raw);
+        // The pair of sums at (mt, h, nt) of this lane's fragment, as the accumulators hold it.
+        auto cell = [&](int mt, int h, int nt) {
+          return red + ((warp * 32 + mt * 16 + lg + 8 * h) * kRedStride + nt * 8 + 2 * lt) / 2;
+        };
+        auto cross = [&](bool add) {
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+            for (int h = 0; h < 2; ++h)
+#pragma unroll
+              for (int nt = 0; nt < 4; ++nt) {
+                float* pair = &acc[mt][nt][2 * h];
+                if (add) {
+                  const float2 other = *cell(mt, h, nt);
+                  pair[0] += other.x;
+                  pair[1] += other.y;
+                } else {
+                  *cell(mt, h, nt) = make_float2(pair[0], pair[1]);
+                }
+              }
+        };
+        if (tap_group == 1) cross(/*add=*/false);
+        __syncthreads();
+        if (tap_group == 0) cross(/*add=*/true);
+        __syncthreads();  // the next tile's first copies overwrite the sums
+      }
+
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
         for (int h = 0; h < 2; ++h) {
+          if (tap_group != 0) break;
           const int r = warp * 32 + mt * 16 + lg + 8 * h;
           const int oh_local = r / wo;
           const int oh = oh0 + oh_local;
@@ -280,10 +321,11 @@ bool Aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer
 template <typename Elem>
 cudaError_t Launch(const BsmmArgs& args, const HaloGeometry& geo, bool transposed, bool out_f32,
                    cudaStream_t stream) {
-  auto kernel = ConvHaloKernel<Elem>;
-  static std::atomic<uint64_t> done_devices{0};
-  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), kSmemBytes, done_devices) !=
-      cudaSuccess) {
+  const bool two_groups = ExperimentEnabled("conv_tap_groups");
+  auto kernel = two_groups ? ConvHaloKernel<Elem, 2> : ConvHaloKernel<Elem, 1>;
+  static std::atomic<uint64_t> done_devices[2] = {0, 0};
+  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), kSmemBytes,
+                        done_devices[two_groups]) != cudaSuccess) {
     return cudaErrorNotSupported;
   }
   const int64_t tiles =
@@ -292,7 +334,8 @@ cudaError_t Launch(const BsmmArgs& args, const HaloGeometry& geo, bool transpose
   const dim3 grid(static_cast<unsigned>(args.out_blocks),
                   static_cast<unsigned>(std::min(tiles, kMaxGridY)),
                   static_cast<unsigned>(std::min<int64_t>(args.groups, kMaxGridY)));
-  kernel<<<grid, kThreads, kSmemBytes, stream>>>(args, geo, transposed, out_f32);
+  kernel<<<grid, kThreads * (two_groups ? 2 : 1), kSmemBytes, stream>>>(args, geo, transposed,
+                                                                       out_f32);
   return cudaSuccess;
 }
 
