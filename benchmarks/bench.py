@@ -227,20 +227,26 @@ def configurations(quick):
 
 
 def main():
+    global STEPS
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the Watts-Strogatz repeats")
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--only", nargs="*", default=None, help="configs to run: seed seed64 wide small conv")
     parser.add_argument("--dtype", default=None, help="run only this dtype")
+    parser.add_argument("--steps", type=int, default=STEPS,
+                        help="dependent products per timed chain (default 16); more spreads the "
+                             "per-call dispatch thinner, for both sides")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
+    default_steps, STEPS = STEPS, args.steps
     device = jax.devices()[0]
     print(f"device: {device.device_kind}  jax {jax.__version__}  cuda kernels: "
           f"{jbs.kernels_available('cuda')}", flush=True)
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", device.device_kind).strip("-").lower()
     os.makedirs(args.out, exist_ok=True)
     partial = args.only or args.dtype or args.quick
-    path = os.path.join(args.out, f"{gpu}{'-partial' if partial else ''}.json")
+    suffix = ("-partial" if partial else "") + (f"-steps{STEPS}" if STEPS != default_steps else "")
+    path = os.path.join(args.out, f"{gpu}{suffix}.json")
     records = []
 
     def save():
