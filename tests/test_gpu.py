@@ -93,6 +93,30 @@ def test_weight_stack_runs_as_one_group_launch(rng):
         assert_close(dws[b], blocks_of(layout.mask, 16, f64(x).T @ f64(dy[b])), np.float32)
 
 
+@pytest.mark.parametrize("m", [20, 48])
+def test_16_bit_kernels_over_a_weight_stack(rng, m):
+    """vmap over w and over dy: one launch over 3 groups of the <= 32 / <= 64-row W-streaming
+    kernels and of the short sampled kernel (bs 32, bf16), on a layout whose columns hold >= 16
+    blocks, so that M = 48 takes the 64-row tile."""
+    mask = np.ones((20, 3), bool)
+    mask[7, :] = False  # an empty block-row
+    mask[2, 0] = False
+    layout = jbs.Layout(mask, 32)
+    assert layout.nnz >= 16 * 3
+    C, N = layout.shape
+    ws = _put(random_array(rng, (3, *layout.w_shape), jnp.bfloat16))
+    x = _put(random_array(rng, (m, C), jnp.bfloat16))
+    dys = _put(random_array(rng, (3, m, N), jnp.bfloat16))
+    ys = jax.vmap(lambda w: jbs.matmul(x, w, layout))(ws)
+    dxs = jax.vmap(lambda dy, w: jbs.matmul_t(dy, w, layout))(dys, ws)
+    dws = jax.vmap(lambda dy: jbs.sampled_matmul(x, dy, layout))(dys)
+    for b in range(3):
+        Wd = dense_weight(mask, 32, f64(ws[b]))
+        assert_close(ys[b], f64(x) @ Wd, jnp.bfloat16, on_gpu=True)
+        assert_close(dxs[b], f64(dys[b]) @ Wd.T, jnp.bfloat16, on_gpu=True)
+        assert_close(dws[b], blocks_of(mask, 32, f64(x).T @ f64(dys[b])), jnp.bfloat16, on_gpu=True)
+
+
 def test_large_layout_with_long_column(rng):
     mask = random_mask(rng, 48, 48, 1 / 8)
     mask[:, 7] = True
