@@ -82,10 +82,12 @@ __global__ void __launch_bounds__(kWarps * 32)
       const bool copy_a = starts_run(n);
       const int32_t i = __ldg(args.coords + 2 * k);
       const int32_t j = __ldg(args.coords + 2 * k + 1);
-      // Each slice's validity is its own coordinate's, so that a run's a slice is right for
-      // every block of the run whatever their j.
-      const bool ok_a = i >= 0 && i < args.a_cols / kBs;
-      const bool ok_b = j >= 0 && j < args.b_cols / kBs;
+      // kRowRuns: each slice's validity is its own coordinate's, so that a run's a slice is
+      // right for every block of the run whatever their j.
+      const bool i_ok = i >= 0 && i < args.a_cols / kBs;
+      const bool j_ok = j >= 0 && j < args.b_cols / kBs;
+      const bool ok_a = kRowRuns ? i_ok : i_ok && j_ok;
+      const bool ok_b = kRowRuns ? j_ok : i_ok && j_ok;
       const uint32_t stage = ring + static_cast<uint32_t>((n % kStages) * kStageBytes);
 #pragma unroll
       for (int p = 0; p < kPacketsPerLane; ++p) {
@@ -103,7 +105,7 @@ __global__ void __launch_bounds__(kWarps * 32)
     };
 
     // a's fragments of the current run (kRowRuns), for both k-steps.
-    uint32_t af_run[2][2][4];
+    uint32_t af_run[kRowRuns ? 2 : 1][2][4];
 #pragma unroll
     for (int n = 0; n < kStages - 1; ++n) {
       if (n < count) issue(n);
@@ -119,7 +121,6 @@ __global__ void __launch_bounds__(kWarps * 32)
 
       const uint32_t a_tile = ring + static_cast<uint32_t>((n % kStages) * kStageBytes);
       const uint32_t b_tile = a_tile + kSlotBytes;
-      const bool load_a = starts_run(n);
       float acc[2][4][4];
 #pragma unroll
       for (int mi = 0; mi < 2; ++mi)
@@ -129,11 +130,8 @@ __global__ void __launch_bounds__(kWarps * 32)
           for (int c = 0; c < 4; ++c) acc[mi][ni][c] = 0.f;
       // out = a_slice.T @ b_slice: the mma A operand is a's slice transposed and B is b's
       // slice, both stored reduction-major, so both fragments come from ldmatrix.trans.
-#pragma unroll
-      for (int step = 0; step < 2; ++step) {
-        if (step >= ksteps) break;
+      auto multiply_step = [&](int step, uint32_t (&af)[2][4], bool load_a) {
         const int kb = step * 16;
-        uint32_t (&af)[2][4] = af_run[step];
         uint32_t bf[4][2];
         if (load_a) {
 #pragma unroll
@@ -157,6 +155,19 @@ __global__ void __launch_bounds__(kWarps * 32)
           for (int ni = 0; ni < 4; ++ni) {
             tc::Mma16<T>(acc[mi][ni], af[mi], bf[ni]);
           }
+      };
+      if constexpr (kRowRuns) {
+        // Unrolled, so that the run's fragments stay in registers.
+        const bool load_a = starts_run(n);
+#pragma unroll
+        for (int step = 0; step < 2; ++step) {
+          if (step < ksteps) multiply_step(step, af_run[step], load_a);
+        }
+      } else {
+        for (int step = 0; step < ksteps; ++step) {
+          uint32_t af[2][4];
+          multiply_step(step, af, /*load_a=*/true);
+        }
       }
 
       tc::StoreWarpTile32(out_g + block(n) * (kBs * kBs), acc, lane);
