@@ -38,6 +38,17 @@ def watts_strogatz_mask(blocks, density, seed=0):
     return mask
 
 
+def barabasi_albert_mask(blocks, density, seed=0):
+    """Scale-free: a few hub block-rows and -columns hold many blocks (the long lists that
+    the split_columns experiment cuts)."""
+    m = max(1, int(round(density * blocks / 2)))
+    return jbs.patterns.barabasi_albert(blocks, m, seed=seed)
+
+
+MASKS = {"random": random_mask, "watts_strogatz": watts_strogatz_mask,
+         "barabasi_albert": barabasi_albert_mask}
+
+
 def chain_square(product):
     """y <- product(y), STEPS times: each step needs the last one's output."""
     return chained(product, STEPS)
@@ -115,7 +126,7 @@ def block_mask(layout):
 
 
 def bench_config(config, m, size, bs, density, dtype_name, precision, layout_kind, with_peers):
-    mask = (watts_strogatz_mask if layout_kind == "watts_strogatz" else random_mask)(size // bs, density)
+    mask = MASKS[layout_kind](size // bs, density)
     layout = jbs.Layout(mask, bs)
     dtype = jnp.dtype(dtype_name)
     rng = np.random.default_rng(1)
@@ -224,6 +235,7 @@ def configurations(quick):
     yield from (("small", 2048, 4096, bs, 1 / 8, "bfloat16", "default", "random") for bs in (16, 8))
     if not quick:
         yield from (("seed", 32, 12288, 32, d, "bfloat16", "default", "watts_strogatz") for d in seed_d)
+        yield from (("seed", 32, 12288, 32, d, "bfloat16", "default", "barabasi_albert") for d in seed_d)
 
 
 def main():
@@ -233,6 +245,8 @@ def main():
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--only", nargs="*", default=None, help="configs to run: seed seed64 wide small conv")
     parser.add_argument("--dtype", default=None, help="run only this dtype")
+    parser.add_argument("--layout", default=None, choices=sorted(MASKS),
+                        help="run only this kind of layout (with --only seed: the repeats too)")
     parser.add_argument("--steps", type=int, default=STEPS,
                         help="dependent products per timed chain (default 16); more spreads the "
                              "per-call dispatch thinner, for both sides")
@@ -244,7 +258,7 @@ def main():
           f"{jbs.kernels_available('cuda')}", flush=True)
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", device.device_kind).strip("-").lower()
     os.makedirs(args.out, exist_ok=True)
-    partial = args.only or args.dtype or args.quick
+    partial = args.only or args.dtype or args.quick or args.layout
     suffix = ("-partial" if partial else "") + (f"-steps{STEPS}" if STEPS != default_steps else "")
     path = os.path.join(args.out, f"{gpu}{suffix}.json")
     records = []
@@ -257,7 +271,8 @@ def main():
                        "records": records}, f, indent=1)
 
     for config in configurations(args.quick):
-        if args.only and config[0] not in args.only or args.dtype and config[5] != args.dtype:
+        if (args.only and config[0] not in args.only or args.dtype and config[5] != args.dtype
+                or args.layout and config[7] != args.layout):
             continue
         records += bench_config(*config, with_peers=not args.no_peers)
         save()

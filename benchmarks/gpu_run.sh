@@ -44,12 +44,14 @@ if [[ " $steps " == *" abtest "* ]]; then
   done
 fi
 if [[ " $steps " == *" ab "* ]]; then
-  # Each experiment alone against the defaults, on the configurations it changes.
-  for setting in "":"seed conv" dw_hoist:conv sampled_rows:seed conv_tap_groups:conv; do
-    name=${setting%%:*}
-    echo "JBS_CUDA_EXPERIMENT='$name'"
-    JBS_CUDA_EXPERIMENT=$name timeout 300 python3 benchmarks/bench.py --quick --no-peers \
-        --only ${setting#*:} --dtype bfloat16 --out "/tmp/ab_${name:-default}" 2>&1 \
+  # Each experiment alone against the defaults, on the configurations it changes:
+  # experiment:configs[:layout], the layout kind where it is not the random one.
+  for setting in "":"seed conv" "":seed:barabasi_albert dw_hoist:conv sampled_rows:seed \
+                 conv_tap_groups:conv split_columns:seed:barabasi_albert; do
+    IFS=: read -r name configs layout <<< "$setting"
+    echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)}"
+    JBS_CUDA_EXPERIMENT=$name timeout 300 python3 benchmarks/bench.py --no-peers --only $configs \
+        --layout "${layout:-random}" --dtype bfloat16 --out "/tmp/ab_${name:-default}" 2>&1 \
         | grep -E "^(seed|conv)|Error" | tee -a "$out/ab_bench.log"
   done
 fi

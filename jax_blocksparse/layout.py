@@ -22,6 +22,47 @@ class BlockTable(NamedTuple):
     entries: np.ndarray  # (nnz, 2) int32
 
 
+class SplitTable(NamedTuple):
+    """A :class:`BlockTable` whose long output blocks are cut into segments.
+
+    The kernels take ``offsets`` (with the table's ``entries`` unchanged) as if each segment
+    were an output block of its own, so that no single CTA walks a hub's whole list; the
+    segments' partial sums are then added back: output block ``o`` is the sum over ``s`` of
+    segment ``gather[s, o]``, in the order of ``s``, where ``gather`` points past the last
+    segment (at a zero block) once ``o`` has no more segments.
+    """
+
+    offsets: np.ndarray  # (n_segments + 1,) int32
+    gather: np.ndarray   # (max segments per output block, n_out_blocks) int32
+
+
+# A list is cut when it is longer than both of these: twice the mean (a hub) and a floor below
+# which one CTA's list is short anyway.
+SPLIT_FACTOR_OVER_MEAN = 2
+SPLIT_MIN_ENTRIES = 32
+
+
+def split_long_lists(table: BlockTable) -> SplitTable | None:
+    """Cut the lists of ``table`` longer than ``max(2 * mean, 32)`` entries into that many at
+    most, of near-equal length; None when no list is that long."""
+    counts = np.diff(table.offsets.astype(np.int64))
+    if counts.size == 0:
+        return None
+    limit = max(SPLIT_FACTOR_OVER_MEAN * int(np.ceil(counts.mean())), SPLIT_MIN_ENTRIES)
+    if counts.max() <= limit:
+        return None
+    pieces = np.maximum(1, -(-counts // limit))  # segments per output block (empty: one)
+    bounds = [table.offsets[0:1].astype(np.int64)]
+    for start, count, n in zip(table.offsets[:-1].astype(np.int64), counts, pieces):
+        bounds.append(start + (count * np.arange(1, n + 1)) // n)
+    offsets = np.concatenate(bounds).astype(np.int32)
+    first = np.concatenate([[0], np.cumsum(pieces)[:-1]])
+    n_segments = int(pieces.sum())
+    gather = np.where(np.arange(pieces.max())[:, None] < pieces[None, :],
+                      first[None, :] + np.arange(pieces.max())[:, None], n_segments)
+    return SplitTable(_read_only(offsets), _read_only(gather.astype(np.int32)))
+
+
 def _read_only(array: np.ndarray) -> np.ndarray:
     array.setflags(write=False)
     return array
@@ -162,6 +203,14 @@ class Layout:
             rows, cols = self.coords[:, 0], self.coords[:, 1]
             return _compress(rows, cols, self._mask.shape[0])
         return self._cached("row_table", build)
+
+    def split_table(self, transpose: bool = False) -> SplitTable | None:
+        """:func:`split_long_lists` of the column table (``transpose``: the row table)."""
+        key = "split_row_table" if transpose else "split_column_table"
+        table = self.row_table if transpose else self.column_table
+        if key not in self._cache:  # None (nothing to cut) is cached too
+            self._cache[key] = split_long_lists(table)
+        return self._cache[key]
 
     @property
     def dense_index(self) -> np.ndarray:

@@ -44,13 +44,35 @@ CONV_DW_HALO_TARGET = "jbs_conv_dw_halo"
 
 def _ffi_bsmm(dense, w, *, layout, precision, out_dtype, transpose):
     groups, rows_m, _ = dense.shape
+    bs = layout.block_size
     table = layout.row_table if transpose else layout.column_table
-    out_shape = (groups, rows_m, (table.offsets.shape[0] - 1) * layout.block_size)
+    out_blocks = table.offsets.shape[0] - 1
+    out_shape = (groups, rows_m, out_blocks * bs)
     if layout.nnz == 0 or rows_m == 0 or groups == 0:  # nothing to reduce: skip the launch
         return jnp.zeros(out_shape, out_dtype)
-    call = jax.ffi.ffi_call(BSMM_TARGET, jax.ShapeDtypeStruct(out_shape, out_dtype))
-    return call(dense, w, jnp.asarray(table.offsets), jnp.asarray(table.entries),
-                transpose_w=bool(transpose), precision=np.int32(_PRECISION_CODE[precision]))
+    split = layout.split_table(transpose) if cuda_experiment_enabled("split_columns") else None
+    offsets = table.offsets if split is None else split.offsets
+    # Segments of a cut list are summed in float32 (float64 for float64), then rounded once.
+    call_dtype = out_dtype if split is None else np.promote_types(out_dtype, np.float32)
+    call_shape = (groups, rows_m, (offsets.shape[0] - 1) * bs)
+    call = jax.ffi.ffi_call(BSMM_TARGET, jax.ShapeDtypeStruct(call_shape, call_dtype))
+    out = call(dense, w, jnp.asarray(offsets), jnp.asarray(table.entries),
+               transpose_w=bool(transpose), precision=np.int32(_PRECISION_CODE[precision]))
+    if split is None:
+        return out
+    return _add_segments(out, split.gather, bs).astype(out_dtype)
+
+
+def _add_segments(parts, gather, bs):
+    """Output block o = the sum over s of segment gather[s, o] of ``parts`` (G, M, segments x bs),
+    s ascending: constant gathers and adds, so XLA fuses them without atomics."""
+    groups, rows_m, _ = parts.shape
+    parts = parts.reshape(groups, rows_m, -1, bs)
+    parts = jnp.concatenate([parts, jnp.zeros((groups, rows_m, 1, bs), parts.dtype)], axis=2)
+    total = jnp.take(parts, jnp.asarray(gather[0]), axis=2)
+    for row in gather[1:]:
+        total = total + jnp.take(parts, jnp.asarray(row), axis=2)
+    return total.reshape(groups, rows_m, gather.shape[1] * bs)
 
 
 def _ffi_sampled(x, dy, *, layout, precision, out_dtype):
