@@ -23,7 +23,7 @@ echo "build: $(( $(date +%s) - start )) s"
 (cd /tmp && python3 -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))")
 
 status=0
-experiments=${JBS_AB_EXPERIMENTS:-dw_hoist,sampled_rows,conv_tap_groups}
+experiments=${JBS_AB_EXPERIMENTS:-dw_hoist,sampled_rows,conv_tap_groups,split_columns}
 if [[ " $steps " == *" abtest "* ]]; then
   JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
   smoke=$?
@@ -32,7 +32,8 @@ if [[ " $steps " == *" abtest "* ]]; then
     echo "experiments smoke run failed or hung (exit $smoke):"; tail -n 15 "$out/ab_smoke.log"; exit 3
   fi
   (cd /tmp && JBS_CUDA_EXPERIMENT=$experiments timeout "${JBS_TEST_TIMEOUT:-3000}" python3 -m pytest \
-      "$repo/tests/test_gpu.py" "$repo/tests/test_products.py" "$repo/tests/test_conv.py" -q \
+      "$repo/tests/test_gpu.py" "$repo/tests/test_products.py" "$repo/tests/test_conv.py" \
+      "$repo/tests/test_split.py" -q \
       -p no:cacheprovider -rfE -x) \
       > "$out/ab_tests.log" 2>&1
   echo "tests with JBS_CUDA_EXPERIMENT=$experiments: exit $? $(tail -n 1 "$out/ab_tests.log")"
