@@ -129,13 +129,13 @@ def test_large_layout_with_long_column(rng):
     assert_close(dw, blocks_of(mask, 32, f64(x).T @ f64(x)), np.float32)
 
 
-@pytest.mark.parametrize("m", [7, 32])
+@pytest.mark.parametrize("m", [7, 32, 50])
 @pytest.mark.parametrize("out_dtype", [None, jnp.float32], ids=["same", "float32"])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_short_sampled_over_long_rows(rng, m, out_dtype, dtype):
-    """sampled_matmul for M <= 32, bs 32 (the persistent-warp kernel) on a layout large enough
-    that each warp gets many blocks: long runs of one block-row, a row full but for one block, an
-    empty row and an empty column."""
+    """sampled_matmul for M <= 32, bs 32 (the persistent-warp kernel; M = 50 in two row chunks
+    under sampled_short64) on a layout large enough that each warp gets many blocks: long runs of
+    one block-row, a row full but for one block, an empty row and an empty column."""
     mask = random_mask(rng, 40, 40, 0.3)
     mask[3, :] = True
     mask[4, :] = False

@@ -44,9 +44,13 @@ constexpr int64_t kMaxGridY = 65535;
 // fragments once per run of equal i, not once per block. Nsight put this kernel at 74% of L2
 // throughput with 99% hits (L2-bound, not DRAM-bound), and a's slices are a third of that
 // traffic (b's slices a third, the output a third).
-template <typename T, typename O, bool kRowRuns>
+//
+// kChunks = 2 (experiment `sampled_short64`): 33 to 64 rows, as two 32-row chunks per block, each
+// a ring stage of its own; the block's sums run on over both and are stored after the second.
+template <typename T, typename O, bool kRowRuns, int kChunks>
 __global__ void __launch_bounds__(kWarps * 32)
     SampledShortKernel(SampledArgs args, int64_t warps_total) {
+  static_assert(kChunks == 1 || !kRowRuns, "a run's fragments cover one chunk");
   extern __shared__ __align__(16) unsigned char smem[];
   const int lane = static_cast<int>(threadIdx.x) & 31;
   const int warp = static_cast<int>(threadIdx.x) >> 5;
@@ -68,16 +72,21 @@ __global__ void __launch_bounds__(kWarps * 32)
     return !kRowRuns || n == 0 || __ldg(pair) != __ldg(pair - 2);
   };
   // A 16-row k-step is skipped where all its rows are past the end (they are zero-filled).
-  const int ksteps = rows > 16 ? 2 : 1;
+  auto ksteps_of = [&](int chunk) { return rows - kMaxRows * chunk > 16 ? 2 : 1; };
+  const int ksteps = ksteps_of(0);
+  // Ring items: block n's chunk c is item n * kChunks + c.
+  const int64_t items = count * kChunks;
 
   for (int64_t g = blockIdx.y; g < args.groups; g += gridDim.y) {
     const T* a_g = a + g * rows * args.a_cols;
     const T* b_g = b + g * rows * args.b_cols;
     O* out_g = static_cast<O*>(args.out) + g * nnz * (kBs * kBs);
 
-    // Copies block n's two slices into stage n % kStages (zeros for rows past the end and for
+    // Copies item q's two slices into stage q % kStages (zeros for rows past the end and for
     // a corrupt coordinate, which then yields a zero block instead of an out-of-bounds read).
-    auto issue = [&](int64_t n) {
+    auto issue = [&](int64_t q) {
+      const int64_t n = q / kChunks;
+      const int row0 = kMaxRows * static_cast<int>(q % kChunks);
       const int64_t k = block(n);
       const bool copy_a = starts_run(n);
       const int32_t i = __ldg(args.coords + 2 * k);
@@ -88,17 +97,20 @@ __global__ void __launch_bounds__(kWarps * 32)
       const bool j_ok = j >= 0 && j < args.b_cols / kBs;
       const bool ok_a = kRowRuns ? i_ok : i_ok && j_ok;
       const bool ok_b = kRowRuns ? j_ok : i_ok && j_ok;
-      const uint32_t stage = ring + static_cast<uint32_t>((n % kStages) * kStageBytes);
+      const uint32_t stage = ring + static_cast<uint32_t>((q % kStages) * kStageBytes);
 #pragma unroll
       for (int p = 0; p < kPacketsPerLane; ++p) {
         const int idx = lane + 32 * p;
         const int r = idx / kPacketsPerRow;
-        const int q = idx % kPacketsPerRow;
-        const bool live_a = ok_a && r < rows;
-        const bool live_b = ok_b && r < rows;
-        const uint32_t offset = static_cast<uint32_t>((r * kPitch + q * 8) * 2);
-        const T* a_src = live_a ? a_g + r * args.a_cols + static_cast<int64_t>(i) * kBs + q * 8 : a;
-        const T* b_src = live_b ? b_g + r * args.b_cols + static_cast<int64_t>(j) * kBs + q * 8 : b;
+        const int unit = idx % kPacketsPerRow;
+        const int64_t row = row0 + r;
+        const bool live_a = ok_a && row < rows;
+        const bool live_b = ok_b && row < rows;
+        const uint32_t offset = static_cast<uint32_t>((r * kPitch + unit * 8) * 2);
+        const T* a_src =
+            live_a ? a_g + row * args.a_cols + static_cast<int64_t>(i) * kBs + unit * 8 : a;
+        const T* b_src =
+            live_b ? b_g + row * args.b_cols + static_cast<int64_t>(j) * kBs + unit * 8 : b;
         if (copy_a) tc::CpAsync16(stage + offset, a_src, live_a);
         tc::CpAsync16(stage + kSlotBytes + offset, b_src, live_b);
       }
@@ -107,27 +119,31 @@ __global__ void __launch_bounds__(kWarps * 32)
     // a's fragments of the current run (kRowRuns), for both k-steps.
     uint32_t af_run[kRowRuns ? 2 : 1][2][4];
 #pragma unroll
-    for (int n = 0; n < kStages - 1; ++n) {
-      if (n < count) issue(n);
+    for (int q = 0; q < kStages - 1; ++q) {
+      if (q < items) issue(q);
       tc::CpAsyncCommit();
     }
-    for (int64_t n = 0; n < count; ++n) {
+    float acc[2][4][4];
+    for (int64_t q = 0; q < items; ++q) {
       tc::CpAsyncWait<kStages - 2>();
-      // Every lane's copies of block n are visible, and every lane is past block n - 1, whose
+      // Every lane's copies of item q are visible, and every lane is past item q - 1, whose
       // stage the next issue refills.
       __syncwarp();
-      if (n + kStages - 1 < count) issue(n + kStages - 1);
+      if (q + kStages - 1 < items) issue(q + kStages - 1);
       tc::CpAsyncCommit();
 
-      const uint32_t a_tile = ring + static_cast<uint32_t>((n % kStages) * kStageBytes);
+      const int64_t n = q / kChunks;
+      const int chunk = static_cast<int>(q % kChunks);
+      const uint32_t a_tile = ring + static_cast<uint32_t>((q % kStages) * kStageBytes);
       const uint32_t b_tile = a_tile + kSlotBytes;
-      float acc[2][4][4];
+      if (chunk == 0) {
 #pragma unroll
-      for (int mi = 0; mi < 2; ++mi)
+        for (int mi = 0; mi < 2; ++mi)
 #pragma unroll
-        for (int ni = 0; ni < 4; ++ni)
+          for (int ni = 0; ni < 4; ++ni)
 #pragma unroll
-          for (int c = 0; c < 4; ++c) acc[mi][ni][c] = 0.f;
+            for (int c = 0; c < 4; ++c) acc[mi][ni][c] = 0.f;
+      }
       // out = a_slice.T @ b_slice: the mma A operand is a's slice transposed and B is b's
       // slice, both stored reduction-major, so both fragments come from ldmatrix.trans.
       auto multiply_step = [&](int step, uint32_t (&af)[2][4], bool load_a) {
@@ -164,13 +180,14 @@ __global__ void __launch_bounds__(kWarps * 32)
           if (step < ksteps) multiply_step(step, af_run[step], load_a);
         }
       } else {
-        for (int step = 0; step < ksteps; ++step) {
+        const int chunk_steps = kChunks == 1 ? ksteps : ksteps_of(chunk);
+        for (int step = 0; step < chunk_steps; ++step) {
           uint32_t af[2][4];
           multiply_step(step, af, /*load_a=*/true);
         }
       }
 
-      tc::StoreWarpTile32(out_g + block(n) * (kBs * kBs), acc, lane);
+      if (chunk == kChunks - 1) tc::StoreWarpTile32(out_g + block(n) * (kBs * kBs), acc, lane);
     }
     tc::CpAsyncWait<0>();
     __syncwarp();  // the next group's first issues refill stages this warp may still read
@@ -181,14 +198,18 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <typename T, typename O>
 cudaError_t LaunchSampledShortTensorCore(const SampledArgs& args, cudaStream_t stream) {
-  if (args.block_size != kBs || args.rows > kMaxRows || args.rows < 1) {
+  const bool two_chunks = args.rows > kMaxRows && ExperimentEnabled("sampled_short64");
+  if (args.block_size != kBs || args.rows > (two_chunks ? 2 : 1) * kMaxRows || args.rows < 1) {
     return cudaErrorNotSupported;
   }
-  const bool row_runs = ExperimentEnabled("sampled_rows");
-  auto kernel = row_runs ? SampledShortKernel<T, O, true> : SampledShortKernel<T, O, false>;
-  static std::atomic<uint64_t> done_devices[2] = {0, 0};
+  const bool row_runs = !two_chunks && ExperimentEnabled("sampled_rows");
+  auto kernel = two_chunks ? SampledShortKernel<T, O, false, 2>
+                : row_runs ? SampledShortKernel<T, O, true, 1>
+                           : SampledShortKernel<T, O, false, 1>;
+  const int variant = two_chunks ? 2 : row_runs ? 1 : 0;
+  static std::atomic<uint64_t> done_devices[3] = {0, 0, 0};
   const cudaError_t err = OptInSharedMemory(reinterpret_cast<const void*>(kernel), kSmemBytes,
-                                            done_devices[row_runs]);
+                                            done_devices[variant]);
   if (err != cudaSuccess) return err;
   // Enough warps to fill every SM at 3 CTAs, but no more than there are blocks.
   const int64_t resident = static_cast<int64_t>(MultiprocessorCount()) * 3;

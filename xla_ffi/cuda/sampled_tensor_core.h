@@ -17,9 +17,9 @@ namespace jbs {
 template <typename T, typename O, int kBs>
 cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream);
 
-// sampled_short_tensor_core.cu: persistent warps for rows <= 32,
-// bs 32, T in {__nv_bfloat16, __half}, O in {T, float}. cudaErrorNotSupported, having launched
-// nothing, for anything else.
+// sampled_short_tensor_core.cu: persistent warps for rows <= 32 (<= 64 under experiment
+// `sampled_short64`), bs 32, T in {__nv_bfloat16, __half}, O in {T, float}.
+// cudaErrorNotSupported, having launched nothing, for anything else.
 template <typename T, typename O>
 cudaError_t LaunchSampledShortTensorCore(const SampledArgs& args, cudaStream_t stream);
 
