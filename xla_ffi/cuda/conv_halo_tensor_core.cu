@@ -359,8 +359,8 @@ static_assert(kDwSmemBytes <= 227 * 1024, "shared memory per block");
 // dy units (< kTM * kUnits). A slot's unit is tid % kUnits in every slot (kDwThreads % kUnits == 0).
 constexpr int kDwHaloSlots = (kMaxHalo * kUnits + kDwThreads - 1) / kDwThreads;
 constexpr int kDwDySlots = (kTM * kUnits + kDwThreads - 1) / kDwThreads;
-static_assert(kDwThreads % kUnits == 0 && kMaxHalo < 256 * 256,
-              "a slot's unit is fixed; halo coordinates pack into 8 bits each");
+static_assert(kDwThreads % kUnits == 0 && kMaxHalo <= 256 && kTM <= 256,
+              "a slot's unit is fixed; halo and tile coordinates pack into 8 bits each");
 
 // kHoisted (experiment `dw_hoist`): the tile-independent part of every copy's address (the halo
 // position's (depth, row, column) within the halo, the dy row's (row, column) within the tile) is
