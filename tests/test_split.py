@@ -95,3 +95,16 @@ def test_gradients_and_determinism_through_cut_lists(rng, monkeypatch):
     assert all(np.array_equal(np.asarray(a), np.asarray(b))
                for a, b in zip(jax.tree_util.tree_leaves((value, gx, gw)),
                                jax.tree_util.tree_leaves(again)))
+
+
+def test_weight_stack_through_cut_lists(rng, monkeypatch):
+    """vmap over w: the groups of one launch share the cut table."""
+    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "split_columns")
+    mask = hub_mask(rng, rows=64)
+    layout = jbs.Layout(mask, 8)
+    C, N = layout.shape
+    ws = random_array(rng, (3, *layout.w_shape), np.float32)
+    x = random_array(rng, (4, C), np.float32)
+    ys = jax.vmap(lambda w: jbs.matmul(x, w, layout, precision="highest"))(ws)
+    for b in range(3):
+        assert_close(ys[b], f64(x) @ dense_weight(mask, 8, f64(ws[b])), np.float32)
