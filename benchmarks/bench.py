@@ -2,9 +2,15 @@
 
     python benchmarks/bench.py [--quick] [--out benchmarks/results]
 
-Every figure is the median over repeats of a chain of STEPS dependent products
-inside one jit (or one CUDA graph for torch), divided by STEPS, so that nothing
-can be merged or overlapped across products. Writes ``<out>/<gpu>.json``.
+Products run in chains of dependent products inside one jit (one CUDA graph for torch), so
+that nothing can be merged or overlapped across products; each chain's time is the median over
+repeats. The figure per product ("us", "dense_us") is the marginal one: the slope between
+chains of STEPS and 4 x STEPS products, which leaves out the per-call dispatch and host sync that
+a wall-clock chain also pays once (~190 us for ours and ~300-400 us for dense at seed on an H200,
+NOTES v7 overhead: 12-25 us per product of a 16-chain, and the noisiest part). Triton's figure
+is CUDA-graph device time, which never included it. ``--timing chain`` gives the older figure
+(16-chain time / 16); every record carries both ("us_chain", "dense_us_chain").
+Writes ``<out>/<gpu>.json``.
 """
 import argparse
 import datetime
@@ -40,7 +46,7 @@ def watts_strogatz_mask(blocks, density, seed=0):
 
 def barabasi_albert_mask(blocks, density, seed=0):
     """Scale-free: a few hub block-rows and -columns hold many blocks (the long lists that
-    the split_columns experiment cuts)."""
+    ``Layout.split_table`` cuts on CUDA)."""
     m = max(1, int(round(density * blocks / 2)))
     return jbs.patterns.barabasi_albert(blocks, m, seed=seed)
 
@@ -49,16 +55,34 @@ MASKS = {"random": random_mask, "watts_strogatz": watts_strogatz_mask,
          "barabasi_albert": barabasi_albert_mask}
 
 
+TIMING = "marginal"
+
+
 def chain_square(product):
-    """y <- product(y), STEPS times: each step needs the last one's output."""
-    return chained(product, STEPS)
+    """A function of ``steps``: y <- product(y), steps times; each step needs the last output."""
+    return lambda steps: chained(product, steps)
 
 
 def chain_reduction(product):
-    """dw <- product(x, dy), with one element of dy nudged by the last dw: dependent, nearly free."""
+    """A function of ``steps``: dw <- product(x, dy) steps times, with one element of dy nudged by
+    the last dw: dependent, nearly free."""
+    return lambda steps: _reduction_chain(product, steps)
+
+
+def per_product_us(make_chain, args):
+    """(figure, 16-chain figure) in microseconds per product; the figure is the marginal one
+    unless TIMING is "chain" (module docstring)."""
+    short = median_seconds(make_chain(STEPS), *args) / STEPS * 1e6
+    if TIMING == "chain":
+        return short, short
+    long = median_seconds(make_chain(4 * STEPS), *args) / (4 * STEPS) * 1e6
+    return (4 * long - short) / 3, short
+
+
+def _reduction_chain(product, steps):
     def run(x, dy):
         total = jnp.zeros((), jnp.float32)
-        for _ in range(STEPS):
+        for _ in range(steps):
             dw = product(x, dy)
             corner = dw.reshape(-1)[:1].astype(dy.dtype).reshape((1,) * dy.ndim)
             dy = lax.dynamic_update_slice(dy, corner, (0,) * dy.ndim)
@@ -157,19 +181,21 @@ def bench_config(config, m, size, bs, density, dtype_name, precision, layout_kin
     records = []
     for op in ours:
         error = relative_error(*single[op])
-        us = median_seconds(*ours[op][:1], *ours[op][1]) / STEPS * 1e6
-        dense_us = median_seconds(*dense[op][:1], *dense[op][1]) / STEPS * 1e6
+        us, us_chain = per_product_us(*ours[op])
+        dense_us, dense_us_chain = per_product_us(*dense[op])
         record = dict(op=op, config=config, layout=layout_kind, M=m, C=size, N=size, bs=bs,
                       density=round(float(layout.density), 6), target_density=density,
                       dtype=dtype_name, precision=precision, us=round(us, 2),
                       dense_us=round(dense_us, 2), speedup=round(dense_us / us, 3),
+                      us_chain=round(us_chain, 2), dense_us_chain=round(dense_us_chain, 2),
                       rel_error=float(f"{error:.3g}"),
                       peers_us={k: round(v, 2) for k, v in peers.items()} if op == "matmul" else {})
         records.append(record)
         peer_text = " ".join(f"{k}={v:.1f}" for k, v in record["peers_us"].items())
         print(f"{config:5s} {layout_kind:14s} M={m:5d} K={size:5d} bs={bs:3d} d={density:<8.4g} "
               f"{dtype_name:8s} {precision:7s} {op:15s} {us:9.1f} us  dense {dense_us:9.1f} us  "
-              f"x{dense_us / us:6.2f}  err {error:.1e}  {peer_text}", flush=True)
+              f"x{dense_us / us:6.2f}  err {error:.1e}  (16-chain {us_chain:.1f} / {dense_us_chain:.1f})"
+              f"  {peer_text}", flush=True)
     return records
 
 
@@ -209,9 +235,10 @@ def bench_conv(batch=32, spatial=32, kernel=3, channels=1024, bs=32, density=1 /
     records = []
     for op, (ours_fn, ours_args, dense_fn, dense_args) in cases.items():
         error = relative_error(*single[op])
-        us = median_seconds(ours_fn, *ours_args) / STEPS * 1e6
-        dense_us = median_seconds(dense_fn, *dense_args) / STEPS * 1e6
-        records.append(dict(op=op, config="conv", layout="random", M=batch * spatial * spatial,
+        us, us_chain = per_product_us(ours_fn, ours_args)
+        dense_us, dense_us_chain = per_product_us(dense_fn, dense_args)
+        records.append(dict(us_chain=round(us_chain, 2), dense_us_chain=round(dense_us_chain, 2),
+                            op=op, config="conv", layout="random", M=batch * spatial * spatial,
                             C=channels, N=channels, bs=bs, density=round(float(layout.density), 6),
                             target_density=density, kernel=[kernel, kernel], spatial=[spatial, spatial],
                             batch=batch, dtype=dtype_name, precision="default", us=round(us, 2),
@@ -219,7 +246,7 @@ def bench_conv(batch=32, spatial=32, kernel=3, channels=1024, bs=32, density=1 /
                             rel_error=float(f"{error:.3g}"), peers_us={}))
         print(f"conv  N={batch} {spatial}x{spatial} k={kernel} C=K={channels} bs={bs} d={density:.4g} "
               f"{dtype_name} {op:8s} {us:9.1f} us  dense(cuDNN) {dense_us:9.1f} us  x{dense_us / us:6.2f}"
-              f"  err {error:.1e}",
+              f"  err {error:.1e}  (16-chain {us_chain:.1f} / {dense_us_chain:.1f})",
               flush=True)
     return records
 
@@ -239,7 +266,7 @@ def configurations(quick):
 
 
 def main():
-    global STEPS
+    global STEPS, TIMING
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the Watts-Strogatz repeats")
     parser.add_argument("--no-peers", action="store_true")
@@ -250,9 +277,12 @@ def main():
     parser.add_argument("--steps", type=int, default=STEPS,
                         help="dependent products per timed chain (default 16); more spreads the "
                              "per-call dispatch thinner, for both sides")
+    parser.add_argument("--timing", choices=("marginal", "chain"), default=TIMING,
+                        help="per-product figure: the slope between chains of STEPS and 4 x STEPS "
+                             "products (default), or the STEPS-chain time / STEPS")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
-    default_steps, STEPS = STEPS, args.steps
+    default_steps, STEPS, TIMING = STEPS, args.steps, args.timing
     device = jax.devices()[0]
     print(f"device: {device.device_kind}  jax {jax.__version__}  cuda kernels: "
           f"{jbs.kernels_available('cuda')}", flush=True)
@@ -267,7 +297,7 @@ def main():
         # After every configuration, so that a run cut short still leaves what it measured.
         with open(path, "w") as f:
             json.dump({"gpu": device.device_kind, "jax": jax.__version__,
-                       "date": datetime.date.today().isoformat(), "steps_per_chain": STEPS,
+                       "date": datetime.date.today().isoformat(), "steps_per_chain": STEPS, "timing": TIMING,
                        "records": records}, f, indent=1)
 
     for config in configurations(args.quick):

@@ -42,7 +42,12 @@ CONV_DW_TARGET = "jbs_conv_dw"
 CONV_DW_HALO_TARGET = "jbs_conv_dw_halo"
 
 
-def _ffi_bsmm(dense, w, *, layout, precision, out_dtype, transpose):
+# Platforms on which a layout's hub lists are cut into segments (``Layout.split_table``): a GPU
+# balances its CTAs that way; a CPU thread pool gains nothing from it.
+SPLIT_LIST_PLATFORMS = frozenset({"cuda"})
+
+
+def _ffi_bsmm(dense, w, *, layout, precision, out_dtype, transpose, platform):
     groups, rows_m, _ = dense.shape
     bs = layout.block_size
     table = layout.row_table if transpose else layout.column_table
@@ -50,7 +55,7 @@ def _ffi_bsmm(dense, w, *, layout, precision, out_dtype, transpose):
     out_shape = (groups, rows_m, out_blocks * bs)
     if layout.nnz == 0 or rows_m == 0 or groups == 0:  # nothing to reduce: skip the launch
         return jnp.zeros(out_shape, out_dtype)
-    split = layout.split_table(transpose) if cuda_experiment_enabled("split_columns") else None
+    split = layout.split_table(transpose) if platform in SPLIT_LIST_PLATFORMS else None
     offsets = table.offsets if split is None else split.offsets
     # Segments of a cut list are summed in float32 (float64 for float64), then rounded once.
     call_dtype = out_dtype if split is None else np.promote_types(out_dtype, np.float32)
@@ -226,12 +231,13 @@ def conv_implementations(targets, float64_kernels=True):
     return {ops.conv_p: forward, ops.conv_dx_p: input_grad, ops.conv_dw_p: filter_grad}
 
 
-def _ffi_rules(targets, float64_conv=True):
+def _ffi_rules(targets, platform):
+    float64_conv = platform == "cpu"
     return {
         ops.bsmm_p: _compat.lowering_from_function(
-            lambda x, w, **p: _ffi_bsmm(x, w, transpose=False, **p)),
+            lambda x, w, **p: _ffi_bsmm(x, w, transpose=False, platform=platform, **p)),
         ops.bsmm_t_p: _compat.lowering_from_function(
-            lambda dy, w, **p: _ffi_bsmm(dy, w, transpose=True, **p)),
+            lambda dy, w, **p: _ffi_bsmm(dy, w, transpose=True, platform=platform, **p)),
         ops.sampled_p: _compat.lowering_from_function(_ffi_sampled),
         **{primitive: _compat.lowering_from_function(fn)
            for primitive, fn in conv_implementations(targets, float64_conv).items()},
@@ -286,8 +292,7 @@ def _install():
         if module is not None:
             targets = module.registrations()
             _compat.register_ffi_targets(targets, ffi_platform)
-            _register(lowering_platform,
-                      _ffi_rules(set(targets), float64_conv=lowering_platform == "cpu"))
+            _register(lowering_platform, _ffi_rules(set(targets), lowering_platform))
         else:
             _register(lowering_platform, _fallback_rules())
         status[lowering_platform] = error

@@ -133,8 +133,8 @@ def test_large_layout_with_long_column(rng):
 @pytest.mark.parametrize("out_dtype", [None, jnp.float32], ids=["same", "float32"])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_short_sampled_over_long_rows(rng, m, out_dtype, dtype):
-    """sampled_matmul for M <= 32, bs 32 (the persistent-warp kernel; M = 50 in two row chunks
-    under sampled_short64) on a layout large enough that each warp gets many blocks: long runs of
+    """sampled_matmul for M <= 64, bs 32 (the persistent-warp kernel: row runs for M <= 32, two
+    row chunks for M = 50) on a layout large enough that each warp gets many blocks: long runs of
     one block-row, a row full but for one block, an empty row and an empty column."""
     mask = random_mask(rng, 40, 40, 0.3)
     mask[3, :] = True

@@ -1,12 +1,13 @@
-"""Long block lists cut into segments (experiment ``split_columns``): the tables, and the
-products computed through them against float64 dense references."""
+"""Hub block lists cut into segments (``Layout.split_table``, on by default on CUDA, switched on
+here for every platform): the tables, and the products computed through them against float64
+dense references."""
 import numpy as np
 import pytest
 import jax
 import jax.numpy as jnp
 
 import jax_blocksparse as jbs
-from jax_blocksparse import patterns
+from jax_blocksparse import lowering, patterns
 from jax_blocksparse.layout import BlockTable, split_long_lists
 from helpers import assert_close, blocks_of, dense_weight, f64, random_array, random_mask
 
@@ -27,9 +28,21 @@ def test_balanced_lists_are_not_cut(rng):
     assert split_long_lists(BlockTable(np.zeros(1, np.int32), np.zeros((0, 2), np.int32))) is None
 
 
+def test_only_hubs_trigger_a_cut(rng):
+    """Cut where the longest list is >= 4x the mean and >= 64 entries, not below either."""
+    def column_lengths(lengths):
+        mask = np.zeros((max(lengths), len(lengths)), bool)
+        for col, n in enumerate(lengths):
+            mask[:n, col] = True
+        return jbs.Layout(mask, 8).split_table()
+    assert column_lengths([100] + [20] * 40) is not None     # 4.7x the mean, 100 long
+    assert column_lengths([70] + [25] * 40) is None          # 2.7x: balanced enough
+    assert column_lengths([60] + [5] * 40) is None           # 9x, but shorter than 64
+
+
 @pytest.mark.parametrize("transpose", [False, True])
 def test_segments_partition_each_list_in_order(rng, transpose):
-    layout = jbs.Layout(patterns.barabasi_albert(200, 3, seed=1), 8)
+    layout = jbs.Layout(patterns.barabasi_albert(600, 4, seed=1), 8)
     table = layout.row_table if transpose else layout.column_table
     split = layout.split_table(transpose)
     assert split is not None
@@ -55,7 +68,7 @@ def test_segments_partition_each_list_in_order(rng, transpose):
 @pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16, np.float64],
                          ids=lambda d: np.dtype(d).name)
 def test_products_through_cut_lists(rng, monkeypatch, dtype):
-    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "split_columns")
+    monkeypatch.setattr(lowering, "SPLIT_LIST_PLATFORMS", frozenset({"cpu", "cuda"}))
     mask = hub_mask(rng)
     layout = jbs.Layout(mask, 8)
     assert layout.split_table() is not None and layout.split_table(transpose=True) is None
@@ -75,7 +88,7 @@ def test_products_through_cut_lists(rng, monkeypatch, dtype):
 
 
 def test_gradients_and_determinism_through_cut_lists(rng, monkeypatch):
-    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "split_columns")
+    monkeypatch.setattr(lowering, "SPLIT_LIST_PLATFORMS", frozenset({"cpu", "cuda"}))
     mask = hub_mask(rng, rows=72)
     layout = jbs.Layout(mask, 8)
     C, N = layout.shape
@@ -99,7 +112,7 @@ def test_gradients_and_determinism_through_cut_lists(rng, monkeypatch):
 
 def test_weight_stack_through_cut_lists(rng, monkeypatch):
     """vmap over w: the groups of one launch share the cut table."""
-    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "split_columns")
+    monkeypatch.setattr(lowering, "SPLIT_LIST_PLATFORMS", frozenset({"cpu", "cuda"}))
     mask = hub_mask(rng, rows=64)
     layout = jbs.Layout(mask, 8)
     C, N = layout.shape

@@ -85,12 +85,14 @@ __device__ __forceinline__ int64_t HaloSourceRow(const HaloGeometry& geo, int po
   return ((n * geo.a_spatial[0] + src[0]) * geo.a_spatial[1] + src[1]) * geo.a_spatial[2] + src[2];
 }
 
-// kTapGroups = 2 (experiment `conv_tap_groups`): two groups of 4 warps share a CTA's stages and
-// output tile, group q multiplying taps q, q + 2, ...; group 1 hands its sums to group 0 through
-// shared memory at the tile's end, in a fixed order. Nsight put the one-group kernel at 2 CTAs
-// (8 warps) per SM, limited by its 87 KB of stages, issuing 0.43 instructions per scheduler-cycle
-// with 2 warps each: latency-bound. Two groups double the warps at the same shared memory.
-template <typename Elem, int kTapGroups>
+// Two tap groups of 4 warps share a CTA's stages and output tile, group q multiplying taps q,
+// q + 2, ...; group 1 hands its sums to group 0 through shared memory at the tile's end, in a
+// fixed order. Nsight put the one-group kernel at 2 CTAs (8 warps) per SM, limited by its 87 KB
+// of stages, issuing 0.43 instructions per scheduler-cycle with 2 warps each: latency-bound. Two
+// groups double the warps at the same shared memory (526-530 -> 499-507 us, NOTES v7c).
+constexpr int kTapGroups = 2;
+
+template <typename Elem>
 __global__ void __launch_bounds__(kThreads * kTapGroups)
     ConvHaloKernel(BsmmArgs args, HaloGeometry geo, bool transposed, bool out_f32) {
   constexpr int kCtaThreads = kThreads * kTapGroups;
@@ -113,8 +115,8 @@ __global__ void __launch_bounds__(kThreads * kTapGroups)
 
   const int tid = static_cast<int>(threadIdx.x);
   const int lane = tid & 31;
-  const int tap_group = kTapGroups == 1 ? 0 : tid / kThreads;
-  const int warp = (kTapGroups == 1 ? tid : tid % kThreads) >> 5;  // positions [32 warp, +32)
+  const int tap_group = tid / kThreads;
+  const int warp = (tid % kThreads) >> 5;  // positions [32 warp, +32)
   const int lg = lane >> 2;
   const int lt = lane & 3;
 
@@ -171,7 +173,7 @@ __global__ void __launch_bounds__(kThreads * kTapGroups)
         }
         // Thread tid of tap group q copies unit (tid % 4) of row (tid / 4) % 32 of taps q,
         // q + kTapGroups, ..., verbatim.
-        const int row = (kTapGroups == 1 ? tid : tid % kThreads) / kUnits;
+        const int row = (tid % kThreads) / kUnits;
         const int unit = tid % kUnits;
         const Elem* block = w_group + (valid ? static_cast<int64_t>(pair.y) * taps : 0) * (kBs * kBs);
         for (int t = tap_group; t < taps; t += kTapGroups) {
@@ -256,37 +258,35 @@ __global__ void __launch_bounds__(kThreads * kTapGroups)
       }
       tc::CpAsyncWait<0>();
 
-      if constexpr (kTapGroups == 2) {
-        // Group 1's sums cross over the (now idle) stages; group 0 adds them to its own.
-        constexpr int kRedStride = kBs + 4;
-        static_assert(kTM * kRedStride * 4 <= kStageElems * 2, "the sums fit in a stage");
-        float2* red = reinterpret_cast<float2*>(smem_raw);
-        // The pair of sums at (mt, h, nt) of this lane's fragment, as the accumulators hold it.
-        auto cell = [&](int mt, int h, int nt) {
-          return red + ((warp * 32 + mt * 16 + lg + 8 * h) * kRedStride + nt * 8 + 2 * lt) / 2;
-        };
-        auto cross = [&](bool add) {
+      // Group 1's sums cross over the (now idle) stages; group 0 adds them to its own.
+      constexpr int kRedStride = kBs + 4;
+      static_assert(kTM * kRedStride * 4 <= kStageElems * 2, "the sums fit in a stage");
+      float2* red = reinterpret_cast<float2*>(smem_raw);
+      // The pair of sums at (mt, h, nt) of this lane's fragment, as the accumulators hold it.
+      auto cell = [&](int mt, int h, int nt) {
+        return red + ((warp * 32 + mt * 16 + lg + 8 * h) * kRedStride + nt * 8 + 2 * lt) / 2;
+      };
+      auto cross = [&](bool add) {
 #pragma unroll
-          for (int mt = 0; mt < 2; ++mt)
+        for (int mt = 0; mt < 2; ++mt)
 #pragma unroll
-            for (int h = 0; h < 2; ++h)
+          for (int h = 0; h < 2; ++h)
 #pragma unroll
-              for (int nt = 0; nt < 4; ++nt) {
-                float* pair = &acc[mt][nt][2 * h];
-                if (add) {
-                  const float2 other = *cell(mt, h, nt);
-                  pair[0] += other.x;
-                  pair[1] += other.y;
-                } else {
-                  *cell(mt, h, nt) = make_float2(pair[0], pair[1]);
-                }
+            for (int nt = 0; nt < 4; ++nt) {
+              float* pair = &acc[mt][nt][2 * h];
+              if (add) {
+                const float2 other = *cell(mt, h, nt);
+                pair[0] += other.x;
+                pair[1] += other.y;
+              } else {
+                *cell(mt, h, nt) = make_float2(pair[0], pair[1]);
               }
-        };
-        if (tap_group == 1) cross(/*add=*/false);
-        __syncthreads();
-        if (tap_group == 0) cross(/*add=*/true);
-        __syncthreads();  // the next tile's first copies overwrite the sums
-      }
+            }
+      };
+      if (tap_group == 1) cross(/*add=*/false);
+      __syncthreads();
+      if (tap_group == 0) cross(/*add=*/true);
+      __syncthreads();  // the next tile's first copies overwrite the sums
 
 #pragma unroll
       for (int mt = 0; mt < 2; ++mt)
@@ -321,11 +321,10 @@ bool Aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer
 template <typename Elem>
 cudaError_t Launch(const BsmmArgs& args, const HaloGeometry& geo, bool transposed, bool out_f32,
                    cudaStream_t stream) {
-  const bool two_groups = ExperimentEnabled("conv_tap_groups");
-  auto kernel = two_groups ? ConvHaloKernel<Elem, 2> : ConvHaloKernel<Elem, 1>;
-  static std::atomic<uint64_t> done_devices[2] = {0, 0};
-  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), kSmemBytes,
-                        done_devices[two_groups]) != cudaSuccess) {
+  auto kernel = ConvHaloKernel<Elem>;
+  static std::atomic<uint64_t> done_devices{0};
+  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), kSmemBytes, done_devices) !=
+      cudaSuccess) {
     return cudaErrorNotSupported;
   }
   const int64_t tiles =
@@ -334,8 +333,7 @@ cudaError_t Launch(const BsmmArgs& args, const HaloGeometry& geo, bool transpose
   const dim3 grid(static_cast<unsigned>(args.out_blocks),
                   static_cast<unsigned>(std::min(tiles, kMaxGridY)),
                   static_cast<unsigned>(std::min<int64_t>(args.groups, kMaxGridY)));
-  kernel<<<grid, kThreads * (two_groups ? 2 : 1), kSmemBytes, stream>>>(args, geo, transposed,
-                                                                       out_f32);
+  kernel<<<grid, kThreads * kTapGroups, kSmemBytes, stream>>>(args, geo, transposed, out_f32);
   return cudaSuccess;
 }
 
@@ -362,13 +360,12 @@ constexpr int kDwDySlots = (kTM * kUnits + kDwThreads - 1) / kDwThreads;
 static_assert(kDwThreads % kUnits == 0 && kMaxHalo <= 256 && kTM <= 256,
               "a slot's unit is fixed; halo and tile coordinates pack into 8 bits each");
 
-// kHoisted (experiment `dw_hoist`): the tile-independent part of every copy's address (the halo
-// position's (depth, row, column) within the halo, the dy row's (row, column) within the tile) is
-// decomposed once per CTA instead of once per tile. Nsight put the unhoisted kernel at ~870
-// issued instructions per warp per tile against ~150 for its mma work: the integer divisions of
-// those decompositions are most of the rest.
-// Two CTAs per SM: 113 registers at most, which the unhoisted kernel meets unasked (96).
-template <typename Elem, typename Out, bool kHoisted>
+// The tile-independent part of every copy's address (the halo position's (depth, row, column)
+// within the halo, the dy row's (row, column) within the tile) is decomposed once per CTA, not
+// once per tile. Nsight put the per-tile decomposition at ~870 issued instructions per warp per
+// tile against ~150 for the mma work; hoisting it took the issue's filter gradient from 629 to
+// 439 us (NOTES v7a). Two CTAs per SM: 113 registers at most.
+template <typename Elem, typename Out>
 __global__ void __launch_bounds__(kDwThreads, 2)
     ConvDwHaloKernel(ConvDwArgs args, HaloGeometry geo) {
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -406,27 +403,25 @@ __global__ void __launch_bounds__(kDwThreads, 2)
     a_row[step] = oh_local < geo.tile_rows ? oh_local * geo.halo[2] + r % wo : 0;
   }
 
-  // kHoisted: this thread's copies, decomposed once. Halo slot j: (hd << 16 | hh << 8 | hw) of
+  // This thread's copies, decomposed once. Halo slot j: (hd << 16 | hh << 8 | hw) of
   // halo position (tid + j * kDwThreads) / kUnits, or -1 past the halo. dy slot j: (oh_local << 8
   // | ow) of tile row (tid + j * kDwThreads) / kUnits, or -1 past the tile's rows.
   const int unit = tid % kUnits;
-  int halo_code[kHoisted ? kDwHaloSlots : 1];
-  int dy_code[kHoisted ? kDwDySlots : 1];
-  if constexpr (kHoisted) {
+  int halo_code[kDwHaloSlots];
+  int dy_code[kDwDySlots];
 #pragma unroll
-    for (int j = 0; j < kDwHaloSlots; ++j) {
-      const int pos = (tid + j * kDwThreads) / kUnits;
-      const int hw = pos % geo.halo[2];
-      const int hh = (pos / geo.halo[2]) % geo.halo[1];
-      const int hd = pos / (geo.halo[2] * geo.halo[1]);
-      halo_code[j] = pos < geo.halo_positions ? (hd << 16) | (hh << 8) | hw : -1;
-    }
+  for (int j = 0; j < kDwHaloSlots; ++j) {
+    const int pos = (tid + j * kDwThreads) / kUnits;
+    const int hw = pos % geo.halo[2];
+    const int hh = (pos / geo.halo[2]) % geo.halo[1];
+    const int hd = pos / (geo.halo[2] * geo.halo[1]);
+    halo_code[j] = pos < geo.halo_positions ? (hd << 16) | (hh << 8) | hw : -1;
+  }
 #pragma unroll
-    for (int j = 0; j < kDwDySlots; ++j) {
-      const int r = (tid + j * kDwThreads) / kUnits;
-      const int oh_local = r / wo;
-      dy_code[j] = r < kTM && oh_local < geo.tile_rows ? (oh_local << 8) | (r % wo) : -1;
-    }
+  for (int j = 0; j < kDwDySlots; ++j) {
+    const int r = (tid + j * kDwThreads) / kUnits;
+    const int oh_local = r / wo;
+    dy_code[j] = r < kTM && oh_local < geo.tile_rows ? (oh_local << 8) | (r % wo) : -1;
   }
 
   for (int64_t g = blockIdx.y; g < args.groups; g += gridDim.y) {
@@ -441,53 +436,36 @@ __global__ void __launch_bounds__(kDwThreads, 2)
       const int oh0 = static_cast<int>(tile % geo.tiles_per_slice) * geo.tile_rows;
       const int64_t n = slice / geo.out_spatial[0];
       const int od = static_cast<int>(slice % geo.out_spatial[0]);
-      if constexpr (kHoisted) {
-        // The source of halo position (hd, hh, hw) is (od, oh0, 0) + origin + (hd, hh, hw).
-        const int d0 = od + geo.origin[0];
-        const int h0 = oh0 + geo.origin[1];
-        const int w0 = geo.origin[2];
-        const int64_t image_base = n * geo.a_spatial[0];
+      // The source of halo position (hd, hh, hw) is (od, oh0, 0) + origin + (hd, hh, hw).
+      const int d0 = od + geo.origin[0];
+      const int h0 = oh0 + geo.origin[1];
+      const int w0 = geo.origin[2];
+      const int64_t image_base = n * geo.a_spatial[0];
 #pragma unroll
-        for (int j = 0; j < kDwHaloSlots; ++j) {
-          const int code = halo_code[j];
-          if (code < 0) break;  // slots past the halo stay past it
-          const int sd = d0 + (code >> 16);
-          const int sh = h0 + ((code >> 8) & 255);
-          const int sw = w0 + (code & 255);
-          const bool live = valid && sd >= 0 && sd < geo.a_spatial[0] && sh >= 0 &&
-                            sh < geo.a_spatial[1] && sw >= 0 && sw < geo.a_spatial[2];
-          const int64_t row = ((image_base + sd) * geo.a_spatial[1] + sh) * geo.a_spatial[2] + sw;
-          const int pos = (tid + j * kDwThreads) / kUnits;
-          const Elem* src = live ? x_g + row * args.x_cols + x_col + unit * 8 : x;
-          tc::CpAsync16(tc::SharedAddress(halo_stage + pos * kPitch + unit * 8), src, live);
-        }
-        const int64_t slice_row = slice * ho + oh0;
+      for (int j = 0; j < kDwHaloSlots; ++j) {
+        const int code = halo_code[j];
+        if (code < 0) break;  // slots past the halo stay past it
+        const int sd = d0 + (code >> 16);
+        const int sh = h0 + ((code >> 8) & 255);
+        const int sw = w0 + (code & 255);
+        const bool live = valid && sd >= 0 && sd < geo.a_spatial[0] && sh >= 0 &&
+                          sh < geo.a_spatial[1] && sw >= 0 && sw < geo.a_spatial[2];
+        const int64_t row = ((image_base + sd) * geo.a_spatial[1] + sh) * geo.a_spatial[2] + sw;
+        const int pos = (tid + j * kDwThreads) / kUnits;
+        const Elem* src = live ? x_g + row * args.x_cols + x_col + unit * 8 : x;
+        tc::CpAsync16(tc::SharedAddress(halo_stage + pos * kPitch + unit * 8), src, live);
+      }
+      const int64_t slice_row = slice * ho + oh0;
 #pragma unroll
-        for (int j = 0; j < kDwDySlots; ++j) {
-          const int r = (tid + j * kDwThreads) / kUnits;
-          if (r >= kTM) break;
-          const int code = dy_code[j];
-          const int oh_local = code >> 8;
-          const bool live = valid && code >= 0 && oh0 + oh_local < ho;
-          const int64_t row = (slice_row + oh_local) * wo + (code & 255);
-          const Elem* src = live ? dy_g + row * args.dy_cols + dy_col + unit * 8 : dy;
-          tc::CpAsync16(tc::SharedAddress(dy_stage + r * kPitch + unit * 8), src, live);
-        }
-      } else {
-        for (int idx = tid; idx < geo.halo_positions * kUnits; idx += kDwThreads) {
-          const int pos = idx / kUnits;
-          const int64_t row = valid ? HaloSourceRow(geo, pos, n, od, oh0) : -1;
-          const Elem* src = row >= 0 ? x_g + row * args.x_cols + x_col + unit * 8 : x;
-          tc::CpAsync16(tc::SharedAddress(halo_stage + pos * kPitch + unit * 8), src, row >= 0);
-        }
-        for (int idx = tid; idx < kTM * kUnits; idx += kDwThreads) {
-          const int r = idx / kUnits;
-          const int oh_local = r / wo;
-          const bool live = valid && oh_local < geo.tile_rows && oh0 + oh_local < ho;
-          const int64_t row = (slice * ho + oh0 + oh_local) * wo + r % wo;
-          const Elem* src = live ? dy_g + row * args.dy_cols + dy_col + unit * 8 : dy;
-          tc::CpAsync16(tc::SharedAddress(dy_stage + r * kPitch + unit * 8), src, live);
-        }
+      for (int j = 0; j < kDwDySlots; ++j) {
+        const int r = (tid + j * kDwThreads) / kUnits;
+        if (r >= kTM) break;
+        const int code = dy_code[j];
+        const int oh_local = code >> 8;
+        const bool live = valid && code >= 0 && oh0 + oh_local < ho;
+        const int64_t row = (slice_row + oh_local) * wo + (code & 255);
+        const Elem* src = live ? dy_g + row * args.dy_cols + dy_col + unit * 8 : dy;
+        tc::CpAsync16(tc::SharedAddress(dy_stage + r * kPitch + unit * 8), src, live);
       }
     };
 
@@ -585,11 +563,10 @@ __global__ void AddSegments(const float* __restrict__ partials, Out* __restrict_
 
 template <typename Elem, typename Out>
 cudaError_t LaunchDw(const ConvDwArgs& args, const HaloGeometry& geo, cudaStream_t stream) {
-  const bool hoisted = ExperimentEnabled("dw_hoist");
-  auto kernel = hoisted ? ConvDwHaloKernel<Elem, Out, true> : ConvDwHaloKernel<Elem, Out, false>;
-  static std::atomic<uint64_t> done_devices[2] = {0, 0};
-  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), kDwSmemBytes,
-                        done_devices[hoisted]) != cudaSuccess) {
+  auto kernel = ConvDwHaloKernel<Elem, Out>;
+  static std::atomic<uint64_t> done_devices{0};
+  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), kDwSmemBytes, done_devices) !=
+      cudaSuccess) {
     return cudaErrorNotSupported;
   }
   const dim3 grid(static_cast<unsigned>(args.nnz),

@@ -38,15 +38,17 @@ constexpr int kPacketsPerRow = kBs * 2 / 16;      // 16-byte copies per 64-byte 
 constexpr int kPacketsPerLane = kMaxRows * kPacketsPerRow / 32;
 constexpr int64_t kMaxGridY = 65535;
 
-// kRowRuns (experiment `sampled_rows`): warp w takes the contiguous blocks
+// kRowRuns (rows <= 32): warp w takes the contiguous blocks
 // [nnz w / W, nnz (w + 1) / W) instead of every W-th one. The coordinates are row-major, so
 // consecutive blocks mostly share their row i: a's slice is then copied and loaded into
 // fragments once per run of equal i, not once per block. Nsight put this kernel at 74% of L2
 // throughput with 99% hits (L2-bound, not DRAM-bound), and a's slices are a third of that
-// traffic (b's slices a third, the output a third).
+// traffic (b's slices a third, the output a third). Seed sampled: 74.5 -> 58.4 us at d = 1/4,
+// 30.4 -> 24.6 at 1/16 (NOTES v7b).
 //
-// kChunks = 2 (experiment `sampled_short64`): 33 to 64 rows, as two 32-row chunks per block, each
-// a ring stage of its own; the block's sums run on over both and are stored after the second.
+// kChunks = 2 (33 to 64 rows): two 32-row chunks per block, each a ring stage of its own; the
+// block's sums run on over both and are stored after the second. Seed64 sampled: 121 -> 113 us at
+// d = 1/4, 54.4 -> 35.6 at 1/16 against the row-tiled kernel (NOTES v7e).
 template <typename T, typename O, bool kRowRuns, int kChunks>
 __global__ void __launch_bounds__(kWarps * 32)
     SampledShortKernel(SampledArgs args, int64_t warps_total) {
@@ -198,18 +200,14 @@ __global__ void __launch_bounds__(kWarps * 32)
 
 template <typename T, typename O>
 cudaError_t LaunchSampledShortTensorCore(const SampledArgs& args, cudaStream_t stream) {
-  const bool two_chunks = args.rows > kMaxRows && ExperimentEnabled("sampled_short64");
-  if (args.block_size != kBs || args.rows > (two_chunks ? 2 : 1) * kMaxRows || args.rows < 1) {
+  if (args.block_size != kBs || args.rows > 2 * kMaxRows || args.rows < 1) {
     return cudaErrorNotSupported;
   }
-  const bool row_runs = !two_chunks && ExperimentEnabled("sampled_rows");
-  auto kernel = two_chunks ? SampledShortKernel<T, O, false, 2>
-                : row_runs ? SampledShortKernel<T, O, true, 1>
-                           : SampledShortKernel<T, O, false, 1>;
-  const int variant = two_chunks ? 2 : row_runs ? 1 : 0;
-  static std::atomic<uint64_t> done_devices[3] = {0, 0, 0};
+  const bool two_chunks = args.rows > kMaxRows;
+  auto kernel = two_chunks ? SampledShortKernel<T, O, false, 2> : SampledShortKernel<T, O, true, 1>;
+  static std::atomic<uint64_t> done_devices[2] = {0, 0};
   const cudaError_t err = OptInSharedMemory(reinterpret_cast<const void*>(kernel), kSmemBytes,
-                                            done_devices[variant]);
+                                            done_devices[two_chunks]);
   if (err != cudaSuccess) return err;
   // Enough warps to fill every SM at 3 CTAs, but no more than there are blocks.
   const int64_t resident = static_cast<int64_t>(MultiprocessorCount()) * 3;

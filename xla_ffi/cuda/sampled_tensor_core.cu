@@ -442,8 +442,8 @@ cudaError_t PickTiling(const SampledArgs& args, cudaStream_t stream) {
 template <typename T, typename O, int kBs>
 cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream) {
   if constexpr (kBs == 32 && !std::is_same_v<T, float>) {
-    // Persistent warps for short reductions: 1.3-1.4x at seed d = 1/4 and 1/16 (NOTES, v5b);
-    // up to 64 rows under experiment `sampled_short64` (it declines the rest).
+    // Persistent warps for short reductions, up to 64 rows: 1.3-1.4x at seed d = 1/4 and 1/16
+    // (NOTES v5b), 1.1-1.5x at seed64 (v7e).
     if (args.rows <= 64) {
       const cudaError_t status = LaunchSampledShortTensorCore<T, O>(args, stream);
       if (status != cudaErrorNotSupported) return status;

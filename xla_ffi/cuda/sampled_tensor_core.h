@@ -17,8 +17,7 @@ namespace jbs {
 template <typename T, typename O, int kBs>
 cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream);
 
-// sampled_short_tensor_core.cu: persistent warps for rows <= 32 (<= 64 under experiment
-// `sampled_short64`), bs 32, T in {__nv_bfloat16, __half}, O in {T, float}.
+// sampled_short_tensor_core.cu: persistent warps for rows <= 64, bs 32, T in {__nv_bfloat16, __half}, O in {T, float}.
 // cudaErrorNotSupported, having launched nothing, for anything else.
 template <typename T, typename O>
 cudaError_t LaunchSampledShortTensorCore(const SampledArgs& args, cudaStream_t stream);
