@@ -24,7 +24,7 @@ import jax.numpy as jnp
 from jax import lax
 
 import jax_blocksparse as jbs  # the installed package: run from the repo root only after pip install
-from jax_blocksparse.timing import chained, median_seconds
+from jax_blocksparse.timing import chained, marginal_seconds, median_seconds
 
 STEPS = 16
 
@@ -70,13 +70,13 @@ def chain_reduction(product):
 
 
 def per_product_us(make_chain, args):
-    """(figure, 16-chain figure) in microseconds per product; the figure is the marginal one
+    """(figure, STEPS-chain figure) in microseconds per product; the figure is the marginal one
     unless TIMING is "chain" (module docstring)."""
-    short = median_seconds(make_chain(STEPS), *args) / STEPS * 1e6
     if TIMING == "chain":
+        short = median_seconds(make_chain(STEPS), *args) / STEPS * 1e6
         return short, short
-    long = median_seconds(make_chain(4 * STEPS), *args) / (4 * STEPS) * 1e6
-    return (4 * long - short) / 3, short
+    marginal, short = marginal_seconds(make_chain, *args, steps=STEPS)
+    return marginal * 1e6, short * 1e6
 
 
 def _reduction_chain(product, steps):

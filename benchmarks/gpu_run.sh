@@ -23,9 +23,9 @@ echo "build: $(( $(date +%s) - start )) s"
 (cd /tmp && python3 -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))")
 
 status=0
-# The v7 experiments were adopted or removed in session 5: none is pending. Name new ones here
-# (comma-separated) and in ab_settings below, or through these variables.
-experiments=${JBS_AB_EXPERIMENTS:-}
+# Kernel experiments pending measurement (comma-separated; JBS_AB_EXPERIMENTS overrides). The v7
+# ones were adopted or removed in session 5.
+experiments=${JBS_AB_EXPERIMENTS:-early_start}
 if [[ " $steps " == *" abtest "* ]]; then
   JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
   smoke=$?
@@ -48,12 +48,17 @@ if [[ " $steps " == *" abtest "* ]]; then
 fi
 if [[ " $steps " == *" ab "* ]]; then
   # Each experiment alone against the defaults, on the configurations it changes:
-  # experiment:configs[:layout], the layout kind where it is not the random one.
-  eval "ab_settings=(${JBS_AB_SETTINGS:-'':'seed seed64 conv' '':seed:barabasi_albert})"
+  # experiment:configs[:layout[:XLA flags]], the layout kind where it is not the random one.
+  # early_start (programmatic dependent launch) can only link launches made on the stream, so it
+  # is also timed with XLA's command buffers off.
+  no_graphs=--xla_gpu_enable_command_buffer=
+  eval "ab_settings=(${JBS_AB_SETTINGS:-'':'seed seed64' early_start:'seed seed64' \
+      '':seed:random:$no_graphs early_start:seed:random:$no_graphs})"
   for setting in "${ab_settings[@]}"; do
-    IFS=: read -r name configs layout <<< "$setting"
-    echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)}"
-    JBS_CUDA_EXPERIMENT=$name timeout 300 python3 benchmarks/bench.py --no-peers --only $configs \
+    IFS=: read -r name configs layout flags <<< "$setting"
+    echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)}"
+    XLA_FLAGS="${XLA_FLAGS:-}${flags:+ $flags}" JBS_CUDA_EXPERIMENT=$name timeout 300 \
+        python3 benchmarks/bench.py --no-peers --only $configs \
         --layout "${layout:-random}" --dtype bfloat16 --out "/tmp/ab_${name:-default}" 2>&1 \
         | grep -E "^(seed|conv)|Error" | tee -a "$out/ab_bench.log"
   done

@@ -33,3 +33,18 @@ def chained(product, steps: int):
             y = product(y, w)
         return y
     return jax.jit(run)
+
+
+def marginal_seconds(make_chain, *args, steps: int = 16, repeats: int = 20):
+    """``(marginal, chained)`` seconds per product of ``make_chain(n)(*args)``, a jitted chain
+    of ``n`` dependent products (e.g. ``lambda n: chained(product, n)``).
+
+    ``chained`` is a ``steps``-chain's time / ``steps``; it still carries the per-call dispatch
+    and host sync (hundreds of microseconds on a GPU), spread over ``steps``. ``marginal`` is
+    the slope between chains of ``steps`` and ``4 * steps`` products: what one more product
+    costs on the device, as inside a long training step.
+    """
+    short = median_seconds(make_chain(steps), *args, repeats=repeats)
+    long = median_seconds(make_chain(4 * steps), *args, repeats=repeats)
+    return (long - short) / (3 * steps), short / steps
+

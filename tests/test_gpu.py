@@ -163,6 +163,42 @@ def test_bitwise_determinism(rng, dtype):
             np.testing.assert_array_equal(a, b)
 
 
+@pytest.mark.parametrize("m", [20, 300])  # W streaming and row-tiled launches
+@pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16], ids=lambda d: np.dtype(d).name)
+def test_chained_products_read_what_came_before(rng, m, dtype):
+    """Back-to-back products in one jit, each reading the previous one's output, with w
+    rewritten by an XLA fusion between them, so that a kernel that started early (experiment
+    `early_start`: programmatic dependent launch, w hinted into L2 before the wait) and read
+    anything stale would fail one step's check. Every step is checked against float64 products
+    of the step's own inputs, as returned by the same jit."""
+    layout = jbs.Layout(random_mask(rng, 24, 24, 0.3), 32)
+    size = layout.shape[0]
+    x = _put(random_array(rng, (m, size), dtype))
+    scale = np.sqrt(0.3 * size) / 2  # keeps the chain's values near unit size
+    w = _put((random_array(rng, layout.w_shape, np.float32) / scale).astype(dtype))
+
+    @jax.jit
+    def chain(y, w):
+        ys, ws, grads = [y], [], []
+        for step in range(4):
+            w = (w * 0.75 + 0.01 * (step + 1)).astype(w.dtype)
+            ws.append(w)
+            y = jbs.matmul(y, w, layout, precision="highest")
+            ys.append(y)
+            y = jbs.matmul_t(y, w, layout, precision="highest")
+            ys.append(y)
+            grads.append(jbs.sampled_matmul(ys[-3], y, layout, precision="highest"))
+        return ys, ws, grads
+
+    ys, ws, grads = chain(x, w)
+    for step in range(4):
+        Wd = dense_weight(layout.mask, 32, f64(ws[step]))
+        y_in, y_mid, y_out = (f64(ys[2 * step + i]) for i in range(3))
+        assert_close(ys[2 * step + 1], y_in @ Wd, dtype, on_gpu=True)
+        assert_close(ys[2 * step + 2], y_mid @ Wd.T, dtype, on_gpu=True)
+        assert_close(grads[step], blocks_of(layout.mask, 32, y_in.T @ y_out), dtype, on_gpu=True)
+
+
 def test_gradients_on_gpu(rng):
     layout = jbs.Layout(random_mask(rng, 4, 4, 0.5), 32)
     x = _put(random_array(rng, (50, 128), np.float32))
