@@ -648,8 +648,11 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     // W streaming up to 64 rows (4 single-warp k-groups over a 64-row tile), where the
     // row-tiled regime wastes half its 128 rows: 1.5x at M = 64, d = 1/4 and 1/16 (NOTES, v5d).
     // Columns averaging fewer than 16 blocks leave the four k-groups a chunk or two each, and
-    // there it measured slower (19 -> 27 us at d = 1/64), so they stay row-tiled.
-    if (args.rows <= 64 && args.nnz >= 16 * args.out_blocks) {
+    // there it measured slower (19 -> 27 us at d = 1/64), so they stay row-tiled. That figure
+    // was a 16-chain's, which carries the noisy per-call dispatch (NOTES v7); experiment
+    // `stream64_all` drops the condition, to time it again by the marginal figure.
+    static const bool stream64_all = ExperimentEnabled("stream64_all");
+    if (args.rows <= 64 && (args.nnz >= 16 * args.out_blocks || stream64_all)) {
       return LaunchTc<kKind, kBs, kTransW, 64, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
                                                                         stream);
     }
