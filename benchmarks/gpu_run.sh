@@ -25,7 +25,7 @@ echo "build: $(( $(date +%s) - start )) s"
 status=0
 # Kernel experiments pending measurement (comma-separated; JBS_AB_EXPERIMENTS overrides). The v7
 # ones were adopted or removed in session 5.
-experiments=${JBS_AB_EXPERIMENTS:-early_start,stream64_all}
+experiments=${JBS_AB_EXPERIMENTS:-early_start,stream64_all,column_pairs}
 if [[ " $steps " == *" abtest "* ]]; then
   JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
   smoke=$?
@@ -53,7 +53,8 @@ if [[ " $steps " == *" ab "* ]]; then
   # is also timed with XLA's command buffers off.
   no_graphs=--xla_gpu_enable_command_buffer=
   eval "ab_settings=(${JBS_AB_SETTINGS:-'':'seed seed64' early_start:'seed seed64' \
-      '':seed:random:$no_graphs early_start:seed:random:$no_graphs stream64_all:seed64})"
+      '':seed:random:$no_graphs early_start:seed:random:$no_graphs stream64_all:seed64 \
+      column_pairs:seed})"
   for setting in "${ab_settings[@]}"; do
     IFS=: read -r name configs layout flags <<< "$setting"
     echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)}"

@@ -1,6 +1,7 @@
 """One launch of each kernel the issues' benchmarks time, for Nsight Compute
 (``benchmarks/gpu_run.sh profile``): seed bf16 matmul at d = 1/4 and 1/16 and sampled_matmul at
-d = 1/4 (M = 32), wide bf16 matmul at d = 1/4, and the issue's convolution (forward and filter
+d = 1/4 (M = 32), seed float32 HIGHEST matmul at d = 1/4 (3xTF32, at 36% of the card's bandwidth
+in session 5's run), wide bf16 matmul at d = 1/4, and the issue's convolution (forward and filter
 gradient). Every product is compiled before anything runs, so that each kernel launches once.
 """
 import os
@@ -34,6 +35,10 @@ for name, m, size, density in [("seed 1/4", 32, 12288, 1 / 4), ("seed 1/16", 32,
     if name == "seed 1/4":
         cases.append((f"{name} sampled_matmul",
                       jax.jit(lambda x, l=layout: jbs.sampled_matmul(x, x, l)), (x,)))
+        x32, w32 = x.astype(jnp.float32), w.astype(jnp.float32)
+        cases.append((f"{name} matmul float32 highest",
+                      jax.jit(lambda x, w, l=layout: jbs.matmul(x, w, l, precision="highest")),
+                      (x32, w32)))
 
 layout = jbs.Layout(random_mask(1024 // 32, 1 / 8), 32)
 x = normal((32, 32, 32, 1024))

@@ -20,6 +20,7 @@
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
+#include <cooperative_groups.h>
 #include <cuda_runtime.h>  // the cudaLaunchKernelEx template
 
 #include <algorithm>
@@ -65,6 +66,7 @@ struct TcTiling {
   static constexpr int kGroupWarps = kWarpsM * kWarpsN;
   static constexpr int kGroupThreads = 32 * kGroupWarps;
   static constexpr int kThreads = kGroupThreads * kWarpsK;
+  static constexpr int kTileRows = kTM;
   static constexpr int kWM = kTM / kWarpsM;
   static constexpr int kWN = kNT / kWarpsN;
   static constexpr int kMTiles = kWM / 16;
@@ -204,6 +206,68 @@ __device__ __forceinline__ int64_t SourceRow(const ConvGather& c, const ConvRow&
   return row.a_base + (static_cast<int64_t>(src[0]) * c.a_spatial[1] + src[1]) * c.a_spatial[2] + src[2];
 }
 
+// This thread's accumulator fragments, as float pairs in a row-major tile of fp32 sums with row
+// stride kRedStride: fragment (mt, nt, h) holds rows m_base + 16 mt + lg + 8 h, columns
+// n_base + 8 nt + 2 lt and the one after.
+template <typename Tiling, typename Acc>
+__device__ __forceinline__ void StoreFragmentSums(float* tile, const Acc& acc, int m_base,
+                                                  int n_base, int lg, int lt) {
+#pragma unroll
+  for (int mt = 0; mt < Tiling::kMTiles; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < Tiling::kNTiles; ++nt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = m_base + mt * 16 + lg + 8 * h;
+        const int c = n_base + nt * 8 + 2 * lt;
+        *reinterpret_cast<float2*>(tile + r * Tiling::kRedStride + c) =
+            make_float2(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
+      }
+}
+
+template <typename Tiling, typename Acc>
+__device__ __forceinline__ void AddFragmentSums(const float* tile, Acc& acc, int m_base,
+                                                int n_base, int lg, int lt) {
+#pragma unroll
+  for (int mt = 0; mt < Tiling::kMTiles; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < Tiling::kNTiles; ++nt)
+#pragma unroll
+      for (int h = 0; h < 2; ++h) {
+        const int r = m_base + mt * 16 + lg + 8 * h;
+        const int c = n_base + nt * 8 + 2 * lt;
+        const float2 v = *reinterpret_cast<const float2*>(tile + r * Tiling::kRedStride + c);
+        acc[mt][nt][2 * h] += v.x;
+        acc[mt][nt][2 * h + 1] += v.y;
+      }
+}
+
+// Experiment `column_pairs`: CTA 1 of the cluster adds its k-group 0 sums (already the CTA's
+// total) into CTA 0's, through CTA 0's stage area, in a fixed order: no atomics. Every thread of
+// both CTAs calls it. The first cluster barrier keeps CTA 1 from writing into CTA 0's stages
+// before CTA 0 has finished its own k-group reduction there; the second makes the sums visible.
+template <typename Tiling, typename Acc>
+__device__ __forceinline__ void ReduceOverCluster(Acc& acc, unsigned char* smem_raw, int column_cta,
+                                                  int kgroup, int m_base, int n_base, int lg,
+                                                  int lt) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+  static_assert(Tiling::kTileRows * Tiling::kRedStride * 4 <= Tiling::kStageAreaBytes,
+                "one tile of sums fits in the stage area");
+  namespace cg = cooperative_groups;
+  cg::cluster_group cluster = cg::this_cluster();
+  float* exchange = reinterpret_cast<float*>(smem_raw);
+  __syncthreads();
+  cluster.sync();
+  if (column_cta == 1 && kgroup == 0) {
+    StoreFragmentSums<Tiling>(cluster.map_shared_rank(exchange, 0), acc, m_base, n_base, lg, lt);
+  }
+  cluster.sync();
+  if (column_cta == 0 && kgroup == 0) {
+    AddFragmentSums<Tiling>(exchange, acc, m_base, n_base, lg, lt);
+  }
+#endif
+}
+
 // Experiment `early_start`: the blocks a CTA reads first, hinted into L2 before the grid waits
 // for the one before it. Only L2-coherent reads (ld.global.cg) happen before that wait, and their
 // only use is the hint: a prerequisite grid may still be writing the tables or w.
@@ -225,8 +289,12 @@ __device__ __forceinline__ void PrefetchFirstBlocks(const BsmmArgs& args, int64_
   tc::PrefetchL2(block, kBlockBytes * static_cast<uint32_t>(taps));
 }
 
+// kColumnCtas (experiment `column_pairs`, sm_90+): CTAs per output tile, one cluster. With 2,
+// the column is walked by 2 x kWarpsK k-groups, and the CTAs' sums meet in distributed shared
+// memory (ReduceOverCluster). early_start (experiment of that name): launched with programmatic
+// stream serialization.
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages, bool kConv, bool kSwizzle>
+          int kStages, bool kConv, bool kSwizzle, int kColumnCtas>
 __global__ void __launch_bounds__(
     TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>::kThreads)
     BsmmTcKernel(BsmmArgs args, ConvGather conv, int64_t row_tiles, bool out_f32,
@@ -264,17 +332,26 @@ __global__ void __launch_bounds__(
   const int lg = lane >> 2;
   const int lt = lane & 3;
 
-  const int64_t out_block = blockIdx.x / Tiling::kNSplit;
-  const int n0 = static_cast<int>(blockIdx.x % Tiling::kNSplit) * kNT;
-  if (early_start) {
-    // Launched with programmatic stream serialization (experiment `early_start`): let the next
-    // product's CTAs take the SM slots this grid frees in its ragged tail, and use the time
-    // before the previous grid ends (its tail, and this grid's launch) to start w's DRAM
-    // traffic. Nsight put the seed kernels' SMs idle 17% (d = 1/4) and 31% (1/16) of their
-    // elapsed cycles.
-    tc::AllowDependentLaunch();
-    PrefetchFirstBlocks<Elem, kBs>(args, out_block, blockIdx.z, taps, tid);
-    tc::WaitForPrerequisiteGrids();
+  // With kColumnCtas > 1, consecutive CTAs (one cluster) share an output tile: the column's
+  // chunks go round the walkers (k-groups of every CTA of the cluster) in turn.
+  const int column_cta = static_cast<int>(blockIdx.x % kColumnCtas);
+  const int64_t tile_x = blockIdx.x / kColumnCtas;
+  const int walker = column_cta * kWarpsK + kgroup;
+  constexpr int walkers = kColumnCtas * kWarpsK;
+  const int64_t out_block = tile_x / Tiling::kNSplit;
+  const int n0 = static_cast<int>(tile_x % Tiling::kNSplit) * kNT;
+  // Convolutions never start early (LaunchTc), and their instantiations are built without it.
+  if constexpr (!kConv) {
+    if (early_start) {
+      // Launched with programmatic stream serialization (experiment `early_start`): let the next
+      // product's CTAs take the SM slots this grid frees in its ragged tail, and use the time
+      // before the previous grid ends (its tail, and this grid's launch) to start w's DRAM
+      // traffic. Nsight put the seed kernels' SMs idle 17% (d = 1/4) and 31% (1/16) of their
+      // elapsed cycles.
+      tc::AllowDependentLaunch();
+      PrefetchFirstBlocks<Elem, kBs>(args, out_block, blockIdx.z, taps, tid);
+      tc::WaitForPrerequisiteGrids();
+    }
   }
   const int64_t entry_begin = min(max(static_cast<int64_t>(__ldg(args.offsets + out_block)),
                                       int64_t{0}), nnz);
@@ -495,13 +572,12 @@ __global__ void __launch_bounds__(
         StageEntries(staged, entries, window_begin, window, a_blocks, nnz);
         __syncthreads();
         const int64_t chunks = (static_cast<int64_t>(window) * taps * kBs + kKC - 1) / kKC;
-        const int64_t my_chunks =
-            chunks > kgroup ? (chunks - kgroup + kWarpsK - 1) / kWarpsK : 0;
+        const int64_t my_chunks = chunks > walker ? (chunks - walker + walkers - 1) / walkers : 0;
         // Multi-stage pipeline: wait for chunk i, barrier (which also frees the stage consumed
         // at i-1), refill that stage with chunk i+kStages-1, then compute chunk i.
 #pragma unroll
         for (int s = 0; s < kStages - 1; ++s) {
-          if (s < my_chunks) load_chunk(kgroup + static_cast<int64_t>(s) * kWarpsK, s);
+          if (s < my_chunks) load_chunk(walker + static_cast<int64_t>(s) * walkers, s);
           tc::CpAsyncCommit();
         }
         for (int64_t i = 0; i < my_chunks; ++i) {
@@ -509,7 +585,7 @@ __global__ void __launch_bounds__(
           group_sync();
           const int64_t prefetch = i + kStages - 1;
           if (prefetch < my_chunks) {
-            load_chunk(kgroup + prefetch * kWarpsK, static_cast<int>(prefetch % kStages));
+            load_chunk(walker + prefetch * walkers, static_cast<int>(prefetch % kStages));
           }
           tc::CpAsyncCommit();
           compute_chunk(static_cast<int>(i % kStages));
@@ -525,41 +601,23 @@ __global__ void __launch_bounds__(
         __syncthreads();
         float* red = reinterpret_cast<float*>(smem_raw);
         if (kgroup > 0) {
-          float* mine = red + (kgroup - 1) * (kTM * Tiling::kRedStride);
-#pragma unroll
-          for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-            for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-              for (int h = 0; h < 2; ++h) {
-                const int r = m_base + mt * 16 + lg + 8 * h;
-                const int c = n_base + nt * 8 + 2 * lt;
-                *reinterpret_cast<float2*>(mine + r * Tiling::kRedStride + c) =
-                    make_float2(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
-              }
+          StoreFragmentSums<Tiling>(red + (kgroup - 1) * (kTM * Tiling::kRedStride), acc, m_base,
+                                    n_base, lg, lt);
         }
         __syncthreads();
         if (kgroup == 0) {
 #pragma unroll
           for (int k = 1; k < kWarpsK; ++k) {
-            const float* theirs = red + (k - 1) * (kTM * Tiling::kRedStride);
-#pragma unroll
-            for (int mt = 0; mt < kMTiles; ++mt)
-#pragma unroll
-              for (int nt = 0; nt < kNTiles; ++nt)
-#pragma unroll
-                for (int h = 0; h < 2; ++h) {
-                  const int r = m_base + mt * 16 + lg + 8 * h;
-                  const int c = n_base + nt * 8 + 2 * lt;
-                  const float2 v = *reinterpret_cast<const float2*>(theirs + r * Tiling::kRedStride + c);
-                  acc[mt][nt][2 * h] += v.x;
-                  acc[mt][nt][2 * h + 1] += v.y;
-                }
+            AddFragmentSums<Tiling>(red + (k - 1) * (kTM * Tiling::kRedStride), acc, m_base,
+                                    n_base, lg, lt);
           }
         }
       }
 
-      if (kgroup == 0) {
+      if constexpr (kColumnCtas > 1) {
+        ReduceOverCluster<Tiling>(acc, smem_raw, column_cta, kgroup, m_base, n_base, lg, lt);
+      }
+      if (kgroup == 0 && column_cta == 0) {
 #pragma unroll
         for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
@@ -589,14 +647,16 @@ __global__ void __launch_bounds__(
   }
 }
 
+// Launches one instantiation of the kernel: shared memory opted in once per device, and the
+// experiments' launch attributes where they are on (sm_90+ only; see LaunchTc).
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages, bool kConv, bool kSwizzle = false>
-cudaError_t LaunchTc(const BsmmArgs& args, const ConvGather& conv, bool out_f32,
-                     cudaStream_t stream) {
+          int kStages, bool kConv, bool kSwizzle, int kColumnCtas>
+cudaError_t LaunchInstance(const BsmmArgs& args, const ConvGather& conv, bool out_f32,
+                           bool early_start, cudaStream_t stream) {
   using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>;
-  auto kernel =
-      BsmmTcKernel<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kConv, kSwizzle>;
-  const int64_t grid_x = args.out_blocks * Tiling::kNSplit;
+  auto kernel = BsmmTcKernel<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kConv,
+                             kSwizzle, kColumnCtas>;
+  const int64_t grid_x = args.out_blocks * Tiling::kNSplit * kColumnCtas;
   if (grid_x > kMaxGridX) return cudaErrorNotSupported;
   constexpr int kSmem = Tiling::kSmemBytes;
   static_assert(kSmem <= 227 * 1024, "shared memory per block");
@@ -611,22 +671,58 @@ cudaError_t LaunchTc(const BsmmArgs& args, const ConvGather& conv, bool out_f32,
   const dim3 grid(static_cast<unsigned>(grid_x),
                   static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
                   static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
-  static const bool early_start = !kConv && ExperimentEnabled("early_start");
-  if (early_start && ComputeCapabilityMajor() >= 9) {
-    cudaLaunchAttribute attribute{};
-    attribute.id = cudaLaunchAttributeProgrammaticStreamSerialization;
-    attribute.val.programmaticStreamSerializationAllowed = 1;
-    cudaLaunchConfig_t config{};
-    config.gridDim = grid;
-    config.blockDim = dim3(Tiling::kThreads);
-    config.dynamicSmemBytes = kSmem;
-    config.stream = stream;
-    config.attrs = &attribute;
-    config.numAttrs = 1;
-    return cudaLaunchKernelEx(&config, kernel, args, conv, row_tiles, out_f32, true);
+  if (!early_start && kColumnCtas == 1) {
+    kernel<<<grid, Tiling::kThreads, kSmem, stream>>>(args, conv, row_tiles, out_f32, false);
+    return cudaSuccess;
   }
-  kernel<<<grid, Tiling::kThreads, kSmem, stream>>>(args, conv, row_tiles, out_f32, false);
-  return cudaSuccess;
+  cudaLaunchAttribute attributes[2] = {};
+  int count = 0;
+  if (early_start) {
+    attributes[count].id = cudaLaunchAttributeProgrammaticStreamSerialization;
+    attributes[count++].val.programmaticStreamSerializationAllowed = 1;
+  }
+  if (kColumnCtas > 1) {
+    attributes[count].id = cudaLaunchAttributeClusterDimension;
+    attributes[count].val.clusterDim.x = kColumnCtas;
+    attributes[count].val.clusterDim.y = 1;
+    attributes[count++].val.clusterDim.z = 1;
+  }
+  cudaLaunchConfig_t config{};
+  config.gridDim = grid;
+  config.blockDim = dim3(Tiling::kThreads);
+  config.dynamicSmemBytes = kSmem;
+  config.stream = stream;
+  config.attrs = attributes;
+  config.numAttrs = count;
+  return cudaLaunchKernelEx(&config, kernel, args, conv, row_tiles, out_f32, early_start);
+}
+
+template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
+          int kStages, bool kConv, bool kSwizzle = false>
+cudaError_t LaunchTc(const BsmmArgs& args, const ConvGather& conv, bool out_f32,
+                     cudaStream_t stream) {
+  // Column pairs are built for the 16-bit 32-row W-streaming tiling (the seed's) only.
+  constexpr bool kPairable = !kConv && kWarpsK > 1 && kSwizzle && kTM == 32;
+  static const bool early_start_wanted = !kConv && ExperimentEnabled("early_start");
+  static const bool column_pairs_wanted = kPairable && ExperimentEnabled("column_pairs");
+  // Both need an sm_90 card and the kernel's sm_90 code (griddepcontrol, cluster barriers): an
+  // sm_80 binary run on a Hopper card has them compiled out.
+  bool hopper = false;
+  if (early_start_wanted || column_pairs_wanted) {
+    hopper = ComputeCapabilityMajor() >= 9 &&
+             KernelBinaryVersion(reinterpret_cast<const void*>(
+                 BsmmTcKernel<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages,
+                              kConv, kSwizzle, 1>)) >= 90;
+  }
+  const bool early_start = early_start_wanted && hopper;
+  if constexpr (kPairable) {
+    if (column_pairs_wanted && hopper) {
+      return LaunchInstance<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kConv,
+                            kSwizzle, 2>(args, conv, out_f32, early_start, stream);
+    }
+  }
+  return LaunchInstance<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kConv,
+                        kSwizzle, 1>(args, conv, out_f32, early_start, stream);
 }
 
 template <MmaKind kKind, int kBs, bool kTransW, bool kConv>

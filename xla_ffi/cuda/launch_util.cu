@@ -37,6 +37,11 @@ int ComputeCapabilityMajor() {
   return CachedAttribute(cudaDevAttrComputeCapabilityMajor, cache, 0);
 }
 
+int KernelBinaryVersion(const void* kernel) {
+  cudaFuncAttributes attributes{};
+  return cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess ? attributes.binaryVersion : 0;
+}
+
 cudaError_t OptInSharedMemory(const void* kernel, int bytes,
                               std::atomic<uint64_t>& done_devices) {
   int device = 0;
