@@ -256,8 +256,7 @@ __device__ __forceinline__ void ReduceOverCluster(Acc& acc, unsigned char* smem_
   namespace cg = cooperative_groups;
   cg::cluster_group cluster = cg::this_cluster();
   float* exchange = reinterpret_cast<float*>(smem_raw);
-  __syncthreads();
-  cluster.sync();
+  cluster.sync();  // every thread of both CTAs: also the CTA barrier before the exchange
   if (column_cta == 1 && kgroup == 0) {
     StoreFragmentSums<Tiling>(cluster.map_shared_rank(exchange, 0), acc, m_base, n_base, lg, lt);
   }
