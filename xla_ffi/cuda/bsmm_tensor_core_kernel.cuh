@@ -46,9 +46,10 @@ constexpr int64_t kMaxGridYZ = 65535;
 
 constexpr int64_t kMaxGridX = 2147483647;
 
-// kSwizzle (16-bit types, 64-byte stage rows only): rows are stored unpadded and each 16-byte
-// unit is XOR-swizzled with the row (Unit below), which keeps ldmatrix conflict-free while a
-// stage shrinks by a fifth, so one more stage fits at the same occupancy.
+// kSwizzle: rows are stored unpadded and each 16-byte unit is XOR-swizzled with the row (AUnit,
+// WUnit below), which keeps the fragment loads conflict-free while a stage shrinks, so one more
+// stage fits at the same occupancy. 16-bit types: 64-byte rows, for ldmatrix. float32
+// (experiment `f32_swizzle`): 128-byte rows, for the scalar tf32 fragment loads.
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
           int kStages, bool kSwizzle = false>
 struct TcTiling {
@@ -100,17 +101,38 @@ struct TcTiling {
                 "a chunk never straddles two entry windows");
 
   static_assert(kTM % (16 * kWarpsM) == 0 && kNT % (8 * kWarpsN) == 0);
-  static_assert(!kSwizzle || (kHalf && kAUnits == 4 && kWUnits == 4),
-                "the swizzle is written for 64-byte rows of 16-bit elements");
+  static_assert(!kSwizzle || (kHalf ? kAUnits == 4 && kWUnits == 4 : kAUnits == 8 && kWUnits == 8),
+                "the swizzles are written for 64-byte rows of 16-bit and 128-byte rows of "
+                "32-bit elements");
 
-  // Physical 16-byte unit of logical unit `unit` in stage row `row`. Rows are 4 units wide, so
-  // an ldmatrix phase (8 consecutive rows, one logical unit) lands on 8 distinct bank groups.
-  static __device__ __forceinline__ int Unit(int row, int unit) {
-    if constexpr (kSwizzle) {
+  // Physical 16-byte unit of logical unit `unit` in stage row `row` of A, and of W.
+  // 16-bit: rows are 4 units wide, so an ldmatrix phase (8 consecutive rows, one logical unit)
+  // lands on 8 distinct bank groups. float32: rows are 8 units wide; A (and a transposed W) is
+  // read 8 rows x 4 consecutive k at a time, so the unit XORs with row % 8; an untransposed W
+  // is read 4 rows (k) x 8 consecutive n (two units), so it XORs with 2 (row % 4).
+  static __device__ __forceinline__ int AUnit(int row, int unit) {
+    if constexpr (!kSwizzle) {
+      return unit;
+    } else if constexpr (kHalf) {
       return unit ^ ((row >> 1) & 3);
     } else {
-      return unit;
+      return unit ^ (row & 7);
     }
+  }
+  static __device__ __forceinline__ int WUnit(int row, int unit) {
+    if constexpr (!kSwizzle || kHalf || kTransW) {
+      return AUnit(row, unit);
+    } else {
+      return unit ^ ((row & 3) << 1);
+    }
+  }
+  // Element offsets of (row, column) in an A / W stage: column-th element of the row's logical
+  // 16-byte units, through the swizzle.
+  static __device__ __forceinline__ int AOffset(int row, int column) {
+    return row * kAStride + AUnit(row, column / kVec) * kVec + column % kVec;
+  }
+  static __device__ __forceinline__ int WOffset(int row, int column) {
+    return row * kWStride + WUnit(row, column / kVec) * kVec + column % kVec;
   }
   static_assert(!kHalf || kNTiles == 1 || kNTiles % 2 == 0, "B is loaded two n-tiles at a time");
   static_assert(kGroupThreads % kAUnits == 0 && (kTM * kAUnits) % kGroupThreads == 0);
@@ -416,7 +438,7 @@ __global__ void __launch_bounds__(
             const bool live = ref.valid && (kConv ? row >= 0 : row < rows);
             const Elem* src = live ? a_group + row * a_cols + ref.a_col + within : a;
             tc::CpAsync16(
-                tc::SharedAddress(a_stage + r * Tiling::kAStride + Tiling::Unit(r, q) * kVec), src,
+                tc::SharedAddress(a_stage + r * Tiling::kAStride + Tiling::AUnit(r, q) * kVec), src,
                 live);
           }
         }
@@ -445,7 +467,7 @@ __global__ void __launch_bounds__(
           const int offset = kTransW ? (n0 + r) * kBs + within : within * kBs + n0 + q * kVec;
           const Elem* src = ref.valid ? w + ref.w_base + offset : w;
           tc::CpAsync16(
-              tc::SharedAddress(w_stage + r * Tiling::kWStride + Tiling::Unit(r, q) * kVec), src,
+              tc::SharedAddress(w_stage + r * Tiling::kWStride + Tiling::WUnit(r, q) * kVec), src,
               ref.valid);
         }
       };
@@ -473,7 +495,7 @@ __global__ void __launch_bounds__(
             for (int mt = 0; mt < kMTiles; ++mt) {
               const int row = m_base + mt * 16 + (lane & 15);
               const Elem* p = a_stage + row * Tiling::kAStride +
-                              Tiling::Unit(row, kb / 8 + (lane >> 4)) * 8;
+                              Tiling::AUnit(row, kb / 8 + (lane >> 4)) * 8;
               tc::LdMatrixX4(af[mt][0], af[mt][1], af[mt][2], af[mt][3], tc::SharedAddress(p));
             }
             // Lane l addresses row (l & 7) of 8x8 matrix (l >> 3): matrices alternate the
@@ -483,7 +505,7 @@ __global__ void __launch_bounds__(
             if constexpr (kNTiles == 1) {
               const int row = kTransW ? n_base + rr : kb + (mi & 1) * 8 + rr;
               const int unit = kTransW ? kb / 8 + (mi & 1) : n_base / 8;
-              const Elem* p = w_stage + row * Tiling::kWStride + Tiling::Unit(row, unit) * 8;
+              const Elem* p = w_stage + row * Tiling::kWStride + Tiling::WUnit(row, unit) * 8;
               if constexpr (kTransW) {
                 tc::LdMatrixX2(bf[0][0], bf[0][1], tc::SharedAddress(p));
               } else {
@@ -495,7 +517,7 @@ __global__ void __launch_bounds__(
                 const int n = n_base + (nt + (mi >> 1)) * 8;
                 const int row = kTransW ? n + rr : kb + (mi & 1) * 8 + rr;
                 const int unit = kTransW ? kb / 8 + (mi & 1) : n / 8;
-                const Elem* p = w_stage + row * Tiling::kWStride + Tiling::Unit(row, unit) * 8;
+                const Elem* p = w_stage + row * Tiling::kWStride + Tiling::WUnit(row, unit) * 8;
                 if constexpr (kTransW) {
                   tc::LdMatrixX4(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1],
                                  tc::SharedAddress(p));
@@ -517,8 +539,18 @@ __global__ void __launch_bounds__(
             uint32_t bb[kNTiles][2], bsm[kNTiles][2];
 #pragma unroll
             for (int mt = 0; mt < kMTiles; ++mt) {
-              const float* p = a_stage + (m_base + mt * 16 + lg) * Tiling::kAStride + kb + lt;
-              const float v[4] = {p[0], p[8 * Tiling::kAStride], p[4], p[8 * Tiling::kAStride + 4]};
+              const int row = m_base + mt * 16 + lg;
+              float v[4];
+              if constexpr (kSwizzle) {
+                v[0] = a_stage[Tiling::AOffset(row, kb + lt)];
+                v[1] = a_stage[Tiling::AOffset(row + 8, kb + lt)];
+                v[2] = a_stage[Tiling::AOffset(row, kb + lt + 4)];
+                v[3] = a_stage[Tiling::AOffset(row + 8, kb + lt + 4)];
+              } else {
+                const float* p = a_stage + row * Tiling::kAStride + kb + lt;
+                v[0] = p[0], v[1] = p[8 * Tiling::kAStride], v[2] = p[4];
+                v[3] = p[8 * Tiling::kAStride + 4];
+              }
 #pragma unroll
               for (int c = 0; c < 4; ++c) {
                 if constexpr (kSplit) {
@@ -532,7 +564,13 @@ __global__ void __launch_bounds__(
             for (int nt = 0; nt < kNTiles; ++nt) {
               const int n = n_base + nt * 8 + lg;
               float v[2];
-              if constexpr (kTransW) {
+              if constexpr (kSwizzle && kTransW) {
+                v[0] = w_stage[Tiling::WOffset(n, kb + lt)];
+                v[1] = w_stage[Tiling::WOffset(n, kb + lt + 4)];
+              } else if constexpr (kSwizzle) {
+                v[0] = w_stage[Tiling::WOffset(kb + lt, n)];
+                v[1] = w_stage[Tiling::WOffset(kb + lt + 4, n)];
+              } else if constexpr (kTransW) {
                 const float* p = w_stage + n * Tiling::kWStride + kb + lt;
                 v[0] = p[0], v[1] = p[4];
               } else {
@@ -701,7 +739,8 @@ template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarps
 cudaError_t LaunchTc(const BsmmArgs& args, const ConvGather& conv, bool out_f32,
                      cudaStream_t stream) {
   // Column pairs are built for the 16-bit 32-row W-streaming tiling (the seed's) only.
-  constexpr bool kPairable = !kConv && kWarpsK > 1 && kSwizzle && kTM == 32;
+  constexpr bool kPairable =
+      !kConv && kWarpsK > 1 && kSwizzle && kTM == 32 && sizeof(ElemOf<kKind>) == 2;
   static const bool early_start_wanted = !kConv && ExperimentEnabled("early_start");
   static const bool column_pairs_wanted = kPairable && ExperimentEnabled("column_pairs");
   // Both need an sm_90 card and the kernel's sm_90 code (griddepcontrol, cluster barriers): an
@@ -735,6 +774,16 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
       // seed d = 1/4 (benchmarks/NOTES.md, v3a).
       return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
                                                                         stream);
+    }
+    if constexpr (!kHalf && kBs >= 32 && !kConv) {
+      // Experiment `f32_swizzle`: unpadded swizzled 128-byte rows make a float32 stage 8 KB
+      // instead of 9.5, so 3 stages per k-group fit at 2 CTAs per SM where 2 do today: twice
+      // the chunks in flight. Seed float32 HIGHEST streams at a third of the card's bandwidth.
+      static const bool f32_swizzle = ExperimentEnabled("f32_swizzle");
+      if (f32_swizzle) {
+        return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 3, kConv, true>(args, conv, out_f32,
+                                                                          stream);
+      }
     }
     return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, kHalf ? 3 : 2, kConv>(args, conv, out_f32,
                                                                            stream);
