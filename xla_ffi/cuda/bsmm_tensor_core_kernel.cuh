@@ -229,11 +229,11 @@ __device__ __forceinline__ int64_t SourceRow(const ConvGather& c, const ConvRow&
 }
 
 // This thread's accumulator fragments, as float pairs in a row-major tile of fp32 sums with row
-// stride kRedStride: fragment (mt, nt, h) holds rows m_base + 16 mt + lg + 8 h, columns
-// n_base + 8 nt + 2 lt and the one after.
-template <typename Tiling, typename Acc>
-__device__ __forceinline__ void StoreFragmentSums(float* tile, const Acc& acc, int m_base,
-                                                  int n_base, int lg, int lt) {
+// stride kRedStride: visit(pair, offset) for each fragment pair (mt, nt, h), which holds row
+// m_base + 16 mt + lg + 8 h, columns n_base + 8 nt + 2 lt and the one after.
+template <typename Tiling, typename Acc, typename Visit>
+__device__ __forceinline__ void ForEachFragmentPair(Acc& acc, int m_base, int n_base, int lg,
+                                                    int lt, Visit&& visit) {
 #pragma unroll
   for (int mt = 0; mt < Tiling::kMTiles; ++mt)
 #pragma unroll
@@ -242,26 +242,26 @@ __device__ __forceinline__ void StoreFragmentSums(float* tile, const Acc& acc, i
       for (int h = 0; h < 2; ++h) {
         const int r = m_base + mt * 16 + lg + 8 * h;
         const int c = n_base + nt * 8 + 2 * lt;
-        *reinterpret_cast<float2*>(tile + r * Tiling::kRedStride + c) =
-            make_float2(acc[mt][nt][2 * h], acc[mt][nt][2 * h + 1]);
+        visit(&acc[mt][nt][2 * h], r * Tiling::kRedStride + c);
       }
+}
+
+template <typename Tiling, typename Acc>
+__device__ __forceinline__ void StoreFragmentSums(float* tile, Acc& acc, int m_base, int n_base,
+                                                  int lg, int lt) {
+  ForEachFragmentPair<Tiling>(acc, m_base, n_base, lg, lt, [&](float* pair, int offset) {
+    *reinterpret_cast<float2*>(tile + offset) = make_float2(pair[0], pair[1]);
+  });
 }
 
 template <typename Tiling, typename Acc>
 __device__ __forceinline__ void AddFragmentSums(const float* tile, Acc& acc, int m_base,
                                                 int n_base, int lg, int lt) {
-#pragma unroll
-  for (int mt = 0; mt < Tiling::kMTiles; ++mt)
-#pragma unroll
-    for (int nt = 0; nt < Tiling::kNTiles; ++nt)
-#pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int r = m_base + mt * 16 + lg + 8 * h;
-        const int c = n_base + nt * 8 + 2 * lt;
-        const float2 v = *reinterpret_cast<const float2*>(tile + r * Tiling::kRedStride + c);
-        acc[mt][nt][2 * h] += v.x;
-        acc[mt][nt][2 * h + 1] += v.y;
-      }
+  ForEachFragmentPair<Tiling>(acc, m_base, n_base, lg, lt, [&](float* pair, int offset) {
+    const float2 v = *reinterpret_cast<const float2*>(tile + offset);
+    pair[0] += v.x;
+    pair[1] += v.y;
+  });
 }
 
 // Experiment `column_pairs`: CTA 1 of the cluster adds its k-group 0 sums (already the CTA's
