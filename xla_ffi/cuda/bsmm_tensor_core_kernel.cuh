@@ -358,7 +358,7 @@ __global__ void __launch_bounds__(
   const int column_cta = static_cast<int>(blockIdx.x % kColumnCtas);
   const int64_t tile_x = blockIdx.x / kColumnCtas;
   const int walker = column_cta * kWarpsK + kgroup;
-  constexpr int walkers = kColumnCtas * kWarpsK;
+  constexpr int kWalkers = kColumnCtas * kWarpsK;
   const int64_t out_block = tile_x / Tiling::kNSplit;
   const int n0 = static_cast<int>(tile_x % Tiling::kNSplit) * kNT;
   // Convolutions never start early (LaunchTc), and their instantiations are built without it.
@@ -609,12 +609,12 @@ __global__ void __launch_bounds__(
         StageEntries(staged, entries, window_begin, window, a_blocks, nnz);
         __syncthreads();
         const int64_t chunks = (static_cast<int64_t>(window) * taps * kBs + kKC - 1) / kKC;
-        const int64_t my_chunks = chunks > walker ? (chunks - walker + walkers - 1) / walkers : 0;
+        const int64_t my_chunks = chunks > walker ? (chunks - walker + kWalkers - 1) / kWalkers : 0;
         // Multi-stage pipeline: wait for chunk i, barrier (which also frees the stage consumed
         // at i-1), refill that stage with chunk i+kStages-1, then compute chunk i.
 #pragma unroll
         for (int s = 0; s < kStages - 1; ++s) {
-          if (s < my_chunks) load_chunk(walker + static_cast<int64_t>(s) * walkers, s);
+          if (s < my_chunks) load_chunk(walker + static_cast<int64_t>(s) * kWalkers, s);
           tc::CpAsyncCommit();
         }
         for (int64_t i = 0; i < my_chunks; ++i) {
@@ -622,7 +622,7 @@ __global__ void __launch_bounds__(
           group_sync();
           const int64_t prefetch = i + kStages - 1;
           if (prefetch < my_chunks) {
-            load_chunk(walker + prefetch * walkers, static_cast<int>(prefetch % kStages));
+            load_chunk(walker + prefetch * kWalkers, static_cast<int>(prefetch % kStages));
           }
           tc::CpAsyncCommit();
           compute_chunk(static_cast<int>(i % kStages));
