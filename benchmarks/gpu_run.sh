@@ -23,9 +23,10 @@ echo "build: $(( $(date +%s) - start )) s"
 (cd /tmp && python3 -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))")
 
 status=0
-# Kernel experiments pending measurement (comma-separated; JBS_AB_EXPERIMENTS overrides). The v7
-# ones were adopted or removed in session 5.
-experiments=${JBS_AB_EXPERIMENTS:-early_start,stream64_all,column_pairs,f32_swizzle}
+# Kernel experiments pending measurement (comma-separated; JBS_AB_EXPERIMENTS overrides). The v8
+# ones (early_start, stream64_all, column_pairs, f32_swizzle) were measured and removed in
+# session 6.
+experiments=${JBS_AB_EXPERIMENTS:-f32_three_ctas,sampled_short_f32}
 if [[ " $steps " == *" abtest "* ]]; then
   JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
   smoke=$?
@@ -49,16 +50,14 @@ fi
 if [[ " $steps " == *" ab "* ]]; then
   # Each experiment alone against the defaults, on the configurations it changes:
   # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
-  # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py).
-  # early_start (programmatic dependent launch) can only link launches made on the stream, so it
-  # is also timed with XLA's command buffers off.
-  no_graphs=--xla_gpu_enable_command_buffer=
-  eval "ab_settings=(${JBS_AB_SETTINGS:-'':'seed seed64' early_start:'seed seed64' \
-      '':seed:random:$no_graphs early_start:seed:random:$no_graphs stream64_all:seed64 \
-      column_pairs:seed '':seed:random::float32 f32_swizzle:seed:random::float32})"
+  # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). The
+  # defaults run twice, first and last, to show the run-to-run spread.
+  eval "ab_settings=(${JBS_AB_SETTINGS:-'':seed:random::float32 f32_three_ctas:seed:random::float32 \
+      sampled_short_f32:seed:random::float32 '':seed:random::float32})"
   for setting in "${ab_settings[@]}"; do
     IFS=: read -r name configs layout flags dtype <<< "$setting"
-    echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}"
+    echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \
+        | tee -a "$out/ab_bench.log"
     XLA_FLAGS="${XLA_FLAGS:-}${flags:+ $flags}" JBS_CUDA_EXPERIMENT=$name timeout 300 \
         python3 benchmarks/bench.py --no-peers --only $configs \
         --layout "${layout:-random}" --dtype "${dtype:-bfloat16}" --out "/tmp/ab_${name:-default}" 2>&1 \

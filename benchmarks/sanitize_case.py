@@ -5,7 +5,7 @@ kernels (float64); block sizes 8, 32 and 128; M <= 32 and 48 (the W-streaming ti
 tile tails and M > 512 (split-M sampled); and the CUDA convolution in bf16 and float32: forward
 and input gradient strided, dilated and padded (the gather kernel), and the stride-1 halo-tile
 kernels (forward, input gradient, filter gradient in one segment and in two). Then a jitted
-chain of dependent products with w rewritten between them, where `early_start` launches overlap.
+chain of dependent products with w rewritten between them.
 """
 import os
 
@@ -59,9 +59,7 @@ for bs in (16, 32):
                                              padding=((1, 2), (0, 1)), dilation=(1, 2))
                 y, vjp = jax.vjp(conv, x, w)
                 jax.block_until_ready((y, vjp(jnp.ones_like(y))))
-# Back-to-back products in one jit: under JBS_CUDA_EXPERIMENT=early_start each may start before
-# the one it reads has finished (programmatic dependent launch), and column_pairs runs the seed
-# tiling on two-CTA clusters.
+# Back-to-back products in one jit, each reading what the one before wrote.
 layout = jbs.Layout(rng.random((8, 8)) < 0.5, 32)
 x = jnp.asarray(rng.standard_normal((20, 256)), jnp.bfloat16)
 w = jnp.asarray(rng.standard_normal(layout.w_shape) / 16, jnp.bfloat16)

@@ -148,6 +148,25 @@ def test_short_sampled_over_long_rows(rng, m, out_dtype, dtype):
     assert_close(dw, blocks_of(mask, 32, f64(x).T @ f64(dy)), out_dtype or dtype, on_gpu=True)
 
 
+@pytest.mark.parametrize("m", [1, 7, 16, 17, 32])
+@pytest.mark.parametrize("precision", ["default", "highest"])
+def test_short_sampled_float32(rng, m, precision):
+    """sampled_matmul in float32 for M <= 32, bs 32, TF32 and 3xTF32: the persistent-warp kernel
+    (one 16-row chunk per block up to M = 16, two from 17, row runs in both) when
+    JBS_CUDA_EXPERIMENT names sampled_short_f32, the general kernel otherwise. Same layout as
+    test_short_sampled_over_long_rows: long runs of one block-row, an empty row and column."""
+    mask = random_mask(rng, 40, 40, 0.3)
+    mask[3, :] = True
+    mask[4, :] = False
+    mask[:, 9] = False
+    layout = jbs.Layout(mask, 32)
+    x = _put(random_array(rng, (m, 1280), np.float32))
+    dy = _put(random_array(rng, (m, 1280), np.float32))
+    dw = jbs.sampled_matmul(x, dy, layout, precision=precision)
+    assert dw.dtype == np.float32
+    assert_close(dw, blocks_of(mask, 32, f64(x).T @ f64(dy)), np.float32, precision, on_gpu=True)
+
+
 @pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16], ids=lambda d: np.dtype(d).name)
 def test_bitwise_determinism(rng, dtype):
     layout = jbs.Layout(random_mask(rng, 32, 32, 0.25), 32)
@@ -167,10 +186,10 @@ def test_bitwise_determinism(rng, dtype):
 @pytest.mark.parametrize("dtype", [np.float32, jnp.bfloat16], ids=lambda d: np.dtype(d).name)
 def test_chained_products_read_what_came_before(rng, m, dtype):
     """Back-to-back products in one jit, each reading the previous one's output, with w
-    rewritten by an XLA fusion between them, so that a kernel that started early (experiment
-    `early_start`: programmatic dependent launch, w hinted into L2 before the wait) and read
-    anything stale would fail one step's check. Every step is checked against float64 products
-    of the step's own inputs, as returned by the same jit."""
+    rewritten by an XLA fusion between them, so that a kernel that read anything stale (a launch
+    overlapping the one before it, as the rejected `early_start` experiment did, NOTES v8a)
+    would fail one step's check. Every step is checked against float64 products of the step's
+    own inputs, as returned by the same jit."""
     layout = jbs.Layout(random_mask(rng, 24, 24, 0.3), 32)
     size = layout.shape[0]
     x = _put(random_array(rng, (m, size), dtype))

@@ -32,16 +32,6 @@ int MultiprocessorCount() {
   return CachedAttribute(cudaDevAttrMultiProcessorCount, cache, 132);
 }
 
-int ComputeCapabilityMajor() {
-  static std::atomic<int> cache[kMaxDevices];
-  return CachedAttribute(cudaDevAttrComputeCapabilityMajor, cache, 0);
-}
-
-int KernelBinaryVersion(const void* kernel) {
-  cudaFuncAttributes attributes{};
-  return cudaFuncGetAttributes(&attributes, kernel) == cudaSuccess ? attributes.binaryVersion : 0;
-}
-
 cudaError_t OptInSharedMemory(const void* kernel, int bytes,
                               std::atomic<uint64_t>& done_devices) {
   int device = 0;

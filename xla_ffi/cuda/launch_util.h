@@ -14,13 +14,6 @@ namespace jbs {
 // Of the current device; 132 (an H100's count) if the runtime cannot say.
 int MultiprocessorCount();
 
-// Of the current device; 0 if the runtime cannot say.
-int ComputeCapabilityMajor();
-
-// The architecture `kernel` was compiled for as loaded on the current device (major * 10 +
-// minor, e.g. 90), or 0 if the runtime cannot say. A host query: no sync, no allocation.
-int KernelBinaryVersion(const void* kernel);
-
 // Raises `kernel`'s dynamic shared memory limit to `bytes` on the current device, once per
 // device: the attribute belongs to the device's context, so a process that launches on several
 // GPUs needs it on each. `done_devices` is the caller's per-kernel record (one bit per device).

@@ -17,8 +17,9 @@ namespace jbs {
 template <typename T, typename O, int kBs>
 cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream);
 
-// sampled_short_tensor_core.cu: persistent warps for rows <= 64, bs 32, T in {__nv_bfloat16, __half}, O in {T, float}.
-// cudaErrorNotSupported, having launched nothing, for anything else.
+// sampled_short_tensor_core.cu: persistent warps for bs 32 and short reductions: rows <= 64 for
+// T in {__nv_bfloat16, __half} with O in {T, float}, rows <= 32 for T = O = float (TF32, 3xTF32
+// at precision 1). cudaErrorNotSupported, having launched nothing, for anything else.
 template <typename T, typename O>
 cudaError_t LaunchSampledShortTensorCore(const SampledArgs& args, cudaStream_t stream);
 

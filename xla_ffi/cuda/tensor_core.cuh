@@ -171,35 +171,6 @@ __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
-// --- programmatic dependent launch (sm_90+) ----------------------------------------------
-// A grid launched with cudaLaunchAttributeProgrammaticStreamSerialization may start while the
-// grid before it in the stream still runs, once that grid has let it (AllowDependentLaunch, or
-// by finishing). Until WaitForPrerequisiteGrids returns, nothing the earlier grid writes may be
-// read and nothing it reads may be written. Both are no-ops for a grid launched without the
-// attribute, and compile to nothing below sm_90.
-
-__device__ __forceinline__ void AllowDependentLaunch() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.launch_dependents;\n" ::: "memory");
-#endif
-}
-
-__device__ __forceinline__ void WaitForPrerequisiteGrids() {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("griddepcontrol.wait;\n" ::: "memory");
-#endif
-}
-
-// Asks L2 to fetch `bytes` (a multiple of 16) from `global` (16-byte aligned). A hint: nothing
-// is read into the SM, and L2 is where writes from every SM meet, so a line fetched before an
-// earlier grid rewrites it is never read stale.
-__device__ __forceinline__ void PrefetchL2(const void* global, uint32_t bytes) {
-#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
-  asm volatile("cp.async.bulk.prefetch.L2.global [%0], %1;\n" ::"l"(global), "r"(bytes)
-               : "memory");
-#endif
-}
-
 // --- barriers ------------------------------------------------------------------------------
 
 // Named barrier over `threads` threads (a multiple of 32) of the block; id 0 is the one
