@@ -23,10 +23,9 @@ echo "build: $(( $(date +%s) - start )) s"
 (cd /tmp && python3 -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))")
 
 status=0
-# Kernel experiments pending measurement (comma-separated; JBS_AB_EXPERIMENTS overrides). The v8
-# ones (early_start, stream64_all, column_pairs, f32_swizzle) were measured and removed in
-# session 6.
-experiments=${JBS_AB_EXPERIMENTS:-f32_three_ctas,sampled_short_f32}
+# Kernel experiments pending measurement (comma-separated; JBS_AB_EXPERIMENTS overrides). None
+# today: the v9 ones were adopted in session 6.
+experiments=${JBS_AB_EXPERIMENTS:-}
 if [[ " $steps " == *" abtest "* ]]; then
   JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
   smoke=$?
@@ -52,8 +51,7 @@ if [[ " $steps " == *" ab "* ]]; then
   # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
   # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). The
   # defaults run twice, first and last, to show the run-to-run spread.
-  eval "ab_settings=(${JBS_AB_SETTINGS:-'':seed:random::float32 f32_three_ctas:seed:random::float32 \
-      sampled_short_f32:seed:random::float32 '':seed:random::float32})"
+  eval "ab_settings=(${JBS_AB_SETTINGS:-'':seed:random::float32 '':seed:random::float32})"
   for setting in "${ab_settings[@]}"; do
     IFS=: read -r name configs layout flags dtype <<< "$setting"
     echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \

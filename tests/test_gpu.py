@@ -152,8 +152,7 @@ def test_short_sampled_over_long_rows(rng, m, out_dtype, dtype):
 @pytest.mark.parametrize("precision", ["default", "highest"])
 def test_short_sampled_float32(rng, m, precision):
     """sampled_matmul in float32 for M <= 32, bs 32, TF32 and 3xTF32: the persistent-warp kernel
-    (one 16-row chunk per block up to M = 16, two from 17, row runs in both) when
-    JBS_CUDA_EXPERIMENT names sampled_short_f32, the general kernel otherwise. Same layout as
+    (one 16-row chunk per block up to M = 16, two from 17, row runs in both). Same layout as
     test_short_sampled_over_long_rows: long runs of one block-row, an empty row and column."""
     mask = random_mask(rng, 40, 40, 0.3)
     mask[3, :] = True

@@ -46,8 +46,8 @@ constexpr int64_t kMaxGridX = 2147483647;
 
 // kSwizzle: rows are stored unpadded and each 16-byte unit is XOR-swizzled with the row (AUnit,
 // WUnit below), which keeps the fragment loads conflict-free while a stage shrinks, so one more
-// stage fits at the same occupancy. 16-bit types: 64-byte rows, for ldmatrix. float32
-// (experiment `f32_three_ctas`): 128-byte rows, for the scalar tf32 fragment loads.
+// stage fits at the same occupancy. 16-bit types: 64-byte rows, for ldmatrix. float32: 128-byte
+// rows, for the scalar tf32 fragment loads.
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
           int kStages, bool kSwizzle = false>
 struct TcTiling {
@@ -653,17 +653,13 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
                                                                         stream);
     }
     if constexpr (!kHalf && kBs == 32 && !kConv) {
-      // Experiment `f32_three_ctas`: unpadded swizzled 128-byte rows make a float32 stage 8 KB
-      // instead of 9.5 (untransposed w, whose k-major reads need a 40-word pitch), so the
-      // CTA's 66 KB fit 3 per SM where 2 fit today: the seed's 384 CTAs in one wave (396
-      // slots on an H200) instead of 1.45. matmul_t's padded stages (9 KB) already fit 3 per
-      // SM, and it measured 85.8 us against matmul's 105.4 at d = 1/4 (NOTES v8d). bs 32 only:
-      // at 64 and 128 the 168-register cap spills.
-      static const bool three_ctas = ExperimentEnabled("f32_three_ctas");
-      if (three_ctas) {
-        return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 2, kConv, true>(args, conv, out_f32,
-                                                                          stream);
-      }
+      // float32: unpadded swizzled 128-byte rows make a stage 8 KB instead of 9.5 (an
+      // untransposed w's k-major reads need a 40-word pitch), so with 2 stages per k-group the
+      // CTA's 66 KB fit 3 per SM: the seed's 384 CTAs in one wave (396 slots on an H200)
+      // instead of 1.45. Seed float32 HIGHEST matmul d = 1/4: 101 -> 85.6 us (NOTES v9a). bs 32
+      // only: at 64 and 128 the 168-register cap of 3 CTAs spills.
+      return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 2, kConv, true>(args, conv, out_f32,
+                                                                        stream);
     }
     return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, kHalf ? 3 : 2, kConv>(args, conv, out_f32,
                                                                            stream);
