@@ -171,6 +171,11 @@ def bench_config(config, m, size, bs, density, dtype_name, precision, layout_kin
         "matmul_t": (chain_square(lambda y, w: jnp.dot(y, w.T, precision=prec)), (x, w_dense)),
         "sampled_matmul": (chain_reduction(lambda a, b: jnp.dot(a.T, b, precision=prec)), (x, x)),
     }
+    # torch captures the peers' chains in CUDA graphs in global mode: JAX work still in flight
+    # then (x's host-to-device copy, say) invalidates the capture and leaves JAX's stream in an
+    # error state (session 6: cudaErrorStreamCaptureInvalidated, then "Callback registry is
+    # closed" on the next JAX read). So JAX goes idle first.
+    jax.block_until_ready((x, w, w_dense))
     peers = torch_peers(mask, bs, np.asarray(w_dense, np.float32), m, dtype_name) if with_peers else {}
     single = {
         "matmul": (jbs.matmul(x, w, layout, precision=precision), jnp.dot(x, w_dense, precision=prec)),
