@@ -23,9 +23,8 @@ echo "build: $(( $(date +%s) - start )) s"
 (cd /tmp && python3 -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))")
 
 status=0
-# Kernel experiments pending measurement (comma-separated; JBS_AB_EXPERIMENTS overrides). None
-# today: the v9 ones were adopted in session 6.
-experiments=${JBS_AB_EXPERIMENTS:-}
+# Kernel experiments pending measurement (comma-separated; JBS_AB_EXPERIMENTS overrides).
+experiments=${JBS_AB_EXPERIMENTS:-column_groups}
 if [[ " $steps " == *" abtest "* ]]; then
   JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
   smoke=$?
@@ -51,7 +50,8 @@ if [[ " $steps " == *" ab "* ]]; then
   # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
   # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). The
   # defaults run twice, first and last, to show the run-to-run spread.
-  eval "ab_settings=(${JBS_AB_SETTINGS:-'':seed:random::float32 '':seed:random::float32})"
+  eval "ab_settings=(${JBS_AB_SETTINGS:-'':'wide small' column_groups:'wide small' \
+      '':wide:watts_strogatz column_groups:wide:watts_strogatz '':'wide small'})"
   for setting in "${ab_settings[@]}"; do
     IFS=: read -r name configs layout flags dtype <<< "$setting"
     echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \

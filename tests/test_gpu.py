@@ -44,6 +44,32 @@ def test_every_kernel_variant(rng, m, bs, dtype, precision):
     check(jbs.sampled_matmul(x, dy, layout, **kw), blocks_of(mask, bs, f64(x).T @ f64(dy)))
 
 
+@pytest.mark.parametrize("bs", [16, 32])
+@pytest.mark.parametrize("out_dtype", [None, jnp.float32], ids=["same", "float32"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_large_batch_over_tall_layouts(rng, bs, out_dtype, dtype):
+    """130 rows (a row tile and a tail), 16-bit, bs 16 and 32, over a 300 x 10 block layout and
+    its transpose: more than 256 block-rows (the `column_groups` experiment builds its union
+    tables 256 block-rows at a time), a last group of fewer than 128 / bs block-columns, an empty
+    block-column, a full one, and block-rows used by a single column."""
+    mask = random_mask(rng, 300, 10, density=0.2)
+    mask[:, 2] = False  # an empty block-column
+    mask[:, 7] = True  # a full one, across both union windows
+    mask[40, :] = False
+    mask[40, 5] = True  # a block-row only column 5 uses
+    layout = jbs.Layout(mask, bs)
+    C, N = layout.shape
+    x, dy = _put(random_array(rng, (130, C), dtype)), _put(random_array(rng, (130, N), dtype))
+    w = _put(random_array(rng, layout.w_shape, dtype))
+    Wd = dense_weight(mask, bs, f64(w))
+    kw = dict(preferred_element_type=out_dtype)
+    y = jbs.matmul(x, w, layout, **kw)
+    dx = jbs.matmul_t(dy, w, layout, **kw)
+    assert y.dtype == dx.dtype == (out_dtype or dtype)
+    assert_close(y, f64(x) @ Wd, out_dtype or dtype, on_gpu=True)
+    assert_close(dx, f64(dy) @ Wd.T, out_dtype or dtype, on_gpu=True)
+
+
 @pytest.mark.parametrize("m", [33, 48, 64])
 @pytest.mark.parametrize("bs", [32, 64, 128])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)

@@ -28,21 +28,13 @@
 #include <type_traits>
 
 #include "blocksparse_kernels.h"
+#include "bsmm_column_group_kernel.cuh"
+#include "bsmm_tc_common.cuh"
 #include "launch_util.h"
 #include "tensor_core.cuh"
 
 namespace jbs {
 namespace bsmm_tc {
-
-enum class MmaKind { kBf16, kF16, kTf32, k3xTf32 };
-
-template <MmaKind kKind>
-using ElemOf = std::conditional_t<kKind == MmaKind::kBf16, __nv_bfloat16,
-                                  std::conditional_t<kKind == MmaKind::kF16, __half, float>>;
-
-constexpr int64_t kMaxGridYZ = 65535;
-
-constexpr int64_t kMaxGridX = 2147483647;
 
 // kSwizzle: rows are stored unpadded and each 16-byte unit is XOR-swizzled with the row (AUnit,
 // WUnit below), which keeps the fragment loads conflict-free while a stage shrinks, so one more
@@ -674,6 +666,12 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
       return LaunchTc<kKind, kBs, kTransW, 64, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
                                                                         stream);
     }
+  }
+  if constexpr (kHalf && !kConv && (kBs == 16 || kBs == 32)) {
+    // Experiment `column_groups` (NOTES v10): 128 x 128 output tiles over the union of a group
+    // of block-columns, so that each x tile is fetched once for all of them.
+    static const bool column_groups = ExperimentEnabled("column_groups");
+    if (column_groups) return LaunchColumnGroups<kKind, kBs, kTransW>(args, out_f32, stream);
   }
   // Row-tiled regime: 128 rows, 4 warps in one k-group.
   constexpr int kWarpsN = kBs >= 64 ? 2 : 1;

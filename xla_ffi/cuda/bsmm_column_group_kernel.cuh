@@ -1,0 +1,345 @@
+// Tensor-core jbs_bsmm for large batches (experiment `column_groups`, benchmarks/NOTES.md v10):
+// one CTA owns a 128-row x 128-column output tile, that is kGroup = 128 / bs adjacent
+// block-columns, instead of a 128 x bs tile of one block-column.
+//
+// Why: the one-column kernel (bsmm_tensor_core_kernel.cuh) copies a 128-row x bs tile of `a`
+// from L2 once per block of its column, so every x tile is fetched once per block-column that
+// uses it, and its 32 x 32 warp tiles keep the tensor cores waiting on those fetches (wide bf16
+// d = 1/4: 120 TFLOP/s, 0.65x dense). Here the CTA walks the union of its columns' block-rows:
+// each x tile is fetched once for all the group's columns that use it (x traffic x 0.68 at
+// d = 1/4 and bs 32, x 0.66 at d = 1/8 and bs 16, for random layouts; more for banded ones),
+// and each warp multiplies its 32 rows by every present block of the group, 16 accumulator
+// tiles per warp where the one-column kernel has 4.
+//
+// The union is built in shared memory by the CTA itself from the same (offsets, entries) table
+// the one-column kernel reads, a window of 256 block-rows at a time: scatter each column's
+// entries into a [block-row][column] slot table, then compact the rows that any column uses,
+// in block-row order. So the layout needs no second table, and hub segments (split tables)
+// work unchanged. Blocks absent from a column are neither copied nor multiplied: the column's
+// mma steps are skipped by a branch that is uniform over the CTA.
+//
+// Determinism: every output element is summed by one thread in block-row order. No atomics.
+#ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_COLUMN_GROUP_KERNEL_CUH_
+#define JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_COLUMN_GROUP_KERNEL_CUH_
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cstdint>
+
+#include "blocksparse_kernels.h"
+#include "bsmm_tc_common.cuh"
+#include "launch_util.h"
+#include "tensor_core.cuh"
+
+namespace jbs {
+namespace bsmm_tc {
+
+template <typename Elem, int kBs>
+struct ColumnGroupTiling {
+  static_assert(sizeof(Elem) == 2 && (kBs == 16 || kBs == 32), "16-bit data, bs 16 or 32");
+  static constexpr int kTM = 128;
+  static constexpr int kWarps = kTM / 32;  // each warp: 32 rows x all 128 columns
+  static constexpr int kThreads = 32 * kWarps;
+  static constexpr int kGroup = 128 / kBs;          // block-columns per CTA
+  static constexpr int kNTilesPerColumn = kBs / 8;  // n8 mma tiles per block-column
+  static constexpr int kKSteps = kBs / 16;          // k16 mma steps per block
+  // Row pitch, in elements, of the x tile and of each w block: 16 bytes of padding put the 8
+  // rows an ldmatrix phase reads into distinct banks (80- and 48-byte rows).
+  static constexpr int kPitch = kBs + 8;
+  static constexpr int kUnitsPerRow = kBs / 8;  // 16-byte copies per row
+  static constexpr int kAElems = kTM * kPitch;
+  static constexpr int kWElems = kBs * kPitch;
+  static constexpr int kStageElems = kAElems + kGroup * kWElems;  // 20 KB (bs 32), 12 KB (16)
+  static constexpr int kStages = kBs == 32 ? 4 : 6;
+  static constexpr int kStageBytes = kStages * kStageElems * 2;
+  // Block-rows per union window, and the tables built for one window.
+  static constexpr int kWindow = 256;
+  static constexpr int kSlotBytes = kWindow * kGroup * 4;  // int32 [kWindow][kGroup]
+  static constexpr int kRowBytes = kWindow * 4;            // int32 block-row of union entry u
+  static constexpr int kScanBytes = kWarps * 4;
+  static constexpr int kSmemBytes = kStageBytes + kSlotBytes + kRowBytes + kScanBytes;
+  static_assert(kWindow == 2 * kThreads, "the compaction gives each thread two block-rows");
+  static_assert(kSmemBytes <= 113 * 1024, "two CTAs per SM");
+};
+
+// Fills the union tables for block-rows [row_begin, row_begin + kWindow): slots[u][c] is the w
+// block of union entry u in column c (-1: absent), union_rows[u] its block-row; returns the
+// number of entries. Every thread calls it; it ends with a barrier.
+template <typename Tiling>
+__device__ __forceinline__ int BuildUnion(const BsmmArgs& args, int64_t first_column,
+                                          int64_t row_begin, int32_t* slots, int32_t* union_rows,
+                                          int32_t* warp_counts) {
+  constexpr int kGroup = Tiling::kGroup;
+  constexpr int kWindow = Tiling::kWindow;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int64_t a_blocks = args.a_cols / args.block_size;
+  for (int i = tid; i < kWindow * kGroup; i += Tiling::kThreads) slots[i] = -1;
+  __syncthreads();
+#pragma unroll 1
+  for (int c = 0; c < kGroup; ++c) {
+    const int64_t column = first_column + c;
+    if (column >= args.out_blocks) break;
+    const int64_t begin = min(max(static_cast<int64_t>(__ldg(args.offsets + column)),
+                                  int64_t{0}), args.nnz);
+    const int64_t end = min(max(static_cast<int64_t>(__ldg(args.offsets + column + 1)), begin),
+                            args.nnz);
+    for (int64_t e = begin + tid; e < end; e += Tiling::kThreads) {
+      const int2 pair = __ldg(reinterpret_cast<const int2*>(args.entries) + e);
+      // A corrupt pair is dropped (a zero block), as the one-column kernel does.
+      const bool valid = pair.x >= 0 && pair.x < a_blocks && pair.y >= 0 && pair.y < args.nnz;
+      const int64_t local = static_cast<int64_t>(pair.x) - row_begin;
+      if (valid && local >= 0 && local < kWindow) slots[local * kGroup + c] = pair.y;
+    }
+  }
+  __syncthreads();
+  // Compaction in block-row order, in place: each thread holds its two rows in registers
+  // across the barrier, then writes them at their rank among the used rows.
+  int32_t held[2][kGroup];
+  int used[2];
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int r = 2 * tid + h;
+    used[h] = 0;
+#pragma unroll
+    for (int c = 0; c < kGroup; ++c) {
+      held[h][c] = slots[r * kGroup + c];
+      used[h] |= held[h][c] >= 0;
+    }
+  }
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int mine = used[0] + used[1];
+  int inclusive = mine;
+#pragma unroll
+  for (int step = 1; step < 32; step <<= 1) {
+    const int other = __shfl_up_sync(0xffffffffu, inclusive, step);
+    if (lane >= step) inclusive += other;
+  }
+  if (lane == 31) warp_counts[warp] = inclusive;
+  __syncthreads();  // also: every thread has read its rows of slots
+  int rank = inclusive - mine;
+  int total = 0;
+#pragma unroll
+  for (int w = 0; w < Tiling::kWarps; ++w) {
+    const int count = warp_counts[w];
+    if (w < warp) rank += count;
+    total += count;
+  }
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    if (!used[h]) continue;
+#pragma unroll
+    for (int c = 0; c < kGroup; ++c) slots[rank * kGroup + c] = held[h][c];
+    union_rows[rank] = static_cast<int32_t>(row_begin) + 2 * tid + h;
+    ++rank;
+  }
+  __syncthreads();
+  return total;
+}
+
+template <MmaKind kKind, int kBs, bool kTransW>
+__global__ void __launch_bounds__(ColumnGroupTiling<ElemOf<kKind>, kBs>::kThreads, 2)
+    BsmmColumnGroupKernel(BsmmArgs args, int64_t row_tiles, bool out_f32) {
+  using Elem = ElemOf<kKind>;
+  using Tiling = ColumnGroupTiling<Elem, kBs>;
+  constexpr int kGroup = Tiling::kGroup;
+  constexpr int kPitch = Tiling::kPitch;
+  constexpr int kStages = Tiling::kStages;
+  constexpr int kNPerColumn = Tiling::kNTilesPerColumn;
+  constexpr int kUnits = Tiling::kUnitsPerRow;
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  Elem* stages = reinterpret_cast<Elem*>(smem_raw);
+  int32_t* slots = reinterpret_cast<int32_t*>(smem_raw + Tiling::kStageBytes);
+  int32_t* union_rows = slots + Tiling::kWindow * kGroup;
+  int32_t* warp_counts = union_rows + Tiling::kWindow;
+
+  const Elem* __restrict__ a = static_cast<const Elem*>(args.a);
+  const Elem* __restrict__ w = static_cast<const Elem*>(args.w);
+  const int64_t rows = args.rows;
+  const int64_t a_cols = args.a_cols;
+  const int64_t a_blocks = a_cols / kBs;
+  const int64_t out_cols = args.out_blocks * kBs;
+  const int64_t first_column = static_cast<int64_t>(blockIdx.x) * kGroup;
+  const int tid = static_cast<int>(threadIdx.x);
+  const int lane = tid & 31;
+  const int warp = tid >> 5;
+  const int lg = lane >> 2;
+  const int lt = lane & 3;
+  const int m_base = warp * 32;
+  const int windows = static_cast<int>((a_blocks + Tiling::kWindow - 1) / Tiling::kWindow);
+  int union_size = 0;
+  int built_window = -1;
+
+  for (int64_t g = blockIdx.z; g < args.groups; g += gridDim.z) {
+    const Elem* a_group = a + g * rows * a_cols;
+    const Elem* w_group = w + g * args.nnz * (kBs * kBs);
+    for (int64_t tile = blockIdx.y; tile < row_tiles; tile += gridDim.y) {
+      const int64_t row0 = tile * Tiling::kTM;
+      float acc[2][kGroup * kNPerColumn][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kGroup * kNPerColumn; ++nt)
+#pragma unroll
+          for (int c = 0; c < 4; ++c) acc[mt][nt][c] = 0.f;
+
+      for (int window = 0; window < windows; ++window) {
+        if (window != built_window) {  // one window: built once per CTA
+          union_size = BuildUnion<Tiling>(args, first_column,
+                                          static_cast<int64_t>(window) * Tiling::kWindow, slots,
+                                          union_rows, warp_counts);
+          built_window = window;
+        }
+
+        // Union entry u -> stage: the x tile of its block-row, and its columns' w blocks.
+        auto load_entry = [&](int u, int stage) {
+          Elem* a_stage = stages + stage * Tiling::kStageElems;
+          const int64_t a_col = static_cast<int64_t>(union_rows[u]) * kBs;
+#pragma unroll
+          for (int i = 0; i < Tiling::kTM * kUnits / Tiling::kThreads; ++i) {
+            const int copy = tid + i * Tiling::kThreads;
+            const int r = copy / kUnits;
+            const int q = copy % kUnits;
+            const int64_t row = row0 + r;
+            const bool live = row < rows;
+            const Elem* src = live ? a_group + row * a_cols + a_col + q * 8 : a;
+            tc::CpAsync16(tc::SharedAddress(a_stage + r * kPitch + q * 8), src, live);
+          }
+          Elem* w_stages = a_stage + Tiling::kAElems;
+          constexpr int kCopiesPerBlock = kBs * kUnits;
+#pragma unroll
+          for (int i = 0; i < kGroup * kCopiesPerBlock / Tiling::kThreads; ++i) {
+            const int copy = tid + i * Tiling::kThreads;
+            const int c = copy / kCopiesPerBlock;
+            const int r = (copy % kCopiesPerBlock) / kUnits;
+            const int q = copy % kUnits;
+            const int32_t k = slots[u * kGroup + c];
+            if (k < 0) continue;
+            const Elem* src = w_group + static_cast<int64_t>(k) * (kBs * kBs) + r * kBs + q * 8;
+            tc::CpAsync16(tc::SharedAddress(w_stages + c * Tiling::kWElems + r * kPitch + q * 8),
+                          src, true);
+          }
+        };
+
+        auto compute_entry = [&](int u, int stage) {
+          const Elem* a_stage = stages + stage * Tiling::kStageElems;
+          const Elem* w_stages = a_stage + Tiling::kAElems;
+#pragma unroll
+          for (int ks = 0; ks < Tiling::kKSteps; ++ks) {
+            const int kb = ks * 16;
+            uint32_t af[2][4];
+#pragma unroll
+            for (int mt = 0; mt < 2; ++mt) {
+              const int row = m_base + mt * 16 + (lane & 15);
+              tc::LdMatrixX4(af[mt][0], af[mt][1], af[mt][2], af[mt][3],
+                             tc::SharedAddress(a_stage + row * kPitch + kb + (lane >> 4) * 8));
+            }
+            // Lane l addresses row (l & 7) of 8x8 matrix (l >> 3): matrices alternate the k
+            // half (0-7, 8-15) and then advance one n-tile.
+            const int mi = lane >> 3;
+            const int rr = lane & 7;
+#pragma unroll
+            for (int c = 0; c < kGroup; ++c) {
+              if (slots[u * kGroup + c] < 0) continue;  // the same for every thread
+              const Elem* w_block = w_stages + c * Tiling::kWElems;
+              uint32_t bf[kNPerColumn][2];
+#pragma unroll
+              for (int nt = 0; nt < kNPerColumn; nt += 2) {
+                const int n = (nt + (mi >> 1)) * 8;
+                // Untransposed blocks are stored [k][n] (ldmatrix.trans over k rows);
+                // transposed ones [n][k] (plain ldmatrix over n rows).
+                const int row = kTransW ? n + rr : kb + (mi & 1) * 8 + rr;
+                const int col = kTransW ? kb + (mi & 1) * 8 : n;
+                const uint32_t address = tc::SharedAddress(w_block + row * kPitch + col);
+                if constexpr (kTransW) {
+                  tc::LdMatrixX4(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1], address);
+                } else {
+                  tc::LdMatrixX4Trans(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1],
+                                      address);
+                }
+              }
+#pragma unroll
+              for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+                for (int nt = 0; nt < kNPerColumn; ++nt) {
+                  tc::Mma16<Elem>(acc[mt][c * kNPerColumn + nt], af[mt], bf[nt]);
+                }
+            }
+          }
+        };
+
+        // Multi-stage pipeline over the union: wait for entry i, barrier (which also frees the
+        // stage consumed at i - 1), refill that stage with entry i + kStages - 1, compute i.
+#pragma unroll
+        for (int s = 0; s < kStages - 1; ++s) {
+          if (s < union_size) load_entry(s, s);
+          tc::CpAsyncCommit();
+        }
+        for (int i = 0; i < union_size; ++i) {
+          tc::CpAsyncWait<kStages - 2>();
+          __syncthreads();
+          const int prefetch = i + kStages - 1;
+          if (prefetch < union_size) load_entry(prefetch, prefetch % kStages);
+          tc::CpAsyncCommit();
+          compute_entry(i, i % kStages);
+        }
+        tc::CpAsyncWait<0>();
+        __syncthreads();  // the stages and the union tables are free for what comes next
+      }
+
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t row = row0 + m_base + mt * 16 + lg + 8 * h;
+          if (row >= rows) continue;
+#pragma unroll
+          for (int c = 0; c < kGroup; ++c) {
+            const int64_t column = first_column + c;
+            if (column >= args.out_blocks) continue;
+#pragma unroll
+            for (int nt = 0; nt < kNPerColumn; ++nt) {
+              const int64_t offset = (g * rows + row) * out_cols + column * kBs + nt * 8 + 2 * lt;
+              const float lo = acc[mt][c * kNPerColumn + nt][2 * h];
+              const float hi = acc[mt][c * kNPerColumn + nt][2 * h + 1];
+              if (out_f32) {
+                *reinterpret_cast<float2*>(static_cast<float*>(args.out) + offset) =
+                    make_float2(lo, hi);
+              } else {
+                *reinterpret_cast<uint32_t*>(static_cast<Elem*>(args.out) + offset) =
+                    tc::PackPair<Elem>(lo, hi);
+              }
+            }
+          }
+        }
+    }
+  }
+}
+
+template <MmaKind kKind, int kBs, bool kTransW>
+cudaError_t LaunchColumnGroups(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
+  using Tiling = ColumnGroupTiling<ElemOf<kKind>, kBs>;
+  auto kernel = BsmmColumnGroupKernel<kKind, kBs, kTransW>;
+  static std::atomic<uint64_t> done_devices{0};
+  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), Tiling::kSmemBytes,
+                        done_devices) != cudaSuccess) {
+    return cudaErrorNotSupported;
+  }
+  const int64_t column_groups = (args.out_blocks + Tiling::kGroup - 1) / Tiling::kGroup;
+  const int64_t row_tiles = (args.rows + Tiling::kTM - 1) / Tiling::kTM;
+  if (column_groups > kMaxGridX) return cudaErrorNotSupported;
+  const dim3 grid(static_cast<unsigned>(column_groups),
+                  static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
+                  static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
+  kernel<<<grid, Tiling::kThreads, Tiling::kSmemBytes, stream>>>(args, row_tiles, out_f32);
+  return cudaSuccess;
+}
+
+}  // namespace bsmm_tc
+}  // namespace jbs
+
+#endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_COLUMN_GROUP_KERNEL_CUH_
