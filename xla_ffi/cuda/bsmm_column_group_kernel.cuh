@@ -77,22 +77,28 @@ __device__ __forceinline__ int BuildUnion(const BsmmArgs& args, int64_t first_co
   const int tid = static_cast<int>(threadIdx.x);
   const int64_t a_blocks = args.a_cols / args.block_size;
   for (int i = tid; i < kWindow * kGroup; i += Tiling::kThreads) slots[i] = -1;
+  // The group's columns are consecutive in the table, so their entries are one span: bounds[c]
+  // to bounds[c + 1] are column c's (empty past the last column). All G + 1 offsets are loaded
+  // at once, and the span is walked in one pass: one round trip to L2, not one per column.
+  int64_t bounds[kGroup + 1];
+#pragma unroll
+  for (int c = 0; c <= kGroup; ++c) {
+    const int64_t column = min(first_column + c, args.out_blocks);
+    const int64_t lowest = c == 0 ? int64_t{0} : bounds[c - 1];
+    bounds[c] = min(max(static_cast<int64_t>(__ldg(args.offsets + column)), lowest), args.nnz);
+  }
   __syncthreads();
-#pragma unroll 1
-  for (int c = 0; c < kGroup; ++c) {
-    const int64_t column = first_column + c;
-    if (column >= args.out_blocks) break;
-    const int64_t begin = min(max(static_cast<int64_t>(__ldg(args.offsets + column)),
-                                  int64_t{0}), args.nnz);
-    const int64_t end = min(max(static_cast<int64_t>(__ldg(args.offsets + column + 1)), begin),
-                            args.nnz);
-    for (int64_t e = begin + tid; e < end; e += Tiling::kThreads) {
-      const int2 pair = __ldg(reinterpret_cast<const int2*>(args.entries) + e);
-      // A corrupt pair is dropped (a zero block), as the one-column kernel does.
-      const bool valid = pair.x >= 0 && pair.x < a_blocks && pair.y >= 0 && pair.y < args.nnz;
-      const int64_t local = static_cast<int64_t>(pair.x) - row_begin;
-      if (valid && local >= 0 && local < kWindow) slots[local * kGroup + c] = pair.y;
-    }
+  for (int64_t e = bounds[0] + tid; e < bounds[kGroup]; e += Tiling::kThreads) {
+    int c = 0;
+#pragma unroll
+    for (int j = 1; j < kGroup; ++j) c += e >= bounds[j];
+    const int2 pair = __ldg(reinterpret_cast<const int2*>(args.entries) + e);
+    // A corrupt pair is dropped (a zero block), as the one-column kernel does. A valid table
+    // never lists a block-row twice in one column (it comes from a mask), so each slot is
+    // written at most once.
+    const bool valid = pair.x >= 0 && pair.x < a_blocks && pair.y >= 0 && pair.y < args.nnz;
+    const int64_t local = static_cast<int64_t>(pair.x) - row_begin;
+    if (valid && local >= 0 && local < kWindow) slots[local * kGroup + c] = pair.y;
   }
   __syncthreads();
   // Compaction in block-row order, in place: each thread holds its two rows in registers

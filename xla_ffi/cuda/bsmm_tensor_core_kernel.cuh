@@ -671,7 +671,9 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     // Experiment `column_groups` (NOTES v10): 128 x 128 output tiles over the union of a group
     // of block-columns, so that each x tile is fetched once for all of them.
     static const bool column_groups = ExperimentEnabled("column_groups");
-    if (column_groups) return LaunchColumnGroups<kKind, kBs, kTransW>(args, out_f32, stream);
+    if (column_groups && args.rows > 64) {
+      return LaunchColumnGroups<kKind, kBs, kTransW>(args, out_f32, stream);
+    }
   }
   // Row-tiled regime: 128 rows, 4 warps in one k-group.
   constexpr int kWarpsN = kBs >= 64 ? 2 : 1;
