@@ -7,6 +7,11 @@ the d = 1/16 one at 11.9 us (NOTES, v5 profile), against 39-51 and 17-20 us per 
 bench.py. Each setting of XLA_FLAGS runs in a process of its own (flags are read at start-up):
 the defaults, and command buffers (CUDA graphs) off.
 
+Two more layouts, ours only, give the floor under the sparse cells: d = 1/64, and one block per
+block-column (a diagonal: 0.75 MB of w, under a microsecond of bandwidth), whose marginal time
+is what one product costs whatever its bytes (launch, table reads, pipeline fill, epilogue).
+The d = 1/16 and 1/64 targets (12x and 25x: 6.4 and 3.1 us) are measured against that floor.
+
     python benchmarks/overhead_case.py            # from the repo root, after pip install
 """
 import os
@@ -28,18 +33,23 @@ def measure():
 
     size = int(os.environ.get("JBS_OVERHEAD_SIZE", 12288))  # smaller for a CPU smoke run
     rng = np.random.default_rng(1)
-    for density in (1 / 4, 1 / 16):
-        layout = jbs.Layout(random_mask(size // 32, density), 32)
+    blocks = size // 32
+    for label, mask in [("1/4", random_mask(blocks, 1 / 4)), ("1/16", random_mask(blocks, 1 / 16)),
+                        ("1/64", random_mask(blocks, 1 / 64)),
+                        ("diagonal", np.eye(blocks, dtype=bool))]:
+        layout = jbs.Layout(mask, 32)
+        density = layout.density
         w = jnp.asarray(rng.standard_normal(layout.w_shape) / np.sqrt(density * size), jnp.bfloat16)
         x = jnp.asarray(rng.standard_normal((32, size)), jnp.bfloat16)
-        dense_w = layout.todense(w)
-        for name, product, weight in [("ours", lambda y, w: jbs.matmul(y, w, layout), w),
-                                      ("dense", lambda y, w: jnp.dot(y, w), dense_w)]:
+        products = [("ours", lambda y, w: jbs.matmul(y, w, layout), w)]
+        if label in ("1/4", "1/16"):
+            products.append(("dense", lambda y, w: jnp.dot(y, w), layout.todense(w)))
+        for name, product, weight in products:
             per_call = {steps: median_seconds(chained(product, steps), x, weight, repeats=30) * 1e6
                         for steps in (1, 16, 64)}
             marginal = (per_call[64] - per_call[16]) / 48
             fixed = per_call[16] - 16 * marginal
-            print(f"  d={density:<7.4g} {name:5s} per product: chain 1 {per_call[1]:7.1f} us, "
+            print(f"  d={label:<8s} {name:5s} per product: chain 1 {per_call[1]:7.1f} us, "
                   f"chain 16 {per_call[16] / 16:6.1f} us, chain 64 {per_call[64] / 64:6.1f} us; "
                   f"marginal {marginal:6.1f} us, per-call fixed {fixed:6.1f} us", flush=True)
 
