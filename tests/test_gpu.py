@@ -44,11 +44,11 @@ def test_every_kernel_variant(rng, m, bs, dtype, precision):
     check(jbs.sampled_matmul(x, dy, layout, **kw), blocks_of(mask, bs, f64(x).T @ f64(dy)))
 
 
-@pytest.mark.parametrize("bs", [16, 32])
+@pytest.mark.parametrize("bs", [8, 16, 32])
 @pytest.mark.parametrize("out_dtype", [None, jnp.float32], ids=["same", "float32"])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_large_batch_over_tall_layouts(rng, bs, out_dtype, dtype):
-    """130 rows (a row tile and a tail), 16-bit, bs 16 and 32, over a 300 x 10 block layout and
+    """130 rows (a row tile and a tail), 16-bit, bs 8, 16 and 32, over a 300 x 10 block layout and
     its transpose: more than 256 block-rows (the `column_groups` experiment builds its union
     tables 256 block-rows at a time), a last group of fewer than 128 / bs block-columns, an empty
     block-column, a full one (a hub: matmul's table is cut into segments), and a block-row used

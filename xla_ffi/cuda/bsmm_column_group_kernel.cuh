@@ -7,12 +7,12 @@
 // uses it, and its 32 x 32 warp tiles keep the tensor cores waiting on those fetches (wide bf16
 // d = 1/4: 120 TFLOP/s, 0.65x dense). Here the CTA walks the union of its columns' block-rows:
 // each x tile is fetched once for all the group's columns that use it (x traffic x 0.68 at
-// d = 1/4 and bs 32, x 0.66 at d = 1/8 and bs 16, for random layouts; more for banded ones),
-// and each warp multiplies its 32 rows by every present block of the group, 16 accumulator
-// tiles per warp where the one-column kernel has 4.
+// d = 1/4 and bs 32, x 0.66 at d = 1/8 and bs 16, x 0.44 at bs 8, for random layouts; less for
+// banded ones), and each warp multiplies its 32 rows by every present block of the group, 16
+// accumulator tiles per warp where the one-column kernel has 4 (bs 32) or fewer.
 //
 // The union is built in shared memory by the CTA itself from the same (offsets, entries) table
-// the one-column kernel reads, a window of 256 block-rows at a time: scatter each column's
+// the one-column kernel reads, a window of 256 block-rows at a time: scatter the group's
 // entries into a [block-row][column] slot table, then compact the rows that any column uses,
 // in block-row order. So the layout needs no second table, and hub segments (split tables)
 // work unchanged. Blocks absent from a column are neither copied nor multiplied: the column's
@@ -39,21 +39,24 @@ namespace bsmm_tc {
 
 template <typename Elem, int kBs>
 struct ColumnGroupTiling {
-  static_assert(sizeof(Elem) == 2 && (kBs == 16 || kBs == 32), "16-bit data, bs 16 or 32");
+  static_assert(sizeof(Elem) == 2 && (kBs == 8 || kBs == 16 || kBs == 32),
+                "16-bit data, bs 8, 16 or 32");
   static constexpr int kTM = 128;
   static constexpr int kWarps = kTM / 32;  // each warp: 32 rows x all 128 columns
   static constexpr int kThreads = 32 * kWarps;
   static constexpr int kGroup = 128 / kBs;          // block-columns per CTA
   static constexpr int kNTilesPerColumn = kBs / 8;  // n8 mma tiles per block-column
-  static constexpr int kKSteps = kBs / 16;          // k16 mma steps per block
+  static constexpr int kKSteps = kBs / 16;          // k16 mma steps per block (bs 8: one k8)
   // Row pitch, in elements, of the x tile and of each w block: 16 bytes of padding put the 8
-  // rows an ldmatrix phase reads into distinct banks (80- and 48-byte rows).
-  static constexpr int kPitch = kBs + 8;
+  // rows an ldmatrix phase reads into distinct banks (80- and 48-byte rows); 16-byte bs 8 rows
+  // need none, 8 consecutive rows being one 128-byte line.
+  static constexpr int kPitch = kBs == 8 ? 8 : kBs + 8;
   static constexpr int kUnitsPerRow = kBs / 8;  // 16-byte copies per row
   static constexpr int kAElems = kTM * kPitch;
   static constexpr int kWElems = kBs * kPitch;
-  static constexpr int kStageElems = kAElems + kGroup * kWElems;  // 20 KB (bs 32), 12 KB (16)
-  static constexpr int kStages = kBs == 32 ? 4 : 6;
+  static constexpr int kStageElems = kAElems + kGroup * kWElems;  // 20, 12, 4 KB (bs 32, 16, 8)
+  // About 60-80 KB in flight per CTA: a bs 8 entry is one k8 step, so it takes many stages.
+  static constexpr int kStages = kBs == 32 ? 4 : kBs == 16 ? 6 : 12;
   static constexpr int kStageBytes = kStages * kStageElems * 2;
   // Block-rows per union window, and the tables built for one window.
   static constexpr int kWindow = 256;
@@ -234,46 +237,75 @@ __global__ void __launch_bounds__(ColumnGroupTiling<ElemOf<kKind>, kBs>::kThread
         auto compute_entry = [&](int u, int stage) {
           const Elem* a_stage = stages + stage * Tiling::kStageElems;
           const Elem* w_stages = a_stage + Tiling::kAElems;
+          if constexpr (kBs == 8) {
+            // k is 8: m16n8k8. One ldmatrix.x4 gives the warp's 32 rows (matrices = rows 0-7,
+            // 8-15, 16-23, 24-31: both registers of both m-tiles); one more gives 4 columns' B
+            // (matrix i = column j + i). A column that is absent from this entry holds stale
+            // data in its slot, which is loaded but never multiplied.
+            uint32_t af[2][2];
+            tc::LdMatrixX4(af[0][0], af[0][1], af[1][0], af[1][1],
+                           tc::SharedAddress(a_stage + (m_base + lane) * kPitch));
 #pragma unroll
-          for (int ks = 0; ks < Tiling::kKSteps; ++ks) {
-            const int kb = ks * 16;
-            uint32_t af[2][4];
-#pragma unroll
-            for (int mt = 0; mt < 2; ++mt) {
-              const int row = m_base + mt * 16 + (lane & 15);
-              tc::LdMatrixX4(af[mt][0], af[mt][1], af[mt][2], af[mt][3],
-                             tc::SharedAddress(a_stage + row * kPitch + kb + (lane >> 4) * 8));
-            }
-            // Lane l addresses row (l & 7) of 8x8 matrix (l >> 3): matrices alternate the k
-            // half (0-7, 8-15) and then advance one n-tile.
-            const int mi = lane >> 3;
-            const int rr = lane & 7;
-#pragma unroll
-            for (int c = 0; c < kGroup; ++c) {
-              if (slots[u * kGroup + c] < 0) continue;  // the same for every thread
-              const Elem* w_block = w_stages + c * Tiling::kWElems;
-              uint32_t bf[kNPerColumn][2];
-#pragma unroll
-              for (int nt = 0; nt < kNPerColumn; nt += 2) {
-                const int n = (nt + (mi >> 1)) * 8;
-                // Untransposed blocks are stored [k][n] (ldmatrix.trans over k rows);
-                // transposed ones [n][k] (plain ldmatrix over n rows).
-                const int row = kTransW ? n + rr : kb + (mi & 1) * 8 + rr;
-                const int col = kTransW ? kb + (mi & 1) * 8 : n;
-                const uint32_t address = tc::SharedAddress(w_block + row * kPitch + col);
-                if constexpr (kTransW) {
-                  tc::LdMatrixX4(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1], address);
-                } else {
-                  tc::LdMatrixX4Trans(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1],
-                                      address);
-                }
+            for (int j = 0; j < kGroup; j += 4) {
+              uint32_t bf[4];
+              const uint32_t address = tc::SharedAddress(
+                  w_stages + (j + (lane >> 3)) * Tiling::kWElems + (lane & 7) * kPitch);
+              // Untransposed blocks are stored [k][n] (.trans over k rows), transposed ones
+              // [n][k] (plain, over n rows).
+              if constexpr (kTransW) {
+                tc::LdMatrixX4(bf[0], bf[1], bf[2], bf[3], address);
+              } else {
+                tc::LdMatrixX4Trans(bf[0], bf[1], bf[2], bf[3], address);
               }
 #pragma unroll
-              for (int mt = 0; mt < 2; ++mt)
+              for (int i = 0; i < 4; ++i) {
+                if (slots[u * kGroup + j + i] < 0) continue;  // the same for every thread
 #pragma unroll
-                for (int nt = 0; nt < kNPerColumn; ++nt) {
-                  tc::Mma16<Elem>(acc[mt][c * kNPerColumn + nt], af[mt], bf[nt]);
+                for (int mt = 0; mt < 2; ++mt) tc::Mma8<Elem>(acc[mt][j + i], af[mt], bf[i]);
+              }
+            }
+          } else {
+#pragma unroll
+            for (int ks = 0; ks < Tiling::kKSteps; ++ks) {
+              const int kb = ks * 16;
+              uint32_t af[2][4];
+#pragma unroll
+              for (int mt = 0; mt < 2; ++mt) {
+                const int row = m_base + mt * 16 + (lane & 15);
+                tc::LdMatrixX4(af[mt][0], af[mt][1], af[mt][2], af[mt][3],
+                               tc::SharedAddress(a_stage + row * kPitch + kb + (lane >> 4) * 8));
+              }
+              // Lane l addresses row (l & 7) of 8x8 matrix (l >> 3): matrices alternate the k
+              // half (0-7, 8-15) and then advance one n-tile.
+              const int mi = lane >> 3;
+              const int rr = lane & 7;
+#pragma unroll
+              for (int c = 0; c < kGroup; ++c) {
+                if (slots[u * kGroup + c] < 0) continue;  // the same for every thread
+                const Elem* w_block = w_stages + c * Tiling::kWElems;
+                uint32_t bf[kNPerColumn][2];
+#pragma unroll
+                for (int nt = 0; nt < kNPerColumn; nt += 2) {
+                  const int n = (nt + (mi >> 1)) * 8;
+                  // Untransposed blocks are stored [k][n] (ldmatrix.trans over k rows);
+                  // transposed ones [n][k] (plain ldmatrix over n rows).
+                  const int row = kTransW ? n + rr : kb + (mi & 1) * 8 + rr;
+                  const int col = kTransW ? kb + (mi & 1) * 8 : n;
+                  const uint32_t address = tc::SharedAddress(w_block + row * kPitch + col);
+                  if constexpr (kTransW) {
+                    tc::LdMatrixX4(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1], address);
+                  } else {
+                    tc::LdMatrixX4Trans(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1],
+                                        address);
+                  }
                 }
+#pragma unroll
+                for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+                  for (int nt = 0; nt < kNPerColumn; ++nt) {
+                    tc::Mma16<Elem>(acc[mt][c * kNPerColumn + nt], af[mt], bf[nt]);
+                  }
+              }
             }
           }
         };

@@ -667,7 +667,7 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
                                                                         stream);
     }
   }
-  if constexpr (kHalf && !kConv && (kBs == 16 || kBs == 32)) {
+  if constexpr (kHalf && !kConv && kBs <= 32) {
     // Experiment `column_groups` (NOTES v10): 128 x 128 output tiles over the union of a group
     // of block-columns, so that each x tile is fetched once for all of them.
     static const bool column_groups = ExperimentEnabled("column_groups");

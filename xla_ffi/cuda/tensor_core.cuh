@@ -78,6 +78,27 @@ __device__ __forceinline__ void Mma16(float (&d)[4], const uint32_t (&a)[4],
   }
 }
 
+// The m16n8k8 product of 16-bit data: A (16 x 8) in two registers, a[0] = A[g][2t .. 2t+1],
+// a[1] = A[g+8][2t .. 2t+1]; B (8 x 8) in one, B[2t .. 2t+1][g]; C/D as for m16n8k16. For
+// bs 8 blocks, whose k is 8.
+template <typename Elem>
+__device__ __forceinline__ void Mma8(float (&d)[4], const uint32_t (&a)[2], uint32_t b) {
+  if constexpr (std::is_same_v<Elem, __half>) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.f16.f16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(b));
+  } else {
+    static_assert(std::is_same_v<Elem, __nv_bfloat16>, "16-bit element types only");
+    asm volatile(
+        "mma.sync.aligned.m16n8k8.row.col.f32.bf16.bf16.f32 "
+        "{%0, %1, %2, %3}, {%4, %5}, {%6}, {%0, %1, %2, %3};\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+        : "r"(a[0]), "r"(a[1]), "r"(b));
+  }
+}
+
 // Operands must already be tf32 bit patterns (see ToTf32 / SplitTf32); the tensor core would
 // otherwise truncate the low mantissa bits instead of rounding them.
 __device__ __forceinline__ void MmaTf32(float (&d)[4], const uint32_t (&a)[4],
