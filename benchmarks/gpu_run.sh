@@ -59,7 +59,7 @@ if [[ " $steps " == *" ab "* ]]; then
     XLA_FLAGS="${XLA_FLAGS:-}${flags:+ $flags}" JBS_CUDA_EXPERIMENT=$name timeout 300 \
         python3 benchmarks/bench.py --no-peers --only $configs \
         --layout "${layout:-random}" --dtype "${dtype:-bfloat16}" --out "/tmp/ab_${name:-default}" 2>&1 \
-        | grep -E "^(seed|conv)|Error" | tee -a "$out/ab_bench.log"
+        | grep -E "^(seed|wide|small|conv)|Error" | tee -a "$out/ab_bench.log"
   done
 fi
 if has test; then
