@@ -267,6 +267,8 @@ def configurations(quick):
     yield from (("small", 2048, 4096, bs, 1 / 8, "bfloat16", "default", "random") for bs in (16, 8))
     if not quick:
         yield from (("seed", 32, 12288, 32, d, "bfloat16", "default", "watts_strogatz") for d in seed_d)
+        yield from (("wide", 8192, 4096, 32, d, "bfloat16", "default", "watts_strogatz")
+                    for d in (1 / 4, 1 / 16))
         yield from (("seed", 32, 12288, 32, d, "bfloat16", "default", "barabasi_albert") for d in seed_d)
 
 

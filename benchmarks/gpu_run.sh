@@ -24,7 +24,7 @@ echo "build: $(( $(date +%s) - start )) s"
 
 status=0
 # Kernel experiments pending measurement (comma-separated; JBS_AB_EXPERIMENTS overrides).
-experiments=${JBS_AB_EXPERIMENTS:-column_groups}
+experiments=${JBS_AB_EXPERIMENTS:-}
 if [[ " $steps " == *" abtest "* ]]; then
   JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
   smoke=$?

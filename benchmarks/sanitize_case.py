@@ -2,7 +2,7 @@
 
 Paths: tensor-core 16-bit (bf16), TF32 (float32 DEFAULT), 3xTF32 (float32 HIGHEST), and the SIMT
 kernels (float64); block sizes 8, 32 and 128; M <= 32 and 48 (the W-streaming tiles), M with
-tile tails and M > 512 (split-M sampled); and the CUDA convolution in bf16 and float32: forward
+tile tails and M > 512 (split-M sampled, 8 slices and fewer); and the CUDA convolution in bf16 and float32: forward
 and input gradient strided, dilated and padded (the gather kernel), and the stride-1 halo-tile
 kernels (forward, input gradient, filter gradient in one segment and in two). Then a jitted
 chain of dependent products with w rewritten between them.
@@ -37,6 +37,14 @@ for bs in (8, 32, 128):
                     jbs.matmul_t(dy, w, layout, precision=precision),
                     jbs.sampled_matmul(x, dy, layout, precision=precision))
             jax.block_until_ready(outs)
+# M >= 512 over hundreds of blocks: 4 and 2 warps per block's rows on a 132-SM card (the
+# one-block-per-CTA split above takes all 8)
+for nnz in (700, 1400):
+    mask = np.zeros((64, 64), bool)
+    mask.reshape(-1)[rng.choice(64 * 64, nnz, replace=False)] = True
+    layout = jbs.Layout(mask, 32)
+    x, dy = (jnp.asarray(rng.standard_normal((520, 2048)), jnp.bfloat16) for _ in range(2))
+    jax.block_until_ready(jbs.sampled_matmul(x, dy, layout))
 # 48 rows over columns of >= 16 blocks: the 64-row W-streaming tile
 layout = jbs.Layout(np.ones((16, 2), bool), 32)
 x = jnp.asarray(rng.standard_normal((48, 512)), jnp.bfloat16)

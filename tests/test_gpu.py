@@ -49,7 +49,7 @@ def test_every_kernel_variant(rng, m, bs, dtype, precision):
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_large_batch_over_tall_layouts(rng, bs, out_dtype, dtype):
     """130 rows (a row tile and a tail), 16-bit, bs 8, 16 and 32, over a 300 x 10 block layout and
-    its transpose: more than 256 block-rows (the `column_groups` experiment builds its union
+    its transpose: more than 256 block-rows (at bs 8 the column-group kernel builds its union
     tables 256 block-rows at a time), a last group of fewer than 128 / bs block-columns, an empty
     block-column, a full one (a hub: matmul's table is cut into segments), and a block-row used
     by a single column."""
@@ -272,6 +272,30 @@ def test_sampled_long_reduction_few_blocks(rng, bs, dtype, precision):
     x, dy = _put(random_array(rng, (m, C), dtype)), _put(random_array(rng, (m, N), dtype))
     out = jbs.sampled_matmul(x, dy, layout, precision=precision)
     assert_close(out, blocks_of(mask, bs, f64(x).T @ f64(dy)), dtype, precision, on_gpu=True)
+
+
+@pytest.mark.parametrize("nnz", [300, 700, 1400, 2900])
+@pytest.mark.parametrize("bs", [8, 16, 32, 64])
+@pytest.mark.parametrize("dtype,precision", [(np.float32, "highest"), (jnp.bfloat16, "default"),
+                                             (np.float16, "default")],
+                         ids=lambda v: v if isinstance(v, str) else np.dtype(v).name)
+def test_sampled_long_reduction_slice_counts(rng, nnz, bs, dtype, precision):
+    """M >= 512: the kernel splits each block's rows over the fewest warps (1, 2, 4 or 8 slices)
+    whose grid still fills the card. On a 132-SM card these block counts take 8, 4, 2 and 1
+    slices at bs 32 (4, 2, 1, 1 at bs 64; 8, 4, 2, 2 at bs 8 and 16), so every count is run;
+    consecutive blocks share block-rows, so a's loads are shared within a CTA as well."""
+    blocks = 64
+    mask = np.zeros((blocks, blocks), bool)
+    mask.reshape(-1)[rng.choice(blocks * blocks, nnz, replace=False)] = True
+    layout = jbs.Layout(mask, bs)
+    m = 520
+    x = random_array(rng, (m, blocks * bs), dtype)
+    dy = random_array(rng, (m, blocks * bs), dtype)
+    out = jbs.sampled_matmul(_put(x), _put(dy), layout, precision=precision)
+    rows, cols = np.nonzero(mask)  # row-major: the order of layout.coords
+    xb = f64(x).reshape(m, blocks, bs)[:, rows]
+    db = f64(dy).reshape(m, blocks, bs)[:, cols]
+    assert_close(out, np.einsum("mki,mkj->kij", xb, db), dtype, precision, on_gpu=True)
 
 
 @pytest.mark.parametrize("batch", [1, 5])  # 12 and 60 output rows: both kernel regimes

@@ -1,11 +1,10 @@
-// Tensor-core jbs_bsmm for large batches (experiment `column_groups`, benchmarks/NOTES.md v10):
-// one CTA owns a 128-row x 128-column output tile, that is kGroup = 128 / bs adjacent
-// block-columns, instead of a 128 x bs tile of one block-column.
+// Tensor-core jbs_bsmm for large batches at bs 8 (benchmarks/NOTES.md v10): one CTA owns a
+// 128-row x 128-column output tile, that is kGroup = 128 / bs adjacent block-columns, instead of
+// a 128 x bs tile of one block-column.
 //
 // Why: the one-column kernel (bsmm_tensor_core_kernel.cuh) copies a 128-row x bs tile of `a`
 // from L2 once per block of its column, so every x tile is fetched once per block-column that
-// uses it, and its 32 x 32 warp tiles keep the tensor cores waiting on those fetches (wide bf16
-// d = 1/4: 120 TFLOP/s, 0.65x dense). Here the CTA walks the union of its columns' block-rows:
+// uses it. Here the CTA walks the union of its columns' block-rows:
 // each x tile is fetched once for all the group's columns that use it (x traffic x 0.68 at
 // d = 1/4 and bs 32, x 0.66 at d = 1/8 and bs 16, x 0.44 at bs 8, for random layouts; less for
 // banded ones), and each warp multiplies its 32 rows by every present block of the group, 16
@@ -17,6 +16,10 @@
 // in block-row order. So the layout needs no second table, and hub segments (split tables)
 // work unchanged. Blocks absent from a column are neither copied nor multiplied: the column's
 // mma steps are skipped by a branch that is uniform over the CTA.
+//
+// Routed for bs 8 only: measured, bs 8 ran 1.6x faster than one column per CTA, bs 16 tied and
+// bs 32 lost (NOTES v10 measured), so the tensor cores' rate, not x's L2 traffic, limits those.
+// The tiling stays written for 16 and 32, which the tall-layout GPU test checked.
 //
 // Determinism: every output element is summed by one thread in block-row order. No atomics.
 #ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_COLUMN_GROUP_KERNEL_CUH_

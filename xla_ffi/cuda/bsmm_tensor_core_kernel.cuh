@@ -667,13 +667,11 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
                                                                         stream);
     }
   }
-  if constexpr (kHalf && !kConv && kBs <= 32) {
-    // Experiment `column_groups` (NOTES v10): 128 x 128 output tiles over the union of a group
-    // of block-columns, so that each x tile is fetched once for all of them.
-    static const bool column_groups = ExperimentEnabled("column_groups");
-    if (column_groups && args.rows > 64) {
-      return LaunchColumnGroups<kKind, kBs, kTransW>(args, out_f32, stream);
-    }
+  if constexpr (kHalf && !kConv && kBs == 8) {
+    // 128 x 128 output tiles over the union of 16 block-columns (bsmm_column_group_kernel.cuh):
+    // small bs 8 d = 1/8 matmul 493 -> 308 us. At bs 16 it tied and at bs 32 it lost (wide
+    // d = 1/16: 186 -> 231 us), so those stay on one column per CTA (NOTES v10 measured).
+    if (args.rows > 64) return LaunchColumnGroups<kKind, kBs, kTransW>(args, out_f32, stream);
   }
   // Row-tiled regime: 128 rows, 4 warps in one k-group.
   constexpr int kWarpsN = kBs >= 64 ? 2 : 1;

@@ -46,7 +46,8 @@ constexpr int ChooseChunk(int base, int row_bytes) {
   return chunk;
 }
 
-template <typename T, int kBs, bool kSplit>
+// kSlices: how many warps split the M rows of one block (1 = each warp reduces all of M).
+template <typename T, int kBs, int kSlices>
 struct TcTiling {
   static constexpr int kElem = static_cast<int>(sizeof(T));
   static constexpr int kK = kElem == 4 ? 8 : 16;  // rows per mma
@@ -59,7 +60,7 @@ struct TcTiling {
   static constexpr int kTilesAlongN = kBs / kTN;
   static constexpr int kTilesPerBlock = (kBs < kTM ? 1 : kBs / kTM) * kTilesAlongN;
   static constexpr int kWarpsPerTileSet = kWarps / kTilesPerBlock;
-  static constexpr int kS = kSplit ? kWarpsPerTileSet : 1;
+  static constexpr int kS = kSlices;
   static constexpr int kP = kWarpsPerTileSet / kS;
   // Row pitch in elements. 8 extra elements put the 8 rows an ldmatrix phase (or the 4 rows of
   // a tf32 fragment load) touches into distinct banks; a 16-byte bs=8 row already does.
@@ -81,7 +82,7 @@ struct TcTiling {
                                    : (kMTiles * kNTiles <= 2 ? 2 : 1);
   static constexpr int kMaxSmemBytes =
       kStages * kStageBytes > kRedBytes ? kStages * kStageBytes : kRedBytes;
-  static_assert(kWarps % kTilesPerBlock == 0 && kP >= 1 && kS >= 1);
+  static_assert(kWarps % kTilesPerBlock == 0 && kWarpsPerTileSet % kS == 0 && kP >= 1);
   static_assert(kRowsPerSlice % kK == 0 && kStepsPerSlice >= 1);
   static_assert(kMaxSmemBytes <= 227 * 1024, "shared memory per block");
 };
@@ -107,10 +108,10 @@ __device__ __forceinline__ void StoreVector(O* dst, const float* v) {
   }
 }
 
-template <typename T, typename O, int kBs, bool kSplit, Math kMath>
-__global__ void __launch_bounds__(kThreads, (TcTiling<T, kBs, kSplit>::kMinBlocks))
+template <typename T, typename O, int kBs, int kSlices, Math kMath>
+__global__ void __launch_bounds__(kThreads, (TcTiling<T, kBs, kSlices>::kMinBlocks))
     SampledTcKernel(SampledArgs args) {
-  using Tl = TcTiling<T, kBs, kSplit>;
+  using Tl = TcTiling<T, kBs, kSlices>;
   constexpr int kP = Tl::kP;
   constexpr int kS = Tl::kS;
   constexpr int kChunk = Tl::kChunk;
@@ -396,10 +397,10 @@ __global__ void __launch_bounds__(kThreads, (TcTiling<T, kBs, kSplit>::kMinBlock
   }
 }
 
-template <typename T, typename O, int kBs, bool kSplit, Math kMath>
+template <typename T, typename O, int kBs, int kSlices, Math kMath>
 cudaError_t LaunchTiling(const SampledArgs& args, cudaStream_t stream) {
-  using Tl = TcTiling<T, kBs, kSplit>;
-  auto kernel = SampledTcKernel<T, O, kBs, kSplit, kMath>;
+  using Tl = TcTiling<T, kBs, kSlices>;
+  auto kernel = SampledTcKernel<T, O, kBs, kSlices, kMath>;
   // The static slot tables count against the 48 KB default as well, hence the margin.
   if constexpr (Tl::kMaxSmemBytes > 47 * 1024) {
     // Set to the most this kernel ever asks for.
@@ -421,20 +422,28 @@ cudaError_t LaunchTiling(const SampledArgs& args, cudaStream_t stream) {
   return cudaSuccess;
 }
 
+// Long reductions over few blocks: the fewest slices (the most blocks per CTA sharing a's
+// loads) whose grid still fills 7/8 of the CTA slots. Slicing further only adds waves: wide
+// d = 1/16 (1,024 blocks, M = 8192) ran all 8 slices, 1,024 one-block CTAs re-reading a for
+// every block (NOTES v11).
+template <typename T, typename O, int kBs, int kSlices, Math kMath>
+cudaError_t PickSlices(const SampledArgs& args, int64_t slots, cudaStream_t stream) {
+  using Tl = TcTiling<T, kBs, kSlices>;
+  if constexpr (kSlices == Tl::kWarpsPerTileSet) {
+    return LaunchTiling<T, O, kBs, kSlices, kMath>(args, stream);
+  } else {
+    const int64_t ctas = (args.nnz + Tl::kP - 1) / Tl::kP * args.groups;
+    if (ctas * 8 >= slots * 7) return LaunchTiling<T, O, kBs, kSlices, kMath>(args, stream);
+    return PickSlices<T, O, kBs, 2 * kSlices, kMath>(args, slots, stream);
+  }
+}
+
 template <typename T, typename O, int kBs, Math kMath>
 cudaError_t PickTiling(const SampledArgs& args, cudaStream_t stream) {
-  if constexpr (TcTiling<T, kBs, false>::kP == 1) {
-    return LaunchTiling<T, O, kBs, false, kMath>(args, stream);
-  } else {
-    // Several blocks per CTA share a's loads, but with few blocks and long reductions there
-    // would be too few CTAs to fill the chip: then the warps split M of a single block.
-    constexpr int kP = TcTiling<T, kBs, false>::kP;
-    const int64_t ctas = (args.nnz + kP - 1) / kP * args.groups;
-    if (args.rows >= 512 && ctas < 2 * MultiprocessorCount()) {
-      return LaunchTiling<T, O, kBs, true, kMath>(args, stream);
-    }
-    return LaunchTiling<T, O, kBs, false, kMath>(args, stream);
-  }
+  // Short reductions keep one warp per block: slicing them leaves each warp a step or two.
+  if (args.rows < 512) return LaunchTiling<T, O, kBs, 1, kMath>(args, stream);
+  const int64_t slots = int64_t{TcTiling<T, kBs, 1>::kMinBlocks} * MultiprocessorCount();
+  return PickSlices<T, O, kBs, 1, kMath>(args, slots, stream);
 }
 
 }  // namespace
