@@ -24,7 +24,7 @@ echo "build: $(( $(date +%s) - start )) s"
 
 status=0
 # Kernel experiments pending measurement (comma-separated; JBS_AB_EXPERIMENTS overrides).
-experiments=${JBS_AB_EXPERIMENTS:-}
+experiments=${JBS_AB_EXPERIMENTS:-sampled_dense_tiles}
 if [[ " $steps " == *" abtest "* ]]; then
   JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
   smoke=$?
@@ -50,8 +50,7 @@ if [[ " $steps " == *" ab "* ]]; then
   # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
   # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). The
   # defaults run twice, first and last, to show the run-to-run spread.
-  eval "ab_settings=(${JBS_AB_SETTINGS:-'':'wide small' column_groups:'wide small' \
-      '':wide:watts_strogatz column_groups:wide:watts_strogatz '':'wide small'})"
+  eval "ab_settings=(${JBS_AB_SETTINGS:-'':small sampled_dense_tiles:small '':small})"
   for setting in "${ab_settings[@]}"; do
     IFS=: read -r name configs layout flags dtype <<< "$setting"
     echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \

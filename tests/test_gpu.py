@@ -298,6 +298,30 @@ def test_sampled_long_reduction_slice_counts(rng, nnz, bs, dtype, precision):
     assert_close(out, np.einsum("mki,mkj->kij", xb, db), dtype, precision, on_gpu=True)
 
 
+@pytest.mark.parametrize("bs", [8, 16])
+@pytest.mark.parametrize("out_dtype", [None, jnp.float32], ids=["same", "float32"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_sampled_small_blocks_over_partial_tiles(rng, bs, out_dtype, dtype):
+    """Small blocks, a long reduction (600 rows: a partial 32-row chunk) and a layout dense
+    enough for 128 x 128 dense tiles (the `sampled_dense_tiles` experiment): 37 x 23 blocks, so
+    the last tile row and column are partial, with an empty block-row and block-column, and two
+    groups of inputs."""
+    mask = random_mask(rng, 37, 23, density=0.6)
+    mask[5, :] = False
+    mask[:, 17] = False
+    layout = jbs.Layout(mask, bs)
+    C, N = layout.shape
+    m = 600
+    x, dy = random_array(rng, (2, m, C), dtype), random_array(rng, (2, m, N), dtype)
+    out = jax.vmap(lambda x, dy: jbs.sampled_matmul(x, dy, layout,
+                                                    preferred_element_type=out_dtype))(
+        _put(x), _put(dy))
+    assert out.dtype == (out_dtype or dtype)
+    for g in range(2):
+        ref = blocks_of(mask, bs, f64(x[g]).T @ f64(dy[g]))
+        assert_close(out[g], ref, out_dtype or dtype, on_gpu=True)
+
+
 @pytest.mark.parametrize("batch", [1, 5])  # 12 and 60 output rows: both kernel regimes
 @pytest.mark.parametrize("bs", [8, 16, 32, 64])
 @pytest.mark.parametrize("dtype,precision", [(np.float32, "default"), (np.float32, "highest"),

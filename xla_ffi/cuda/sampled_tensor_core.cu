@@ -466,6 +466,14 @@ cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream
       if (status != cudaErrorNotSupported) return status;
     }
   }
+  if constexpr (kBs <= 16 && !std::is_same_v<T, float>) {
+    // Experiment `sampled_dense_tiles` (NOTES v12): long reductions over layouts dense enough
+    // that a 128 x 128 tile holds several blocks run as dense tiles.
+    static const bool dense_tiles = ExperimentEnabled("sampled_dense_tiles");
+    if (dense_tiles && args.rows >= 512 && args.nnz >= 6 * SampledDenseTileCount(args)) {
+      return LaunchSampledDenseTiles<T, O, kBs>(args, stream);
+    }
+  }
   if constexpr (std::is_same_v<T, float>) {
     if (args.precision == 1) return PickTiling<T, O, kBs, Math::kTf32x3>(args, stream);
     return PickTiling<T, O, kBs, Math::kTf32>(args, stream);

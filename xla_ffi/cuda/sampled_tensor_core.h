@@ -23,6 +23,14 @@ cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream
 template <typename T, typename O>
 cudaError_t LaunchSampledShortTensorCore(const SampledArgs& args, cudaStream_t stream);
 
+// sampled_dense_tile.cu (experiment `sampled_dense_tiles`): dense 128 x 128 tiles of a^T b,
+// whose blocks in the layout are written out; T in {__nv_bfloat16, __half}, O in {T, float},
+// kBs in {8, 16}. `coords` must be sorted row-major, as every Layout's is.
+template <typename T, typename O, int kBs>
+cudaError_t LaunchSampledDenseTiles(const SampledArgs& args, cudaStream_t stream);
+// How many 128 x 128 tiles cover the (a_cols, b_cols) product.
+int64_t SampledDenseTileCount(const SampledArgs& args);
+
 }  // namespace jbs
 
 #endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_SAMPLED_TENSOR_CORE_H_
