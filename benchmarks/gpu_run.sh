@@ -24,7 +24,7 @@ echo "build: $(( $(date +%s) - start )) s"
 
 status=0
 # Kernel experiments pending measurement (comma-separated; JBS_AB_EXPERIMENTS overrides).
-experiments=${JBS_AB_EXPERIMENTS:-sampled_dense_tiles}
+experiments=${JBS_AB_EXPERIMENTS:-sampled_dense_tiles,union_panels}
 if [[ " $steps " == *" abtest "* ]]; then
   JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
   smoke=$?
@@ -50,7 +50,8 @@ if [[ " $steps " == *" ab "* ]]; then
   # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
   # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). The
   # defaults run twice, first and last, to show the run-to-run spread.
-  eval "ab_settings=(${JBS_AB_SETTINGS:-'':small sampled_dense_tiles:small '':small})"
+  eval "ab_settings=(${JBS_AB_SETTINGS:-'':'wide small' union_panels:'wide small' \
+      sampled_dense_tiles:small '':'wide small'})"
   for setting in "${ab_settings[@]}"; do
     IFS=: read -r name configs layout flags dtype <<< "$setting"
     echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \
@@ -83,7 +84,7 @@ fi
 if [[ " $steps " == *" profile "* ]]; then
   # Nsight Compute on one launch of each benchmarked kernel; clocks left alone (device METHOD.md).
   (cd benchmarks && timeout "${JBS_PROFILE_TIMEOUT:-600}" ncu --clock-control none \
-      --kernel-name regex:'BsmmTcKernel|SampledShortKernel|ConvHaloKernel|ConvDwHaloKernel|AddSegments' \
+      --kernel-name regex:'BsmmTcKernel|BsmmColumnGroupKernel|SampledShortKernel|SampledTcKernel|SampledDenseTileKernel|ConvHaloKernel|ConvDwHaloKernel|AddSegments' \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
       --section LaunchStats --section SchedulerStats --section WarpStateStats \
       python3 profile_case.py > "$out/ncu.txt" 2>&1)

@@ -1,7 +1,8 @@
 """One launch of each kernel the issues' benchmarks time, for Nsight Compute
 (``benchmarks/gpu_run.sh profile``): seed bf16 matmul at d = 1/4 and 1/16 and sampled_matmul at
 d = 1/4 (M = 32), seed float32 HIGHEST matmul at d = 1/4 (3xTF32, at 36% of the card's bandwidth
-in session 5's run), wide bf16 matmul at d = 1/4, and the issue's convolution (forward and filter
+in session 5's run), wide bf16 matmul at d = 1/4, small bs 16 and bs 8 matmul and sampled_matmul
+(M = 2048, d = 1/8), and the issue's convolution (forward and filter
 gradient). Every product is compiled before anything runs, so that each kernel launches once.
 """
 import os
@@ -39,6 +40,14 @@ for name, m, size, density in [("seed 1/4", 32, 12288, 1 / 4), ("seed 1/16", 32,
         cases.append((f"{name} matmul float32 highest",
                       jax.jit(lambda x, w, l=layout: jbs.matmul(x, w, l, precision="highest")),
                       (x32, w32)))
+
+for bs in (16, 8):  # small: M = 2048, 4096 x 4096, d = 1/8
+    layout = jbs.Layout(random_mask(4096 // bs, 1 / 8), bs)
+    x, w = normal((2048, 4096)), normal(layout.w_shape)
+    cases.append((f"small bs {bs} matmul", jax.jit(lambda x, w, l=layout: jbs.matmul(x, w, l)),
+                  (x, w)))
+    cases.append((f"small bs {bs} sampled_matmul",
+                  jax.jit(lambda x, l=layout: jbs.sampled_matmul(x, x, l)), (x,)))
 
 layout = jbs.Layout(random_mask(1024 // 32, 1 / 8), 32)
 x = normal((32, 32, 32, 1024))

@@ -152,6 +152,44 @@ __device__ __forceinline__ int BuildUnion(const BsmmArgs& args, int64_t first_co
   return total;
 }
 
+// Stores a warp's 32-row x 128-column accumulator tile (2 m16 tiles x 128 / 8 n8 tiles, the
+// mma's C layout) at rows [row0, row0 + 32) and block-columns [first_column, + 128 / bs) of
+// group g's output, leaving out rows and block-columns past the end.
+template <typename Elem, int kBs>
+__device__ __forceinline__ void StoreGroupTile(const BsmmArgs& args, const float (&acc)[2][16][4],
+                                               int64_t g, int64_t row0, int64_t first_column,
+                                               int lane, bool out_f32) {
+  constexpr int kGroup = 128 / kBs;
+  constexpr int kNPerColumn = kBs / 8;
+  const int64_t out_cols = args.out_blocks * kBs;
+#pragma unroll
+  for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int64_t row = row0 + mt * 16 + (lane >> 2) + 8 * h;
+      if (row >= args.rows) continue;
+#pragma unroll
+      for (int c = 0; c < kGroup; ++c) {
+        const int64_t column = first_column + c;
+        if (column >= args.out_blocks) continue;
+#pragma unroll
+        for (int nt = 0; nt < kNPerColumn; ++nt) {
+          const int64_t offset =
+              (g * args.rows + row) * out_cols + column * kBs + nt * 8 + 2 * (lane & 3);
+          const float lo = acc[mt][c * kNPerColumn + nt][2 * h];
+          const float hi = acc[mt][c * kNPerColumn + nt][2 * h + 1];
+          if (out_f32) {
+            *reinterpret_cast<float2*>(static_cast<float*>(args.out) + offset) =
+                make_float2(lo, hi);
+          } else {
+            *reinterpret_cast<uint32_t*>(static_cast<Elem*>(args.out) + offset) =
+                tc::PackPair<Elem>(lo, hi);
+          }
+        }
+      }
+    }
+}
+
 template <MmaKind kKind, int kBs, bool kTransW>
 __global__ void __launch_bounds__(ColumnGroupTiling<ElemOf<kKind>, kBs>::kThreads, 2)
     BsmmColumnGroupKernel(BsmmArgs args, int64_t row_tiles, bool out_f32) {
@@ -174,13 +212,10 @@ __global__ void __launch_bounds__(ColumnGroupTiling<ElemOf<kKind>, kBs>::kThread
   const int64_t rows = args.rows;
   const int64_t a_cols = args.a_cols;
   const int64_t a_blocks = a_cols / kBs;
-  const int64_t out_cols = args.out_blocks * kBs;
   const int64_t first_column = static_cast<int64_t>(blockIdx.x) * kGroup;
   const int tid = static_cast<int>(threadIdx.x);
   const int lane = tid & 31;
   const int warp = tid >> 5;
-  const int lg = lane >> 2;
-  const int lt = lane & 3;
   const int m_base = warp * 32;
   const int windows = static_cast<int>((a_blocks + Tiling::kWindow - 1) / Tiling::kWindow);
   int union_size = 0;
@@ -332,31 +367,7 @@ __global__ void __launch_bounds__(ColumnGroupTiling<ElemOf<kKind>, kBs>::kThread
         __syncthreads();  // the stages and the union tables are free for what comes next
       }
 
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int64_t row = row0 + m_base + mt * 16 + lg + 8 * h;
-          if (row >= rows) continue;
-#pragma unroll
-          for (int c = 0; c < kGroup; ++c) {
-            const int64_t column = first_column + c;
-            if (column >= args.out_blocks) continue;
-#pragma unroll
-            for (int nt = 0; nt < kNPerColumn; ++nt) {
-              const int64_t offset = (g * rows + row) * out_cols + column * kBs + nt * 8 + 2 * lt;
-              const float lo = acc[mt][c * kNPerColumn + nt][2 * h];
-              const float hi = acc[mt][c * kNPerColumn + nt][2 * h + 1];
-              if (out_f32) {
-                *reinterpret_cast<float2*>(static_cast<float*>(args.out) + offset) =
-                    make_float2(lo, hi);
-              } else {
-                *reinterpret_cast<uint32_t*>(static_cast<Elem*>(args.out) + offset) =
-                    tc::PackPair<Elem>(lo, hi);
-              }
-            }
-          }
-        }
+      StoreGroupTile<Elem, kBs>(args, acc, g, row0 + m_base, first_column, lane, out_f32);
     }
   }
 }

@@ -29,6 +29,7 @@
 
 #include "blocksparse_kernels.h"
 #include "bsmm_column_group_kernel.cuh"
+#include "bsmm_union_panel_kernel.cuh"
 #include "bsmm_tc_common.cuh"
 #include "launch_util.h"
 #include "tensor_core.cuh"
@@ -665,6 +666,14 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     if (args.rows <= 64 && args.nnz >= 16 * args.out_blocks) {
       return LaunchTc<kKind, kBs, kTransW, 64, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
                                                                         stream);
+    }
+  }
+  if constexpr (kHalf && !kConv && kBs <= 32) {
+    // Experiment `union_panels` (NOTES v13): the column-group schedule with dense 32-wide k
+    // panels over the union, absent blocks zero-filled.
+    static const bool union_panels = ExperimentEnabled("union_panels");
+    if (union_panels && args.rows > 64) {
+      return LaunchUnionPanels<kKind, kBs, kTransW>(args, out_f32, stream);
     }
   }
   if constexpr (kHalf && !kConv && kBs == 8) {
