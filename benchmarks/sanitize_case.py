@@ -45,11 +45,16 @@ for nnz in (700, 1400):
     layout = jbs.Layout(mask, 32)
     x, dy = (jnp.asarray(rng.standard_normal((520, 2048)), jnp.bfloat16) for _ in range(2))
     jax.block_until_ready(jbs.sampled_matmul(x, dy, layout))
-# Small blocks, M >= 512, half the blocks present: 128 x 128 dense tiles under the
-# `sampled_dense_tiles` experiment, with partial tiles (20 x 20 blocks)
+# Small blocks, M >= 512, a fifth of the blocks present: 128 x 128 dense tiles under the
+# `sampled_dense_tiles` experiment (12 x 12 tiles, the last row and column partial, one tile
+# without blocks)
 for bs in (8, 16):
-    layout = jbs.Layout(rng.random((20, 20)) < 0.5, bs)
-    x, dy = (jnp.asarray(rng.standard_normal((520, 20 * bs)), jnp.bfloat16) for _ in range(2))
+    t = 128 // bs
+    mask = rng.random((1480 // bs, 1480 // bs)) < 0.2
+    mask[:t, :t] = False
+    layout = jbs.Layout(mask, bs)
+    x, dy = (jnp.asarray(rng.standard_normal((520, layout.shape[0])), jnp.bfloat16)
+             for _ in range(2))
     jax.block_until_ready(jbs.sampled_matmul(x, dy, layout))
 # 48 rows over columns of >= 16 blocks: the 64-row W-streaming tile
 layout = jbs.Layout(np.ones((16, 2), bool), 32)

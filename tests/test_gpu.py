@@ -303,12 +303,15 @@ def test_sampled_long_reduction_slice_counts(rng, nnz, bs, dtype, precision):
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_sampled_small_blocks_over_partial_tiles(rng, bs, out_dtype, dtype):
     """Small blocks, a long reduction (600 rows: a partial 32-row chunk) and a layout dense
-    enough for 128 x 128 dense tiles (the `sampled_dense_tiles` experiment): 37 x 23 blocks, so
-    the last tile row and column are partial, with an empty block-row and block-column, and two
-    groups of inputs."""
-    mask = random_mask(rng, 37, 23, density=0.6)
+    enough for 128 x 128 dense tiles (the `sampled_dense_tiles` experiment, which wants a CTA
+    per SM): 1520 x ~1480 columns, so the last tile row and column are partial (12 x 12 tiles),
+    with an empty block-row, an empty block-column, one whole tile without blocks, and two
+    groups of inputs through vmap."""
+    t = 128 // bs  # blocks per tile side
+    mask = random_mask(rng, 1520 // bs, 1480 // bs, density=0.3)
     mask[5, :] = False
     mask[:, 17] = False
+    mask[t:2 * t, 2 * t:3 * t] = False
     layout = jbs.Layout(mask, bs)
     C, N = layout.shape
     m = 600
@@ -317,9 +320,11 @@ def test_sampled_small_blocks_over_partial_tiles(rng, bs, out_dtype, dtype):
                                                     preferred_element_type=out_dtype))(
         _put(x), _put(dy))
     assert out.dtype == (out_dtype or dtype)
+    rows, cols = np.nonzero(mask)  # row-major: the order of layout.coords
     for g in range(2):
-        ref = blocks_of(mask, bs, f64(x[g]).T @ f64(dy[g]))
-        assert_close(out[g], ref, out_dtype or dtype, on_gpu=True)
+        xb = f64(x[g]).reshape(m, -1, bs)[:, rows]
+        db = f64(dy[g]).reshape(m, -1, bs)[:, cols]
+        assert_close(out[g], np.einsum("mki,mkj->kij", xb, db), out_dtype or dtype, on_gpu=True)
 
 
 @pytest.mark.parametrize("batch", [1, 5])  # 12 and 60 output rows: both kernel regimes

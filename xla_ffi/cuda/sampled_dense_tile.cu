@@ -47,7 +47,9 @@ constexpr int kPitch = kTile + 8;
 constexpr int kOperandBytes = kChunk * kPitch * 2;
 constexpr int kStageBytes = 2 * kOperandBytes;
 constexpr int kRingBytes = kStages * kStageBytes;
-// fp32 tile for the epilogue, over the dead ring; 4 extra floats keep float2 stores apart.
+// fp32 tile for the epilogue, over the dead ring. A 132-float pitch costs the accumulator
+// stores a 2-way conflict but lets the epilogue read 8-float pieces as two conflict-free
+// float4 loads (a 136 pitch would swap the two), and the reads outnumber the stores.
 constexpr int kOutPitch = kTile + 4;
 constexpr int kOutBytes = kTile * kOutPitch * 4;
 constexpr int kSmemBytes = kRingBytes > kOutBytes ? kRingBytes : kOutBytes;
@@ -134,6 +136,14 @@ __global__ void __launch_bounds__(kThreads, 2)
       row_first[tid] = LowerBound(args.coords, args.nnz, i, j0);
       row_end[tid] = LowerBound(args.coords, args.nnz, i, j0 + kBlocksPerSide);
     }
+    if (g == blockIdx.y) {
+      // A tile that holds no block of the layout has nothing to write, in any group.
+      const bool holds = tid < kBlocksPerSide && row_end[tid] > row_first[tid];
+      if (!__syncthreads_or(holds)) {
+        tc::CpAsyncWait<0>();
+        return;
+      }
+    }
 
     float acc[kMTiles][kNTiles][4];
 #pragma unroll
@@ -212,15 +222,19 @@ __global__ void __launch_bounds__(kThreads, 2)
         const int v = (piece % (kBs / 8)) * 8;   // first column of the piece
         const int32_t j = __ldg(args.coords + 2 * k + 1);
         const int tc_col = static_cast<int>(j - col_b0 / kBs) * kBs + v;
-        const float* src = tile + (br * kBs + u) * kOutPitch + tc_col;
+        // 16-byte aligned: rows are 528 bytes and tc_col is a multiple of 8.
+        const float4* src =
+            reinterpret_cast<const float4*>(tile + (br * kBs + u) * kOutPitch + tc_col);
+        const float4 lo = src[0];
+        const float4 hi = src[1];
         O* dst = out_g + k * (kBs * kBs) + u * kBs + v;
         if constexpr (std::is_same_v<O, float>) {
-          reinterpret_cast<float4*>(dst)[0] = make_float4(src[0], src[1], src[2], src[3]);
-          reinterpret_cast<float4*>(dst)[1] = make_float4(src[4], src[5], src[6], src[7]);
+          reinterpret_cast<float4*>(dst)[0] = lo;
+          reinterpret_cast<float4*>(dst)[1] = hi;
         } else {
           *reinterpret_cast<uint4*>(dst) =
-              make_uint4(tc::PackPair<O>(src[0], src[1]), tc::PackPair<O>(src[2], src[3]),
-                         tc::PackPair<O>(src[4], src[5]), tc::PackPair<O>(src[6], src[7]));
+              make_uint4(tc::PackPair<O>(lo.x, lo.y), tc::PackPair<O>(lo.z, lo.w),
+                         tc::PackPair<O>(hi.x, hi.y), tc::PackPair<O>(hi.z, hi.w));
         }
       }
     }

@@ -470,7 +470,11 @@ cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream
     // Experiment `sampled_dense_tiles` (NOTES v12): long reductions over layouts dense enough
     // that a 128 x 128 tile holds several blocks run as dense tiles.
     static const bool dense_tiles = ExperimentEnabled("sampled_dense_tiles");
-    if (dense_tiles && args.rows >= 512 && args.nnz >= 6 * SampledDenseTileCount(args)) {
+    // Enough blocks per tile on average (a tile holding none exits at once), and enough tiles
+    // for one CTA per SM: with fewer, the per-block kernel splits the rows instead.
+    const int64_t tiles = SampledDenseTileCount(args);
+    if (dense_tiles && args.rows >= 512 && args.nnz >= 6 * tiles &&
+        tiles * args.groups >= MultiprocessorCount()) {
       return LaunchSampledDenseTiles<T, O, kBs>(args, stream);
     }
   }
