@@ -192,21 +192,7 @@ __global__ void __launch_bounds__(kThreads, 2)
     __syncthreads();  // the ring is dead: its memory takes the fp32 tile
 
     float* tile = reinterpret_cast<float*>(smem);
-    {
-      const int g8 = lane >> 2;
-      const int t4 = lane & 3;
-#pragma unroll
-      for (int mi = 0; mi < kMTiles; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < kNTiles; ++ni) {
-          const int r = i_off + mi * 16 + g8;
-          const int c = j_off + ni * 8 + 2 * t4;
-          *reinterpret_cast<float2*>(tile + r * kOutPitch + c) =
-              make_float2(acc[mi][ni][0], acc[mi][ni][1]);
-          *reinterpret_cast<float2*>(tile + (r + 8) * kOutPitch + c) =
-              make_float2(acc[mi][ni][2], acc[mi][ni][3]);
-        }
-    }
+    tc::SpillAccumulators(tile, kOutPitch, i_off, j_off, acc, lane);
     __syncthreads();
 
     // One warp per tile block-row at a time; each lane writes 8-element pieces of its blocks.

@@ -345,24 +345,9 @@ __global__ void __launch_bounds__(kThreads, (TcTiling<T, kBs, kSlices>::kMinBloc
     __syncthreads();  // the ring is dead from here on; its memory holds the partial tiles
 
     float* red = reinterpret_cast<float*>(smem);
-    {
-      float* mine = red + (my_p * kS + my_s) * Tl::kRedBlockFloats;
-      const int g8 = lane >> 2;
-      const int t4 = lane & 3;
-#pragma unroll
-      for (int mi = 0; mi < kMT; ++mi)
-#pragma unroll
-        for (int ni = 0; ni < kNT; ++ni) {
-          const int r = m_off + mi * 16 + g8;
-          const int c = n_off + ni * 8 + 2 * t4;
-          *reinterpret_cast<float2*>(mine + r * Tl::kRedStride + c) =
-              make_float2(acc[mi][ni][0], acc[mi][ni][1]);
-          if (kBs > 8) {
-            *reinterpret_cast<float2*>(mine + (r + 8) * Tl::kRedStride + c) =
-                make_float2(acc[mi][ni][2], acc[mi][ni][3]);
-          }
-        }
-    }
+    // bs 8 ran m16 tiles on 8 real rows: their rows 8-15 are not spilled.
+    tc::SpillAccumulators(red + (my_p * kS + my_s) * Tl::kRedBlockFloats, Tl::kRedStride, m_off,
+                          n_off, acc, lane, kBs > 8);
     __syncthreads();
 
     // The kP blocks are contiguous in `out`, so the CTA writes one run of 16-byte vectors.

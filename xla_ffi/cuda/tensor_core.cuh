@@ -215,6 +215,28 @@ __device__ __forceinline__ uint32_t PackPair(float lo, float hi) {
   }
 }
 
+// Spills a warp's kMT x kNT m16n8 fp32 accumulator tiles into a row-major fp32 tile in shared
+// memory with a pitch of `pitch` floats, tile (mi, ni) at row row0 + 16 mi, column col0 + 8 ni.
+// With `lower_half` false the rows 8-15 of each tile (an m16 mma run on 8 real rows) are left
+// out.
+template <int kMT, int kNT>
+__device__ __forceinline__ void SpillAccumulators(float* tile, int pitch, int row0, int col0,
+                                                  const float (&acc)[kMT][kNT][4], int lane,
+                                                  bool lower_half = true) {
+  const int g = lane >> 2;
+  const int col = col0 + 2 * (lane & 3);
+#pragma unroll
+  for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < kNT; ++ni) {
+      float* dst = tile + (row0 + mi * 16 + g) * pitch + col + ni * 8;
+      *reinterpret_cast<float2*>(dst) = make_float2(acc[mi][ni][0], acc[mi][ni][1]);
+      if (lower_half) {
+        *reinterpret_cast<float2*>(dst + 8 * pitch) = make_float2(acc[mi][ni][2], acc[mi][ni][3]);
+      }
+    }
+}
+
 // Stores a warp's 32 x 32 fp32 accumulators (2 x 4 m16n8 tiles: acc[mi][ni] covers rows
 // 16 mi .., columns 8 ni ..) into a row-major 32 x 32 block of Out, straight from registers:
 // lane (g, t) holds rows g and g + 8 of each tile at columns 2t, 2t + 1. The four lanes of a row
