@@ -170,17 +170,11 @@ __global__ void __launch_bounds__(kThreads, 2)
         uint32_t bf[kNTiles][2];
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi) {
-          const int r = kb + (lane & 7) + ((lane >> 4) << 3);
-          const int c = i_off + mi * 16 + (((lane >> 3) & 1) << 3);
-          tc::LdMatrixX4Trans(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
-                              a_tile + static_cast<uint32_t>((r * kPitch + c) * 2));
+          tc::LdMatrixATransposed(af[mi], a_tile, kPitch, kb, i_off + mi * 16, lane);
         }
 #pragma unroll
-        for (int nj = 0; nj < kNTiles / 2; ++nj) {
-          const int r = kb + (lane & 7) + (((lane >> 3) & 1) << 3);
-          const int c = j_off + nj * 16 + ((lane >> 4) << 3);
-          tc::LdMatrixX4Trans(bf[2 * nj][0], bf[2 * nj][1], bf[2 * nj + 1][0], bf[2 * nj + 1][1],
-                              b_tile + static_cast<uint32_t>((r * kPitch + c) * 2));
+        for (int nj = 0; nj < kNTiles; nj += 2) {
+          tc::LdMatrixBPair(bf[nj], bf[nj + 1], b_tile, kPitch, kb, j_off + nj * 8, lane);
         }
 #pragma unroll
         for (int mi = 0; mi < kMTiles; ++mi)

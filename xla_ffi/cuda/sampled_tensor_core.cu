@@ -256,10 +256,9 @@ __global__ void __launch_bounds__(kThreads, (TcTiling<T, kBs, kSlices>::kMinBloc
           uint32_t bf[kNT][2];
 #pragma unroll
           for (int mi = 0; mi < kMT; ++mi) {
-            const int r = kb + (lane & 7) + ((lane >> 4) << 3);
-            const int c = kBs == 8 ? 0 : m_off + mi * 16 + (((lane >> 3) & 1) << 3);
-            tc::LdMatrixX4Trans(af[mi][0], af[mi][1], af[mi][2], af[mi][3],
-                                a_tile + static_cast<uint32_t>((r * kPitch + c) * 2));
+            // bs 8: an 8-wide block through an m16 mma; both m halves read its 8 columns.
+            tc::LdMatrixATransposed(af[mi], a_tile, kPitch, kb, kBs == 8 ? 0 : m_off + mi * 16,
+                                    lane, kBs == 8 ? 0 : 8);
           }
           if constexpr (kNT == 1) {
             const int r = kb + (lane & 7) + (((lane >> 3) & 1) << 3);
@@ -267,12 +266,8 @@ __global__ void __launch_bounds__(kThreads, (TcTiling<T, kBs, kSlices>::kMinBloc
                                 b_tile + static_cast<uint32_t>((r * kPitch + n_off) * 2));
           } else {
 #pragma unroll
-            for (int nj = 0; nj < kNT / 2; ++nj) {
-              const int r = kb + (lane & 7) + (((lane >> 3) & 1) << 3);
-              const int c = n_off + nj * 16 + ((lane >> 4) << 3);
-              tc::LdMatrixX4Trans(bf[2 * nj][0], bf[2 * nj][1], bf[2 * nj + 1][0],
-                                  bf[2 * nj + 1][1],
-                                  b_tile + static_cast<uint32_t>((r * kPitch + c) * 2));
+            for (int nj = 0; nj < kNT; nj += 2) {
+              tc::LdMatrixBPair(bf[nj], bf[nj + 1], b_tile, kPitch, kb, n_off + nj * 8, lane);
             }
           }
 #pragma unroll

@@ -168,6 +168,28 @@ __device__ __forceinline__ void LdMatrixX4Trans(uint32_t& r0, uint32_t& r1, uint
                : "r"(address));
 }
 
+// --- fragments of 16-bit tiles staged reduction-major ([k][m] or [k][n], `pitch` elements) ---
+
+// A (m16 x k16) of the transposed tile, for m16n8k16: matrices (m 0-7, k 0-7), (m 8-15, k 0-7),
+// (m 0-7, k 8-15), (m 8-15, k 8-15) from columns m0 .. m0 + 15. With m_step 0 both m halves read
+// columns m0 .. m0 + 7 (an 8-wide operand run through an m16 mma).
+__device__ __forceinline__ void LdMatrixATransposed(uint32_t (&a)[4], uint32_t tile, int pitch,
+                                                    int k0, int m0, int lane, int m_step = 8) {
+  const int row = k0 + (lane & 7) + ((lane >> 4) << 3);
+  const int col = m0 + ((lane >> 3) & 1) * m_step;
+  LdMatrixX4Trans(a[0], a[1], a[2], a[3], tile + static_cast<uint32_t>((row * pitch + col) * 2));
+}
+
+// B (k16 x n8) of the two n8 tiles at columns n0 and n0 + 8, for m16n8k16.
+__device__ __forceinline__ void LdMatrixBPair(uint32_t (&b_first)[2], uint32_t (&b_second)[2],
+                                              uint32_t tile, int pitch, int k0, int n0,
+                                              int lane) {
+  const int row = k0 + (lane & 7) + (((lane >> 3) & 1) << 3);
+  const int col = n0 + ((lane >> 4) << 3);
+  LdMatrixX4Trans(b_first[0], b_first[1], b_second[0], b_second[1],
+                  tile + static_cast<uint32_t>((row * pitch + col) * 2));
+}
+
 // --- cp.async ------------------------------------------------------------------------------
 
 // 16-byte global -> shared copy that bypasses L1 (.cg). When `valid` is false nothing is read
