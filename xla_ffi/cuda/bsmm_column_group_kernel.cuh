@@ -190,16 +190,36 @@ __device__ __forceinline__ void StoreGroupTile(const BsmmArgs& args, const float
     }
 }
 
-template <MmaKind kKind, int kBs, bool kTransW>
-__global__ void __launch_bounds__(ColumnGroupTiling<ElemOf<kKind>, kBs>::kThreads, 2)
-    BsmmColumnGroupKernel(BsmmArgs args, int64_t row_tiles, bool out_f32) {
-  using Elem = ElemOf<kKind>;
-  using Tiling = ColumnGroupTiling<Elem, kBs>;
+// What a step of a union kernel sees of its CTA: the group's operands, the row tile, and the
+// union tables of the current window.
+template <typename Elem>
+struct UnionStepContext {
+  const Elem* a_group;
+  const Elem* w_group;
+  int64_t row0;
+  int64_t rows;
+  int64_t a_cols;
+  const int32_t* slots;
+  const int32_t* union_rows;
+  int union_size;
+  int tid;
+  int lane;
+  int m_base;
+};
+
+// The schedule of both union kernels (this one and bsmm_union_panel_kernel.cuh): a CTA per
+// (group of 128 / bs block-columns, 128-row tile, group of operands), the union of the
+// block-columns' block-rows built per 256-row window, Steps::Count(union size) steps through a
+// Tiling::kStages cp.async ring, and the 128 x 128 tile stored at the end. Steps::Load fills a
+// stage; Steps::Compute multiplies it into the accumulators.
+template <class Steps>
+__device__ __forceinline__ void RunUnionSchedule(const BsmmArgs& args, int64_t row_tiles,
+                                                 bool out_f32) {
+  using Elem = typename Steps::Elem;
+  using Tiling = typename Steps::Tiling;
   constexpr int kGroup = Tiling::kGroup;
-  constexpr int kPitch = Tiling::kPitch;
   constexpr int kStages = Tiling::kStages;
-  constexpr int kNPerColumn = Tiling::kNTilesPerColumn;
-  constexpr int kUnits = Tiling::kUnitsPerRow;
+  constexpr int kBs = 128 / kGroup;
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
   Elem* stages = reinterpret_cast<Elem*>(smem_raw);
@@ -209,173 +229,186 @@ __global__ void __launch_bounds__(ColumnGroupTiling<ElemOf<kKind>, kBs>::kThread
 
   const Elem* __restrict__ a = static_cast<const Elem*>(args.a);
   const Elem* __restrict__ w = static_cast<const Elem*>(args.w);
-  const int64_t rows = args.rows;
-  const int64_t a_cols = args.a_cols;
-  const int64_t a_blocks = a_cols / kBs;
+  const int64_t a_blocks = args.a_cols / kBs;
   const int64_t first_column = static_cast<int64_t>(blockIdx.x) * kGroup;
-  const int tid = static_cast<int>(threadIdx.x);
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
-  const int m_base = warp * 32;
+  UnionStepContext<Elem> ctx;
+  ctx.rows = args.rows;
+  ctx.a_cols = args.a_cols;
+  ctx.slots = slots;
+  ctx.union_rows = union_rows;
+  ctx.union_size = 0;
+  ctx.tid = static_cast<int>(threadIdx.x);
+  ctx.lane = ctx.tid & 31;
+  ctx.m_base = (ctx.tid >> 5) * 32;
   const int windows = static_cast<int>((a_blocks + Tiling::kWindow - 1) / Tiling::kWindow);
-  int union_size = 0;
   int built_window = -1;
 
   for (int64_t g = blockIdx.z; g < args.groups; g += gridDim.z) {
-    const Elem* a_group = a + g * rows * a_cols;
-    const Elem* w_group = w + g * args.nnz * (kBs * kBs);
+    ctx.a_group = a + g * args.rows * args.a_cols;
+    ctx.w_group = w + g * args.nnz * (kBs * kBs);
     for (int64_t tile = blockIdx.y; tile < row_tiles; tile += gridDim.y) {
-      const int64_t row0 = tile * Tiling::kTM;
-      float acc[2][kGroup * kNPerColumn][4];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < kGroup * kNPerColumn; ++nt)
-#pragma unroll
-          for (int c = 0; c < 4; ++c) acc[mt][nt][c] = 0.f;
+      ctx.row0 = tile * Tiling::kTM;
+      float acc[2][16][4];
+      tc::ZeroAccumulators(acc);
 
       for (int window = 0; window < windows; ++window) {
         if (window != built_window) {  // one window: built once per CTA
-          union_size = BuildUnion<Tiling>(args, first_column,
-                                          static_cast<int64_t>(window) * Tiling::kWindow, slots,
-                                          union_rows, warp_counts);
+          ctx.union_size = BuildUnion<Tiling>(args, first_column,
+                                              static_cast<int64_t>(window) * Tiling::kWindow,
+                                              slots, union_rows, warp_counts);
           built_window = window;
         }
-
-        // Union entry u -> stage: the x tile of its block-row, and its columns' w blocks.
-        auto load_entry = [&](int u, int stage) {
-          Elem* a_stage = stages + stage * Tiling::kStageElems;
-          const int64_t a_col = static_cast<int64_t>(union_rows[u]) * kBs;
-#pragma unroll
-          for (int i = 0; i < Tiling::kTM * kUnits / Tiling::kThreads; ++i) {
-            const int copy = tid + i * Tiling::kThreads;
-            const int r = copy / kUnits;
-            const int q = copy % kUnits;
-            const int64_t row = row0 + r;
-            const bool live = row < rows;
-            const Elem* src = live ? a_group + row * a_cols + a_col + q * 8 : a;
-            tc::CpAsync16(tc::SharedAddress(a_stage + r * kPitch + q * 8), src, live);
-          }
-          Elem* w_stages = a_stage + Tiling::kAElems;
-          constexpr int kCopiesPerBlock = kBs * kUnits;
-#pragma unroll
-          for (int i = 0; i < kGroup * kCopiesPerBlock / Tiling::kThreads; ++i) {
-            const int copy = tid + i * Tiling::kThreads;
-            const int c = copy / kCopiesPerBlock;
-            const int r = (copy % kCopiesPerBlock) / kUnits;
-            const int q = copy % kUnits;
-            const int32_t k = slots[u * kGroup + c];
-            if (k < 0) continue;
-            const Elem* src = w_group + static_cast<int64_t>(k) * (kBs * kBs) + r * kBs + q * 8;
-            tc::CpAsync16(tc::SharedAddress(w_stages + c * Tiling::kWElems + r * kPitch + q * 8),
-                          src, true);
-          }
+        const int steps = Steps::Count(ctx.union_size);
+        // Steps fit in an int (at most one per block-row of the window), and 32-bit remainders
+        // are cheap where the 6- and 12-stage rings' 64-bit ones are not.
+        auto stage_of = [&](int step) { return stages + (step % kStages) * Tiling::kStageElems; };
+        auto load = [&](int64_t step) {
+          Steps::Load(ctx, static_cast<int>(step), stage_of(static_cast<int>(step)));
         };
-
-        auto compute_entry = [&](int u, int stage) {
-          const Elem* a_stage = stages + stage * Tiling::kStageElems;
-          const Elem* w_stages = a_stage + Tiling::kAElems;
-          if constexpr (kBs == 8) {
-            // k is 8: m16n8k8. One ldmatrix.x4 gives the warp's 32 rows (matrices = rows 0-7,
-            // 8-15, 16-23, 24-31: both registers of both m-tiles); one more gives 4 columns' B
-            // (matrix i = column j + i). A column that is absent from this entry holds stale
-            // data in its slot, which is loaded but never multiplied.
-            uint32_t af[2][2];
-            tc::LdMatrixX4(af[0][0], af[0][1], af[1][0], af[1][1],
-                           tc::SharedAddress(a_stage + (m_base + lane) * kPitch));
-#pragma unroll
-            for (int j = 0; j < kGroup; j += 4) {
-              uint32_t bf[4];
-              const uint32_t address = tc::SharedAddress(
-                  w_stages + (j + (lane >> 3)) * Tiling::kWElems + (lane & 7) * kPitch);
-              // Untransposed blocks are stored [k][n] (.trans over k rows), transposed ones
-              // [n][k] (plain, over n rows).
-              if constexpr (kTransW) {
-                tc::LdMatrixX4(bf[0], bf[1], bf[2], bf[3], address);
-              } else {
-                tc::LdMatrixX4Trans(bf[0], bf[1], bf[2], bf[3], address);
-              }
-#pragma unroll
-              for (int i = 0; i < 4; ++i) {
-                if (slots[u * kGroup + j + i] < 0) continue;  // the same for every thread
-#pragma unroll
-                for (int mt = 0; mt < 2; ++mt) tc::Mma8<Elem>(acc[mt][j + i], af[mt], bf[i]);
-              }
-            }
-          } else {
-#pragma unroll
-            for (int ks = 0; ks < Tiling::kKSteps; ++ks) {
-              const int kb = ks * 16;
-              uint32_t af[2][4];
-#pragma unroll
-              for (int mt = 0; mt < 2; ++mt) {
-                const int row = m_base + mt * 16 + (lane & 15);
-                tc::LdMatrixX4(af[mt][0], af[mt][1], af[mt][2], af[mt][3],
-                               tc::SharedAddress(a_stage + row * kPitch + kb + (lane >> 4) * 8));
-              }
-              // Lane l addresses row (l & 7) of 8x8 matrix (l >> 3): matrices alternate the k
-              // half (0-7, 8-15) and then advance one n-tile.
-              const int mi = lane >> 3;
-              const int rr = lane & 7;
-#pragma unroll
-              for (int c = 0; c < kGroup; ++c) {
-                if (slots[u * kGroup + c] < 0) continue;  // the same for every thread
-                const Elem* w_block = w_stages + c * Tiling::kWElems;
-                uint32_t bf[kNPerColumn][2];
-#pragma unroll
-                for (int nt = 0; nt < kNPerColumn; nt += 2) {
-                  const int n = (nt + (mi >> 1)) * 8;
-                  // Untransposed blocks are stored [k][n] (ldmatrix.trans over k rows);
-                  // transposed ones [n][k] (plain ldmatrix over n rows).
-                  const int row = kTransW ? n + rr : kb + (mi & 1) * 8 + rr;
-                  const int col = kTransW ? kb + (mi & 1) * 8 : n;
-                  const uint32_t address = tc::SharedAddress(w_block + row * kPitch + col);
-                  if constexpr (kTransW) {
-                    tc::LdMatrixX4(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1], address);
-                  } else {
-                    tc::LdMatrixX4Trans(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1],
-                                        address);
-                  }
-                }
-#pragma unroll
-                for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-                  for (int nt = 0; nt < kNPerColumn; ++nt) {
-                    tc::Mma16<Elem>(acc[mt][c * kNPerColumn + nt], af[mt], bf[nt]);
-                  }
-              }
-            }
-          }
-        };
-
-        // Multi-stage pipeline over the union: wait for entry i, barrier (which also frees the
-        // stage consumed at i - 1), refill that stage with entry i + kStages - 1, compute i.
-#pragma unroll
-        for (int s = 0; s < kStages - 1; ++s) {
-          if (s < union_size) load_entry(s, s);
-          tc::CpAsyncCommit();
-        }
-        for (int i = 0; i < union_size; ++i) {
-          tc::CpAsyncWait<kStages - 2>();
-          __syncthreads();
-          const int prefetch = i + kStages - 1;
-          if (prefetch < union_size) load_entry(prefetch, prefetch % kStages);
-          tc::CpAsyncCommit();
-          compute_entry(i, i % kStages);
-        }
-        tc::CpAsyncWait<0>();
-        __syncthreads();  // the stages and the union tables are free for what comes next
+        tc::PrimeCpAsyncRing<kStages>(steps, load);
+        // Ends with a barrier: the stages and the union tables are free for what comes next.
+        tc::DrainCpAsyncRing<kStages>(steps, load, [&](int64_t step) {
+          Steps::Compute(ctx, static_cast<int>(step), stage_of(static_cast<int>(step)), acc);
+        });
       }
 
-      StoreGroupTile<Elem, kBs>(args, acc, g, row0 + m_base, first_column, lane, out_f32);
+      StoreGroupTile<Elem, kBs>(args, acc, g, ctx.row0 + ctx.m_base, first_column, ctx.lane,
+                                out_f32);
     }
   }
 }
 
+// One step per union entry: the x tile of its block-row and its present columns' w blocks;
+// absent columns are neither copied nor multiplied.
 template <MmaKind kKind, int kBs, bool kTransW>
-cudaError_t LaunchColumnGroups(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
-  using Tiling = ColumnGroupTiling<ElemOf<kKind>, kBs>;
-  auto kernel = BsmmColumnGroupKernel<kKind, kBs, kTransW>;
+struct UnionEntrySteps {
+  using Elem = ElemOf<kKind>;
+  using Tiling = ColumnGroupTiling<Elem, kBs>;
+  static constexpr int kGroup = Tiling::kGroup;
+  static constexpr int kPitch = Tiling::kPitch;
+  static constexpr int kNPerColumn = Tiling::kNTilesPerColumn;
+  static constexpr int kUnits = Tiling::kUnitsPerRow;
+
+  static __device__ __forceinline__ int Count(int union_size) { return union_size; }
+
+  static __device__ __forceinline__ void Load(const UnionStepContext<Elem>& ctx, int u,
+                                              Elem* a_stage) {
+    const int64_t a_col = static_cast<int64_t>(ctx.union_rows[u]) * kBs;
+#pragma unroll
+    for (int i = 0; i < Tiling::kTM * kUnits / Tiling::kThreads; ++i) {
+      const int copy = ctx.tid + i * Tiling::kThreads;
+      const int r = copy / kUnits;
+      const int q = copy % kUnits;
+      const int64_t row = ctx.row0 + r;
+      const bool live = row < ctx.rows;
+      const Elem* src = live ? ctx.a_group + row * ctx.a_cols + a_col + q * 8 : ctx.a_group;
+      tc::CpAsync16(tc::SharedAddress(a_stage + r * kPitch + q * 8), src, live);
+    }
+    Elem* w_stages = a_stage + Tiling::kAElems;
+    constexpr int kCopiesPerBlock = kBs * kUnits;
+#pragma unroll
+    for (int i = 0; i < kGroup * kCopiesPerBlock / Tiling::kThreads; ++i) {
+      const int copy = ctx.tid + i * Tiling::kThreads;
+      const int c = copy / kCopiesPerBlock;
+      const int r = (copy % kCopiesPerBlock) / kUnits;
+      const int q = copy % kUnits;
+      const int32_t k = ctx.slots[u * kGroup + c];
+      if (k < 0) continue;
+      const Elem* src = ctx.w_group + static_cast<int64_t>(k) * (kBs * kBs) + r * kBs + q * 8;
+      tc::CpAsync16(tc::SharedAddress(w_stages + c * Tiling::kWElems + r * kPitch + q * 8),
+                    src, true);
+    }
+  }
+
+  static __device__ __forceinline__ void Compute(const UnionStepContext<Elem>& ctx, int u,
+                                                 const Elem* a_stage, float (&acc)[2][16][4]) {
+    const Elem* w_stages = a_stage + Tiling::kAElems;
+    if constexpr (kBs == 8) {
+      // k is 8: m16n8k8. One ldmatrix.x4 gives the warp's 32 rows (matrices = rows 0-7,
+      // 8-15, 16-23, 24-31: both registers of both m-tiles); one more gives 4 columns' B
+      // (matrix i = column j + i). A column that is absent from this entry holds stale
+      // data in its slot, which is loaded but never multiplied.
+      uint32_t af[2][2];
+      tc::LdMatrixX4(af[0][0], af[0][1], af[1][0], af[1][1],
+                     tc::SharedAddress(a_stage + (ctx.m_base + ctx.lane) * kPitch));
+#pragma unroll
+      for (int j = 0; j < kGroup; j += 4) {
+        uint32_t bf[4];
+        const uint32_t address = tc::SharedAddress(
+            w_stages + (j + (ctx.lane >> 3)) * Tiling::kWElems + (ctx.lane & 7) * kPitch);
+        // Untransposed blocks are stored [k][n] (.trans over k rows), transposed ones
+        // [n][k] (plain, over n rows).
+        if constexpr (kTransW) {
+          tc::LdMatrixX4(bf[0], bf[1], bf[2], bf[3], address);
+        } else {
+          tc::LdMatrixX4Trans(bf[0], bf[1], bf[2], bf[3], address);
+        }
+#pragma unroll
+        for (int i = 0; i < 4; ++i) {
+          if (ctx.slots[u * kGroup + j + i] < 0) continue;  // the same for every thread
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt) tc::Mma8<Elem>(acc[mt][j + i], af[mt], bf[i]);
+        }
+      }
+    } else {
+#pragma unroll
+      for (int ks = 0; ks < Tiling::kKSteps; ++ks) {
+        const int kb = ks * 16;
+        uint32_t af[2][4];
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          const int row = ctx.m_base + mt * 16 + (ctx.lane & 15);
+          tc::LdMatrixX4(af[mt][0], af[mt][1], af[mt][2], af[mt][3],
+                         tc::SharedAddress(a_stage + row * kPitch + kb + (ctx.lane >> 4) * 8));
+        }
+        // Lane l addresses row (l & 7) of 8x8 matrix (l >> 3): matrices alternate the k
+        // half (0-7, 8-15) and then advance one n-tile.
+        const int mi = ctx.lane >> 3;
+        const int rr = ctx.lane & 7;
+#pragma unroll
+        for (int c = 0; c < kGroup; ++c) {
+          if (ctx.slots[u * kGroup + c] < 0) continue;  // the same for every thread
+          const Elem* w_block = w_stages + c * Tiling::kWElems;
+          uint32_t bf[kNPerColumn][2];
+#pragma unroll
+          for (int nt = 0; nt < kNPerColumn; nt += 2) {
+            const int n = (nt + (mi >> 1)) * 8;
+            // Untransposed blocks are stored [k][n] (ldmatrix.trans over k rows);
+            // transposed ones [n][k] (plain ldmatrix over n rows).
+            const int row = kTransW ? n + rr : kb + (mi & 1) * 8 + rr;
+            const int col = kTransW ? kb + (mi & 1) * 8 : n;
+            const uint32_t address = tc::SharedAddress(w_block + row * kPitch + col);
+            if constexpr (kTransW) {
+              tc::LdMatrixX4(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1], address);
+            } else {
+              tc::LdMatrixX4Trans(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1],
+                                  address);
+            }
+          }
+#pragma unroll
+          for (int mt = 0; mt < 2; ++mt)
+#pragma unroll
+            for (int nt = 0; nt < kNPerColumn; ++nt) {
+              tc::Mma16<Elem>(acc[mt][c * kNPerColumn + nt], af[mt], bf[nt]);
+            }
+        }
+      }
+    }
+  }
+};
+
+template <MmaKind kKind, int kBs, bool kTransW>
+__global__ void __launch_bounds__(ColumnGroupTiling<ElemOf<kKind>, kBs>::kThreads, 2)
+    BsmmColumnGroupKernel(BsmmArgs args, int64_t row_tiles, bool out_f32) {
+  RunUnionSchedule<UnionEntrySteps<kKind, kBs, kTransW>>(args, row_tiles, out_f32);
+}
+
+// Launches a union-schedule kernel: one CTA per (column group, row tile, operand group), the
+// last two clamped to the grid's limits (the kernel strides over the rest).
+template <class Steps, typename Kernel>
+cudaError_t LaunchUnionSchedule(Kernel kernel, const BsmmArgs& args, bool out_f32,
+                                cudaStream_t stream) {
+  using Tiling = typename Steps::Tiling;
   static std::atomic<uint64_t> done_devices{0};
   if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), Tiling::kSmemBytes,
                         done_devices) != cudaSuccess) {
@@ -389,6 +422,12 @@ cudaError_t LaunchColumnGroups(const BsmmArgs& args, bool out_f32, cudaStream_t 
                   static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
   kernel<<<grid, Tiling::kThreads, Tiling::kSmemBytes, stream>>>(args, row_tiles, out_f32);
   return cudaSuccess;
+}
+
+template <MmaKind kKind, int kBs, bool kTransW>
+cudaError_t LaunchColumnGroups(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
+  return LaunchUnionSchedule<UnionEntrySteps<kKind, kBs, kTransW>>(
+      BsmmColumnGroupKernel<kKind, kBs, kTransW>, args, out_f32, stream);
 }
 
 }  // namespace bsmm_tc

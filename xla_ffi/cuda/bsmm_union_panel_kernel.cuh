@@ -63,191 +63,122 @@ struct UnionPanelTiling {
   static_assert(kSmemBytes <= 113 * 1024, "two CTAs per SM");
 };
 
+// One step per 32-wide k panel: 32 / bs union entries side by side, absent blocks and entries
+// past the union zero-filled, so that every warp multiplies a dense 32 x 128 panel.
+template <MmaKind kKind, int kBs, bool kTransW>
+struct UnionPanelSteps {
+  using Elem = ElemOf<kKind>;
+  using Tiling = UnionPanelTiling<Elem, kBs, kTransW>;
+  static constexpr int kGroup = Tiling::kGroup;
+  static constexpr int kEntries = Tiling::kEntriesPerPanel;
+  static constexpr int kKPitch = Tiling::kKPitch;
+  static constexpr int kNPitch = Tiling::kNPitch;
+  static constexpr int kUnitsPerBlockRow = kBs / 8;  // 16-byte pieces of one block row
+
+  static __device__ __forceinline__ int Count(int union_size) {
+    return (union_size + kEntries - 1) / kEntries;
+  }
+
+  static __device__ __forceinline__ void Load(const UnionStepContext<Elem>& ctx, int p,
+                                              Elem* a_stage) {
+    Elem* w_stage = a_stage + Tiling::kAElems;
+    // x: 128 rows x 4 pieces of 16 bytes (piece q: entry q / units, part q % units).
+#pragma unroll
+    for (int i = 0; i < Tiling::kTM * 4 / Tiling::kThreads; ++i) {
+      const int copy = ctx.tid + i * Tiling::kThreads;
+      const int r = copy / 4;
+      const int q = copy % 4;
+      const int u = p * kEntries + q / kUnitsPerBlockRow;
+      const int64_t row = ctx.row0 + r;
+      const bool live = row < ctx.rows && u < ctx.union_size;
+      const Elem* src =
+          live ? ctx.a_group + row * ctx.a_cols + static_cast<int64_t>(ctx.union_rows[u]) * kBs +
+                     (q % kUnitsPerBlockRow) * 8
+               : ctx.a_group;
+      tc::CpAsync16(tc::SharedAddress(a_stage + r * kKPitch + q * 8), src, live);
+    }
+    // w: 512 pieces of 16 bytes; piece -> (union entry, column, block row, part).
+#pragma unroll
+    for (int i = 0; i < 512 / Tiling::kThreads; ++i) {
+      const int copy = ctx.tid + i * Tiling::kThreads;
+      int e, c, block_row, part, dst;
+      if constexpr (kTransW) {
+        // [128 n][32 k]: n-row copy / 4, k piece copy % 4. The block's own rows are n.
+        const int n = copy / 4;
+        const int q = copy % 4;
+        e = q / kUnitsPerBlockRow;
+        part = q % kUnitsPerBlockRow;
+        c = n / kBs;
+        block_row = n % kBs;
+        dst = n * kKPitch + q * 8;
+      } else {
+        // [32 k][128 n]: k-row copy / 16, n piece copy % 16. The block's own rows are k.
+        const int k = copy / 16;
+        const int q = copy % 16;
+        e = k / kBs;
+        block_row = k % kBs;
+        c = (q * 8) / kBs;
+        part = q % kUnitsPerBlockRow;
+        dst = k * kNPitch + q * 8;
+      }
+      const int u = p * kEntries + e;
+      const int32_t block = u < ctx.union_size ? ctx.slots[u * kGroup + c] : -1;
+      const bool live = block >= 0;
+      const Elem* src = live ? ctx.w_group + static_cast<int64_t>(block) * (kBs * kBs) +
+                                   block_row * kBs + part * 8
+                             : ctx.w_group;
+      tc::CpAsync16(tc::SharedAddress(w_stage + dst), src, live);
+    }
+  }
+
+  static __device__ __forceinline__ void Compute(const UnionStepContext<Elem>& ctx, int,
+                                                 const Elem* a_stage, float (&acc)[2][16][4]) {
+    const Elem* w_stage = a_stage + Tiling::kAElems;
+#pragma unroll
+    for (int kb = 0; kb < Tiling::kPanelK; kb += 16) {
+      uint32_t af[2][4];
+#pragma unroll
+      for (int mt = 0; mt < 2; ++mt) {
+        const int row = ctx.m_base + mt * 16 + (ctx.lane & 15);
+        tc::LdMatrixX4(af[mt][0], af[mt][1], af[mt][2], af[mt][3],
+                       tc::SharedAddress(a_stage + row * kKPitch + kb + (ctx.lane >> 4) * 8));
+      }
+      // Lane l addresses row (l & 7) of 8x8 matrix (l >> 3): matrices alternate the k
+      // half (0-7, 8-15), then advance one n8 tile.
+      const int mi = ctx.lane >> 3;
+      const int rr = ctx.lane & 7;
+#pragma unroll
+      for (int nt = 0; nt < 16; nt += 2) {
+        const int n = (nt + (mi >> 1)) * 8;
+        uint32_t bf[2][2];
+        if constexpr (kTransW) {
+          tc::LdMatrixX4(bf[0][0], bf[0][1], bf[1][0], bf[1][1],
+                         tc::SharedAddress(w_stage + (n + rr) * kKPitch + kb + (mi & 1) * 8));
+        } else {
+          tc::LdMatrixX4Trans(
+              bf[0][0], bf[0][1], bf[1][0], bf[1][1],
+              tc::SharedAddress(w_stage + (kb + (mi & 1) * 8 + rr) * kNPitch + n));
+        }
+#pragma unroll
+        for (int mt = 0; mt < 2; ++mt) {
+          tc::Mma16<Elem>(acc[mt][nt], af[mt], bf[0]);
+          tc::Mma16<Elem>(acc[mt][nt + 1], af[mt], bf[1]);
+        }
+      }
+    }
+  }
+};
+
 template <MmaKind kKind, int kBs, bool kTransW>
 __global__ void __launch_bounds__(UnionPanelTiling<ElemOf<kKind>, kBs, kTransW>::kThreads, 2)
     BsmmUnionPanelKernel(BsmmArgs args, int64_t row_tiles, bool out_f32) {
-  using Elem = ElemOf<kKind>;
-  using Tiling = UnionPanelTiling<Elem, kBs, kTransW>;
-  constexpr int kGroup = Tiling::kGroup;
-  constexpr int kStages = Tiling::kStages;
-  constexpr int kEntries = Tiling::kEntriesPerPanel;
-  constexpr int kKPitch = Tiling::kKPitch;
-  constexpr int kNPitch = Tiling::kNPitch;
-  constexpr int kUnitsPerBlockRow = kBs / 8;  // 16-byte pieces of one block row
-
-  extern __shared__ __align__(16) unsigned char smem_raw[];
-  Elem* stages = reinterpret_cast<Elem*>(smem_raw);
-  int32_t* slots = reinterpret_cast<int32_t*>(smem_raw + Tiling::kStageBytes);
-  int32_t* union_rows = slots + Tiling::kWindow * kGroup;
-  int32_t* warp_counts = union_rows + Tiling::kWindow;
-
-  const Elem* __restrict__ a = static_cast<const Elem*>(args.a);
-  const Elem* __restrict__ w = static_cast<const Elem*>(args.w);
-  const int64_t rows = args.rows;
-  const int64_t a_cols = args.a_cols;
-  const int64_t a_blocks = a_cols / kBs;
-  const int64_t first_column = static_cast<int64_t>(blockIdx.x) * kGroup;
-  const int tid = static_cast<int>(threadIdx.x);
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
-  const int m_base = warp * 32;
-  const int windows = static_cast<int>((a_blocks + Tiling::kWindow - 1) / Tiling::kWindow);
-  int union_size = 0;
-  int built_window = -1;
-
-  for (int64_t g = blockIdx.z; g < args.groups; g += gridDim.z) {
-    const Elem* a_group = a + g * rows * a_cols;
-    const Elem* w_group = w + g * args.nnz * (kBs * kBs);
-    for (int64_t tile = blockIdx.y; tile < row_tiles; tile += gridDim.y) {
-      const int64_t row0 = tile * Tiling::kTM;
-      float acc[2][16][4];
-#pragma unroll
-      for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-        for (int nt = 0; nt < 16; ++nt)
-#pragma unroll
-          for (int c = 0; c < 4; ++c) acc[mt][nt][c] = 0.f;
-
-      for (int window = 0; window < windows; ++window) {
-        if (window != built_window) {
-          union_size = BuildUnion<Tiling>(args, first_column,
-                                          static_cast<int64_t>(window) * Tiling::kWindow, slots,
-                                          union_rows, warp_counts);
-          built_window = window;
-        }
-        const int panels = (union_size + kEntries - 1) / kEntries;
-
-        // Panel p -> stage: union entries p * kEntries + e side by side along k. Entries past
-        // the union and blocks absent from a column are zero-filled, so the panel is dense.
-        auto load_panel = [&](int p, int stage) {
-          Elem* a_stage = stages + stage * Tiling::kStageElems;
-          Elem* w_stage = a_stage + Tiling::kAElems;
-          // x: 128 rows x 4 pieces of 16 bytes (piece q: entry q / units, part q % units).
-#pragma unroll
-          for (int i = 0; i < Tiling::kTM * 4 / Tiling::kThreads; ++i) {
-            const int copy = tid + i * Tiling::kThreads;
-            const int r = copy / 4;
-            const int q = copy % 4;
-            const int u = p * kEntries + q / kUnitsPerBlockRow;
-            const int64_t row = row0 + r;
-            const bool live = row < rows && u < union_size;
-            const Elem* src =
-                live ? a_group + row * a_cols + static_cast<int64_t>(union_rows[u]) * kBs +
-                           (q % kUnitsPerBlockRow) * 8
-                     : a;
-            tc::CpAsync16(tc::SharedAddress(a_stage + r * kKPitch + q * 8), src, live);
-          }
-          // w: 512 pieces of 16 bytes; piece -> (union entry, column, block row, part).
-#pragma unroll
-          for (int i = 0; i < 512 / Tiling::kThreads; ++i) {
-            const int copy = tid + i * Tiling::kThreads;
-            int e, c, block_row, part, dst;
-            if constexpr (kTransW) {
-              // [128 n][32 k]: n-row copy / 4, k piece copy % 4. The block's own rows are n.
-              const int n = copy / 4;
-              const int q = copy % 4;
-              e = q / kUnitsPerBlockRow;
-              part = q % kUnitsPerBlockRow;
-              c = n / kBs;
-              block_row = n % kBs;
-              dst = n * kKPitch + q * 8;
-            } else {
-              // [32 k][128 n]: k-row copy / 16, n piece copy % 16. The block's own rows are k.
-              const int k = copy / 16;
-              const int q = copy % 16;
-              e = k / kBs;
-              block_row = k % kBs;
-              c = (q * 8) / kBs;
-              part = q % kUnitsPerBlockRow;
-              dst = k * kNPitch + q * 8;
-            }
-            const int u = p * kEntries + e;
-            const int32_t block = u < union_size ? slots[u * kGroup + c] : -1;
-            const bool live = block >= 0;
-            const Elem* src = live ? w_group + static_cast<int64_t>(block) * (kBs * kBs) +
-                                         block_row * kBs + part * 8
-                                   : w;
-            tc::CpAsync16(tc::SharedAddress(w_stage + dst), src, live);
-          }
-        };
-
-        auto compute_panel = [&](int stage) {
-          const Elem* a_stage = stages + stage * Tiling::kStageElems;
-          const Elem* w_stage = a_stage + Tiling::kAElems;
-#pragma unroll
-          for (int kb = 0; kb < Tiling::kPanelK; kb += 16) {
-            uint32_t af[2][4];
-#pragma unroll
-            for (int mt = 0; mt < 2; ++mt) {
-              const int row = m_base + mt * 16 + (lane & 15);
-              tc::LdMatrixX4(af[mt][0], af[mt][1], af[mt][2], af[mt][3],
-                             tc::SharedAddress(a_stage + row * kKPitch + kb + (lane >> 4) * 8));
-            }
-            // Lane l addresses row (l & 7) of 8x8 matrix (l >> 3): matrices alternate the k
-            // half (0-7, 8-15), then advance one n8 tile.
-            const int mi = lane >> 3;
-            const int rr = lane & 7;
-#pragma unroll
-            for (int nt = 0; nt < 16; nt += 2) {
-              const int n = (nt + (mi >> 1)) * 8;
-              uint32_t bf[2][2];
-              if constexpr (kTransW) {
-                tc::LdMatrixX4(bf[0][0], bf[0][1], bf[1][0], bf[1][1],
-                               tc::SharedAddress(w_stage + (n + rr) * kKPitch + kb + (mi & 1) * 8));
-              } else {
-                tc::LdMatrixX4Trans(
-                    bf[0][0], bf[0][1], bf[1][0], bf[1][1],
-                    tc::SharedAddress(w_stage + (kb + (mi & 1) * 8 + rr) * kNPitch + n));
-              }
-#pragma unroll
-              for (int mt = 0; mt < 2; ++mt) {
-                tc::Mma16<Elem>(acc[mt][nt], af[mt], bf[0]);
-                tc::Mma16<Elem>(acc[mt][nt + 1], af[mt], bf[1]);
-              }
-            }
-          }
-        };
-
-        // The column-group kernel's pipeline, one panel per stage.
-#pragma unroll
-        for (int s = 0; s < kStages - 1; ++s) {
-          if (s < panels) load_panel(s, s);
-          tc::CpAsyncCommit();
-        }
-        for (int i = 0; i < panels; ++i) {
-          tc::CpAsyncWait<kStages - 2>();
-          __syncthreads();
-          const int prefetch = i + kStages - 1;
-          if (prefetch < panels) load_panel(prefetch, prefetch % kStages);
-          tc::CpAsyncCommit();
-          compute_panel(i % kStages);
-        }
-        tc::CpAsyncWait<0>();
-        __syncthreads();  // the stages and the union tables are free for what comes next
-      }
-
-      StoreGroupTile<Elem, kBs>(args, acc, g, row0 + m_base, first_column, lane, out_f32);
-    }
-  }
+  RunUnionSchedule<UnionPanelSteps<kKind, kBs, kTransW>>(args, row_tiles, out_f32);
 }
 
 template <MmaKind kKind, int kBs, bool kTransW>
 cudaError_t LaunchUnionPanels(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
-  using Tiling = UnionPanelTiling<ElemOf<kKind>, kBs, kTransW>;
-  auto kernel = BsmmUnionPanelKernel<kKind, kBs, kTransW>;
-  static std::atomic<uint64_t> done_devices{0};
-  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), Tiling::kSmemBytes,
-                        done_devices) != cudaSuccess) {
-    return cudaErrorNotSupported;
-  }
-  const int64_t column_groups = (args.out_blocks + Tiling::kGroup - 1) / Tiling::kGroup;
-  const int64_t row_tiles = (args.rows + Tiling::kTM - 1) / Tiling::kTM;
-  if (column_groups > kMaxGridX) return cudaErrorNotSupported;
-  const dim3 grid(static_cast<unsigned>(column_groups),
-                  static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
-                  static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
-  kernel<<<grid, Tiling::kThreads, Tiling::kSmemBytes, stream>>>(args, row_tiles, out_f32);
-  return cudaSuccess;
+  return LaunchUnionSchedule<UnionPanelSteps<kKind, kBs, kTransW>>(
+      BsmmUnionPanelKernel<kKind, kBs, kTransW>, args, out_f32, stream);
 }
 
 }  // namespace bsmm_tc

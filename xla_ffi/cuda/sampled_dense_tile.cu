@@ -123,11 +123,7 @@ __global__ void __launch_bounds__(kThreads, 2)
       }
     };
 
-#pragma unroll
-    for (int st = 0; st < kStages - 1; ++st) {
-      if (st < chunks) issue(st);
-      tc::CpAsyncCommit();
-    }
+    tc::PrimeCpAsyncRing<kStages>(chunks, issue);
     if (g == blockIdx.y && tid < kBlocksPerSide) {
       // While the first copies are in flight: where each block-row's blocks in this tile's
       // block-columns start and end in the table.
@@ -146,19 +142,8 @@ __global__ void __launch_bounds__(kThreads, 2)
     }
 
     float acc[kMTiles][kNTiles][4];
-#pragma unroll
-    for (int mi = 0; mi < kMTiles; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < kNTiles; ++ni)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) acc[mi][ni][c] = 0.f;
-
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      tc::CpAsyncWait<kStages - 2>();
-      // Makes this chunk's copies visible to all, and frees the stage the next issue refills.
-      __syncthreads();
-      if (chunk + kStages - 1 < chunks) issue(chunk + kStages - 1);
-      tc::CpAsyncCommit();
+    tc::ZeroAccumulators(acc);
+    tc::DrainCpAsyncRing<kStages>(chunks, issue, [&](int64_t chunk) {
       const uint32_t a_tile =
           smem_base + static_cast<uint32_t>((chunk % kStages) * kStageBytes);
       const uint32_t b_tile = a_tile + kOperandBytes;
@@ -181,9 +166,8 @@ __global__ void __launch_bounds__(kThreads, 2)
 #pragma unroll
           for (int ni = 0; ni < kNTiles; ++ni) tc::Mma16<T>(acc[mi][ni], af[mi], bf[ni]);
       }
-    }
-    tc::CpAsyncWait<0>();
-    __syncthreads();  // the ring is dead: its memory takes the fp32 tile
+    });
+    // The ring is dead: its memory takes the fp32 tile.
 
     float* tile = reinterpret_cast<float*>(smem);
     tc::SpillAccumulators(tile, kOutPitch, i_off, j_off, acc, lane);

@@ -222,27 +222,10 @@ __global__ void __launch_bounds__(kThreads, (TcTiling<T, kBs, kSlices>::kMinBloc
     };
 
     float acc[kMT][kNT][4];
-#pragma unroll
-    for (int mi = 0; mi < kMT; ++mi)
-#pragma unroll
-      for (int ni = 0; ni < kNT; ++ni)
-#pragma unroll
-        for (int c = 0; c < 4; ++c) acc[mi][ni][c] = 0.f;
+    tc::ZeroAccumulators(acc);
 
-#pragma unroll
-    for (int st = 0; st < kStages - 1; ++st) {
-      if (st < chunks) issue(st);
-      tc::CpAsyncCommit();
-    }
-
-    for (int64_t chunk = 0; chunk < chunks; ++chunk) {
-      tc::CpAsyncWait<kStages - 2>();
-      // Makes every thread's copies of this chunk visible, and guarantees that the slot the
-      // next issue overwrites (consumed in the previous iteration) is no longer being read.
-      __syncthreads();
-      if (chunk + kStages - 1 < chunks) issue(chunk + kStages - 1);
-      tc::CpAsyncCommit();
-
+    tc::PrimeCpAsyncRing<kStages>(chunks, issue);
+    tc::DrainCpAsyncRing<kStages>(chunks, issue, [&](int64_t chunk) {
       const uint32_t stage =
           smem_base + static_cast<uint32_t>((chunk % kStages) * Tl::kStageBytes);
       const uint32_t a_tile = stage + static_cast<uint32_t>(a_src_slot * Tl::kSlotBytes);
@@ -335,9 +318,8 @@ __global__ void __launch_bounds__(kThreads, (TcTiling<T, kBs, kSlices>::kMinBloc
           }
         }
       }
-    }
-    tc::CpAsyncWait<0>();
-    __syncthreads();  // the ring is dead from here on; its memory holds the partial tiles
+    });
+    // The ring is dead from here on; its memory holds the partial tiles.
 
     float* red = reinterpret_cast<float*>(smem);
     // bs 8 ran m16 tiles on 8 real rows: their rows 8-15 are not spilled.

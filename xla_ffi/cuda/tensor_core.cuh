@@ -214,6 +214,36 @@ __device__ __forceinline__ void CpAsyncWait() {
   asm volatile("cp.async.wait_group %0;\n" ::"n"(kPending) : "memory");
 }
 
+// The multi-stage ring every streaming kernel here runs, in two halves so that a kernel can do
+// other work while the first copies are in flight. issue(step) copies step `step` into stage
+// step % kStages and compute(step) consumes it; both are called by every thread.
+//   Prime: issue steps 0 .. kStages - 2, one commit group each (empty past `steps`).
+//   Drain: per step i, wait for its copies, barrier (which also frees the stage consumed at
+//   i - 1), issue step i + kStages - 1 into that stage, compute i; then wait for every copy
+//   and barrier, so that the stages' memory is free for what comes next.
+template <int kStages, typename Issue>
+__device__ __forceinline__ void PrimeCpAsyncRing(int64_t steps, Issue&& issue) {
+#pragma unroll
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < steps) issue(s);
+    CpAsyncCommit();
+  }
+}
+
+template <int kStages, typename Issue, typename Compute>
+__device__ __forceinline__ void DrainCpAsyncRing(int64_t steps, Issue&& issue,
+                                                 Compute&& compute) {
+  for (int64_t i = 0; i < steps; ++i) {
+    CpAsyncWait<kStages - 2>();
+    __syncthreads();
+    if (i + kStages - 1 < steps) issue(i + kStages - 1);
+    CpAsyncCommit();
+    compute(i);
+  }
+  CpAsyncWait<0>();
+  __syncthreads();
+}
+
 // --- barriers ------------------------------------------------------------------------------
 
 // Named barrier over `threads` threads (a multiple of 32) of the block; id 0 is the one
@@ -235,6 +265,16 @@ __device__ __forceinline__ uint32_t PackPair(float lo, float hi) {
     return static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(lo))) |
            (static_cast<uint32_t>(__bfloat16_as_ushort(__float2bfloat16_rn(hi))) << 16);
   }
+}
+
+template <int kMT, int kNT>
+__device__ __forceinline__ void ZeroAccumulators(float (&acc)[kMT][kNT][4]) {
+#pragma unroll
+  for (int mi = 0; mi < kMT; ++mi)
+#pragma unroll
+    for (int ni = 0; ni < kNT; ++ni)
+#pragma unroll
+      for (int c = 0; c < 4; ++c) acc[mi][ni][c] = 0.f;
 }
 
 // Spills a warp's kMT x kNT m16n8 fp32 accumulator tiles into a row-major fp32 tile in shared
