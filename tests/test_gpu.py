@@ -282,7 +282,7 @@ def test_sampled_long_reduction_few_blocks(rng, bs, dtype, precision):
 def test_sampled_long_reduction_slice_counts(rng, nnz, bs, dtype, precision):
     """M >= 512: the kernel splits each block's rows over the fewest warps (1, 2, 4 or 8 slices)
     whose grid still fills the card. On a 132-SM card these block counts take 8, 4, 2 and 1
-    slices at bs 32 (4, 2, 1, 1 at bs 64; 8, 4, 2, 2 at bs 8 and 16), so every count is run;
+    slices at bs 8, 16 and 32 (2, 1, 1, 1 at bs 64, whose 4 slices the few-blocks test runs);
     consecutive blocks share block-rows, so a's loads are shared within a CTA as well."""
     blocks = 64
     mask = np.zeros((blocks, blocks), bool)
