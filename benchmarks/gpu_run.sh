@@ -32,10 +32,13 @@ if [[ " $steps " == *" abtest "* ]]; then
     # A kernel that never completes its barriers would hang every later step: stop here.
     echo "experiments smoke run failed or hung (exit $smoke):"; tail -n 15 "$out/ab_smoke.log"; exit 3
   fi
+  # JBS_AB_PYTEST_ARGS narrows the run (split like a shell line: -k 'a or b' stays one argument),
+  # for experiments that route the same cases as others and so need a run of their own.
+  eval "ab_pytest_args=(${JBS_AB_PYTEST_ARGS:-})"
   (cd /tmp && JBS_CUDA_EXPERIMENT=$experiments timeout "${JBS_TEST_TIMEOUT:-3000}" python3 -m pytest \
       "$repo/tests/test_gpu.py" "$repo/tests/test_products.py" "$repo/tests/test_conv.py" \
       "$repo/tests/test_split.py" -q \
-      -p no:cacheprovider -rfE -x) \
+      -p no:cacheprovider -rfE -x "${ab_pytest_args[@]}") \
       > "$out/ab_tests.log" 2>&1
   echo "tests with JBS_CUDA_EXPERIMENT=$experiments: exit $? $(tail -n 1 "$out/ab_tests.log")"
   grep -E "^(FAILED|ERROR)" "$out/ab_tests.log" | head -n 10
@@ -51,7 +54,7 @@ if [[ " $steps " == *" ab "* ]]; then
   # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). The
   # defaults run twice, first and last, to show the run-to-run spread.
   eval "ab_settings=(${JBS_AB_SETTINGS:-'':'wide small' union_panels:'wide small' \
-      sampled_dense_tiles:small '':'wide small'})"
+      sampled_dense_tiles:small row_tile_256:wide row_tile_4ctas:wide '':'wide small'})"
   for setting in "${ab_settings[@]}"; do
     IFS=: read -r name configs layout flags dtype <<< "$setting"
     echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \

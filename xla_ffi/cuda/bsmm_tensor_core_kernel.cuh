@@ -258,11 +258,15 @@ __device__ __forceinline__ void AddFragmentSums(const float* tile, Acc& acc, int
   });
 }
 
+// kMinCtasWanted: a minimum of resident CTAs per SM for the register budget, where it is not
+// the tiling's own (0).
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages, bool kConv, bool kSwizzle>
+          int kStages, bool kConv, bool kSwizzle, int kMinCtasWanted>
 __global__ void __launch_bounds__(
     TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>::kThreads,
-    TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>::kMinCtas)
+    kMinCtasWanted ? kMinCtasWanted
+                   : TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages,
+                              kSwizzle>::kMinCtas)
     BsmmTcKernel(BsmmArgs args, ConvGather conv, int64_t row_tiles, bool out_f32) {
   using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>;
   using Elem = typename Tiling::Elem;
@@ -608,12 +612,12 @@ __global__ void __launch_bounds__(
 
 // Launches one instantiation of the kernel, with its shared memory opted in once per device.
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages, bool kConv, bool kSwizzle = false>
+          int kStages, bool kConv, bool kSwizzle = false, int kMinCtasWanted = 0>
 cudaError_t LaunchTc(const BsmmArgs& args, const ConvGather& conv, bool out_f32,
                      cudaStream_t stream) {
   using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>;
   auto kernel = BsmmTcKernel<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kConv,
-                             kSwizzle>;
+                             kSwizzle, kMinCtasWanted>;
   const int64_t grid_x = args.out_blocks * Tiling::kNSplit;
   if (grid_x > kMaxGridX) return cudaErrorNotSupported;
   constexpr int kSmem = Tiling::kSmemBytes;
@@ -681,6 +685,25 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     // small bs 8 d = 1/8 matmul 493 -> 308 us. At bs 16 it tied and at bs 32 it lost (wide
     // d = 1/16: 186 -> 231 us), so those stay on one column per CTA (NOTES v10 measured).
     if (args.rows > 64) return LaunchColumnGroups<kKind, kBs, kTransW>(args, out_f32, stream);
+  }
+  if constexpr (kHalf && !kConv && kBs == 32) {
+    // Experiment `row_tile_256` (NOTES v14): 256-row tiles of 8 warps, so that each w block
+    // copied to shared memory serves twice the rows (half of w's L2 traffic) and each barrier
+    // twice the mma.
+    static const bool row_tile_256 = ExperimentEnabled("row_tile_256");
+    if (row_tile_256 && args.rows > 128) {
+      return LaunchTc<kKind, kBs, kTransW, 256, 8, 1, 1, 4, kConv>(args, conv, out_f32, stream);
+    }
+  }
+  if constexpr (kHalf && !kConv && kBs == 32) {
+    // Experiment `row_tile_4ctas` (NOTES v14): the 128-row tile below with registers capped at
+    // 128 (122-126, no spills), so that 4 CTAs fit per SM as in session 5; ptxas now gives it
+    // 131-140, which leaves 3. bs 8 and 16 are under 128 already.
+    static const bool four_ctas = ExperimentEnabled("row_tile_4ctas");
+    if (four_ctas && args.rows > 64) {
+      return LaunchTc<kKind, kBs, kTransW, 128, 4, 1, 1, 4, kConv, false, 4>(args, conv, out_f32,
+                                                                            stream);
+    }
   }
   // Row-tiled regime: 128 rows, 4 warps in one k-group.
   constexpr int kWarpsN = kBs >= 64 ? 2 : 1;
