@@ -402,12 +402,7 @@ __global__ void __launch_bounds__(
       };
 
       float acc[kMTiles][kNTiles][4];
-#pragma unroll
-      for (int i = 0; i < kMTiles; ++i)
-#pragma unroll
-        for (int j = 0; j < kNTiles; ++j)
-#pragma unroll
-          for (int c = 0; c < 4; ++c) acc[i][j][c] = 0.f;
+      tc::ZeroAccumulators(acc);
 
       auto compute_chunk = [&](int stage) {
         const Elem* a_stage = group_stages + stage * Tiling::kStageElems;
