@@ -2,7 +2,7 @@
 
 Paths: tensor-core 16-bit (bf16), TF32 (float32 DEFAULT), 3xTF32 (float32 HIGHEST), and the SIMT
 kernels (float64); block sizes 8, 32 and 128; M <= 32 and 48 (the W-streaming tiles), M with
-tile tails and M > 512 (split-M sampled, 8 slices and fewer); and the CUDA convolution in bf16 and float32: forward
+tile tails, 256-row tiles and M > 512 (split-M sampled, 8 slices and fewer); and the CUDA convolution in bf16 and float32: forward
 and input gradient strided, dilated and padded (the gather kernel), and the stride-1 halo-tile
 kernels (forward, input gradient, filter gradient in one segment and in two). Then a jitted
 chain of dependent products with w rewritten between them.
@@ -37,6 +37,14 @@ for bs in (8, 32, 128):
                     jbs.matmul_t(dy, w, layout, precision=precision),
                     jbs.sampled_matmul(x, dy, layout, precision=precision))
             jax.block_until_ready(outs)
+# bs 32, 300 rows over 330 output block-columns: the 256-row tile (2 CTAs per SM of work)
+mask = rng.random((2, 330)) < 0.5
+for w_mask in (mask, mask.T):
+    layout = jbs.Layout(w_mask, 32)
+    C, N = layout.shape
+    w = jnp.asarray(rng.standard_normal(layout.w_shape), jnp.bfloat16)
+    x, dy = (jnp.asarray(rng.standard_normal((300, d)), jnp.bfloat16) for d in (C, N))
+    jax.block_until_ready((jbs.matmul(x, w, layout), jbs.matmul_t(dy, w, layout)))
 # M >= 512 over hundreds of blocks: 4 and 2 warps per block's rows on a 132-SM card (the
 # one-block-per-CTA split above takes all 8)
 for nnz in (700, 1400):
@@ -45,8 +53,8 @@ for nnz in (700, 1400):
     layout = jbs.Layout(mask, 32)
     x, dy = (jnp.asarray(rng.standard_normal((520, 2048)), jnp.bfloat16) for _ in range(2))
     jax.block_until_ready(jbs.sampled_matmul(x, dy, layout))
-# Small blocks, M >= 512, a fifth of the blocks present: 128 x 128 dense tiles under the
-# `sampled_dense_tiles` experiment (12 x 12 tiles, the last row and column partial, one tile
+# Small blocks, M >= 512, a fifth of the blocks present: 128 x 128 dense tiles at bs 8, the
+# per-block kernel at bs 16 (12 x 12 tiles, the last row and column partial, one tile
 # without blocks)
 for bs in (8, 16):
     t = 128 // bs

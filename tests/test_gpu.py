@@ -49,7 +49,7 @@ def test_every_kernel_variant(rng, m, bs, dtype, precision):
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_large_batch_over_tall_layouts(rng, bs, out_dtype, dtype):
     """130 rows (a row tile and a tail), 16-bit, bs 8, 16 and 32, over a 300 x 10 block layout and
-    its transpose: more than 256 block-rows (at bs 8 the column-group kernel builds its union
+    its transpose: more than 256 block-rows (at bs 8 the union-panel kernel builds its union
     tables 256 block-rows at a time), a last group of fewer than 128 / bs block-columns, an empty
     block-column, a full one (a hub: matmul's table is cut into segments), and a block-row used
     by a single column."""
@@ -70,6 +70,34 @@ def test_large_batch_over_tall_layouts(rng, bs, out_dtype, dtype):
     assert y.dtype == dx.dtype == (out_dtype or dtype)
     assert_close(y, f64(x) @ Wd, out_dtype or dtype, on_gpu=True)
     assert_close(dx, f64(dy) @ Wd.T, out_dtype or dtype, on_gpu=True)
+
+
+@pytest.mark.parametrize("out_dtype", [None, jnp.float32], ids=["same", "float32"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_large_batch_over_many_block_columns(rng, out_dtype, dtype):
+    """bs 32, 16-bit, 300 rows (a 256-row tile and a partial one) and 330 output block-columns
+    both ways: 660 tiles of 256 rows, enough for 2 CTAs per SM on any card up to 330 SMs, so
+    matmul and matmul_t take the 256-row tile (smaller outputs take the 128-row one, covered
+    above). Empty block-rows and block-columns, and a full block-row."""
+    mask = random_mask(rng, 6, 330, density=0.3)
+    mask[:, 4] = False
+    mask[2, :] = False
+    mask[3, :] = True
+    kw = dict(preferred_element_type=out_dtype)
+
+    layout = jbs.Layout(mask, 32)
+    C, N = layout.shape
+    x, w = _put(random_array(rng, (300, C), dtype)), _put(random_array(rng, layout.w_shape, dtype))
+    y = jbs.matmul(x, w, layout, **kw)
+    assert_close(y, f64(x) @ dense_weight(mask, 32, f64(w)), out_dtype or dtype, on_gpu=True)
+
+    # matmul_t's output block-columns are w's block-rows
+    layout_t = jbs.Layout(mask.T, 32)
+    C, N = layout_t.shape
+    dy = _put(random_array(rng, (300, N), dtype))
+    w = _put(random_array(rng, layout_t.w_shape, dtype))
+    dx = jbs.matmul_t(dy, w, layout_t, **kw)
+    assert_close(dx, f64(dy) @ dense_weight(mask.T, 32, f64(w)).T, out_dtype or dtype, on_gpu=True)
 
 
 @pytest.mark.parametrize("m", [33, 48, 64])
@@ -303,8 +331,8 @@ def test_sampled_long_reduction_slice_counts(rng, nnz, bs, dtype, precision):
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_sampled_small_blocks_over_partial_tiles(rng, bs, out_dtype, dtype):
     """Small blocks, a long reduction (600 rows: a partial 32-row chunk) and a layout dense
-    enough for 128 x 128 dense tiles (the `sampled_dense_tiles` experiment, which wants a CTA
-    per SM): 1520 x ~1480 columns, so the last tile row and column are partial (12 x 12 tiles),
+    enough for 128 x 128 dense tiles (the dense-tile kernel at bs 8, which wants a CTA per SM;
+    bs 16 stays on the per-block kernel): 1520 x ~1480 columns, so the last tile row and column are partial (12 x 12 tiles),
     with an empty block-row, an empty block-column, one whole tile without blocks, and two
     groups of inputs through vmap."""
     t = 128 // bs  # blocks per tile side

@@ -1,4 +1,4 @@
-// What the tensor-core jbs_bsmm kernels (bsmm_tensor_core_kernel.cuh, bsmm_column_group_kernel.cuh)
+// What the tensor-core jbs_bsmm kernels (bsmm_tensor_core_kernel.cuh, bsmm_union_panel_kernel.cuh)
 // share: the mma flavours and the grid limits.
 #ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_TC_COMMON_CUH_
 #define JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_TC_COMMON_CUH_

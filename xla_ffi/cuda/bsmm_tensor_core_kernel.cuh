@@ -28,7 +28,6 @@
 #include <type_traits>
 
 #include "blocksparse_kernels.h"
-#include "bsmm_column_group_kernel.cuh"
 #include "bsmm_union_panel_kernel.cuh"
 #include "bsmm_tc_common.cuh"
 #include "launch_util.h"
@@ -667,35 +666,23 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
                                                                         stream);
     }
   }
-  if constexpr (kHalf && !kConv && kBs <= 32) {
-    // Experiment `union_panels` (NOTES v13): the column-group schedule with dense 32-wide k
-    // panels over the union, absent blocks zero-filled.
-    static const bool union_panels = ExperimentEnabled("union_panels");
-    if (union_panels && args.rows > 64) {
-      return LaunchUnionPanels<kKind, kBs, kTransW>(args, out_f32, stream);
-    }
-  }
   if constexpr (kHalf && !kConv && kBs == 8) {
-    // 128 x 128 output tiles over the union of 16 block-columns (bsmm_column_group_kernel.cuh):
-    // small bs 8 d = 1/8 matmul 493 -> 308 us. At bs 16 it tied and at bs 32 it lost (wide
-    // d = 1/16: 186 -> 231 us), so those stay on one column per CTA (NOTES v10 measured).
-    if (args.rows > 64) return LaunchColumnGroups<kKind, kBs, kTransW>(args, out_f32, stream);
+    // 128 x 128 output tiles over the union of 16 block-columns, as dense 32-wide k panels
+    // (bsmm_union_panel_kernel.cuh): small bs 8 d = 1/8 matmul 493 -> 256 us. At bs 16 it tied
+    // and at bs 32 it lost, so those stay on one column per CTA (NOTES v13 measured).
+    if (args.rows > 64) return LaunchUnionPanels<kKind, kBs, kTransW>(args, out_f32, stream);
   }
   if constexpr (kHalf && !kConv && kBs == 32) {
-    // Experiment `row_tile_256` (NOTES v14): 256-row tiles of 8 warps, so that each w block
-    // copied to shared memory serves twice the rows (half of w's L2 traffic) and each barrier
-    // twice the mma.
-    static const bool row_tile_256 = ExperimentEnabled("row_tile_256");
-    if (row_tile_256 && args.rows > 128) {
-      return LaunchTc<kKind, kBs, kTransW, 256, 8, 1, 1, 4, kConv>(args, conv, out_f32, stream);
-    }
-  }
-  if constexpr (kHalf && !kConv && kBs == 32) {
-    // Experiment `row_tile_4ctas` (NOTES v14): the 128-row tile below with registers capped at
-    // 128 (122-126, no spills), so that 4 CTAs fit per SM as in session 5; ptxas now gives it
-    // 131-140, which leaves 3. bs 8 and 16 are under 128 already.
-    static const bool four_ctas = ExperimentEnabled("row_tile_4ctas");
-    if (four_ctas && args.rows > 64) {
+    if (args.rows > 64) {
+      // 256-row tiles of 8 warps: each w block copied to shared memory serves twice the rows
+      // and each barrier twice the mma (wide d = 1/4: 558 -> 540 us matmul, 553 -> 522
+      // matmul_t; d = 1/16 even). Taken where its tiles still give every CTA slot of the card
+      // (2 per SM) work; below that, the 128-row tile capped at 128 registers, so that 4 CTAs
+      // fit per SM (ptxas gives the uncapped one 131-140: 3 per SM; wide d = 1/16: 187 -> 182).
+      const int64_t tiles_256 = (args.rows + 255) / 256 * args.out_blocks * args.groups;
+      if (args.rows > 128 && tiles_256 >= 2 * MultiprocessorCount()) {
+        return LaunchTc<kKind, kBs, kTransW, 256, 8, 1, 1, 4, kConv>(args, conv, out_f32, stream);
+      }
       return LaunchTc<kKind, kBs, kTransW, 128, 4, 1, 1, 4, kConv, false, 4>(args, conv, out_f32,
                                                                             stream);
     }

@@ -1,17 +1,21 @@
-// Tensor-core jbs_bsmm for large batches as dense panels over the union (experiment
-// `union_panels`, benchmarks/NOTES.md v13): the column-group schedule of
-// bsmm_column_group_kernel.cuh (a CTA owns a 128-row x 128-column output tile, 128 / bs
-// block-columns, and walks the union of their block-rows), but each pipeline stage holds a
-// 32-wide k panel, 32 / bs union entries, with the absent blocks of the group zero-filled, and
-// every warp multiplies its 32 rows by the whole 32 x 128 panel with m16n8k16.
+// Tensor-core jbs_bsmm for large batches at bs 8 as dense panels over the union
+// (benchmarks/NOTES.md v13): the union schedule of bsmm_union_schedule.cuh (a CTA owns a
+// 128-row x 128-column output tile, 16 block-columns, and walks the union of their
+// block-rows), where each pipeline stage holds a 32-wide k panel, four union entries, with the
+// absent blocks of the group zero-filled, and every warp multiplies its 32 rows by the whole
+// 32 x 128 panel with m16n8k16.
 //
-// Why: the column-group kernel measured as fast as the one-column kernel at bs 16 and slower
-// at bs 32 although it moves a third less of x (NOTES v10 measured). Per barrier it does one
-// union entry, ~1.5 present blocks at bs 32 / d = 1/4 and at bs 16 / d = 1/8: a few mma per warp
-// between two waits. Here every barrier buys 64 mma per warp (2 k16 steps x 2 m16 x 16 n8),
-// whatever the layout, at the price of multiplying zeros: the tensor work is that of a dense
-// product over the union, 2.7x the useful work at bs 32 / d = 1/4, 1.3x at bs 16 / d = 1/8
-// (union 66% of the block-rows), 1.8x at bs 8.
+// Why: per union entry, a bs 8 block is one m16n8k8 per warp tile; skipping absent blocks
+// (session 6's column-group steps) left a few mma per warp between two waits. Here every
+// barrier buys 64 mma per warp whatever the layout, at the price of multiplying zeros (1.8x
+// the useful work at d = 1/8). Measured on the H200, small bs 8 d = 1/8: 309 -> 256 us (the
+// column-group steps), 493 us one column per CTA. At bs 16 it tied (188 against 181 us) and at
+// bs 32 it lost (wide d = 1/4: 696 against 558), so those stay on one column per CTA; the
+// tiling stays written for them, and the tall-layout and every-variant GPU tests checked it.
+//
+// Non-finite inputs: an Inf or NaN in x at a union block-row reaches every column of the
+// group through the zero-filled blocks (0 x Inf), as in the dense product of the matrix the
+// blocks describe; the one-column kernels skip absent blocks and stay finite there.
 //
 // Determinism: every output element is summed by one thread in union order. No atomics.
 #ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_UNION_PANEL_KERNEL_CUH_
@@ -25,8 +29,8 @@
 #include <cstdint>
 
 #include "blocksparse_kernels.h"
-#include "bsmm_column_group_kernel.cuh"
 #include "bsmm_tc_common.cuh"
+#include "bsmm_union_schedule.cuh"
 #include "launch_util.h"
 #include "tensor_core.cuh"
 

@@ -428,14 +428,14 @@ cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream
       if (status != cudaErrorNotSupported) return status;
     }
   }
-  if constexpr (kBs <= 16 && !std::is_same_v<T, float>) {
-    // Experiment `sampled_dense_tiles` (NOTES v12): long reductions over layouts dense enough
-    // that a 128 x 128 tile holds several blocks run as dense tiles.
-    static const bool dense_tiles = ExperimentEnabled("sampled_dense_tiles");
-    // Enough blocks per tile on average (a tile holding none exits at once), and enough tiles
-    // for one CTA per SM: with fewer, the per-block kernel splits the rows instead.
+  if constexpr (kBs == 8 && !std::is_same_v<T, float>) {
+    // Long reductions over layouts dense enough that a 128 x 128 tile holds several blocks run
+    // as dense tiles (sampled_dense_tile.cu): small bs 8 d = 1/8 500 -> 254 us. At bs 16 the
+    // per-block kernel won (181 against 248 us; NOTES v12 measured). Enough blocks per tile on
+    // average (a tile holding none exits at once), and enough tiles for one CTA per SM: with
+    // fewer, the per-block kernel splits the rows instead.
     const int64_t tiles = SampledDenseTileCount(args);
-    if (dense_tiles && args.rows >= 512 && args.nnz >= 6 * tiles &&
+    if (args.rows >= 512 && args.nnz >= 6 * tiles &&
         tiles * args.groups >= MultiprocessorCount()) {
       return LaunchSampledDenseTiles<T, O, kBs>(args, stream);
     }

@@ -1,29 +1,22 @@
-// Tensor-core jbs_bsmm for large batches at bs 8 (benchmarks/NOTES.md v10): one CTA owns a
-// 128-row x 128-column output tile, that is kGroup = 128 / bs adjacent block-columns, instead of
-// a 128 x bs tile of one block-column.
+// The schedule of the large-batch union kernel (bsmm_union_panel_kernel.cuh): one CTA owns a
+// 128-row x 128-column output tile, that is 128 / bs adjacent block-columns, and walks the union
+// of their block-rows instead of one column's blocks.
 //
 // Why: the one-column kernel (bsmm_tensor_core_kernel.cuh) copies a 128-row x bs tile of `a`
 // from L2 once per block of its column, so every x tile is fetched once per block-column that
-// uses it. Here the CTA walks the union of its columns' block-rows:
-// each x tile is fetched once for all the group's columns that use it (x traffic x 0.68 at
-// d = 1/4 and bs 32, x 0.66 at d = 1/8 and bs 16, x 0.44 at bs 8, for random layouts; less for
-// banded ones), and each warp multiplies its 32 rows by every present block of the group, 16
-// accumulator tiles per warp where the one-column kernel has 4 (bs 32) or fewer.
+// uses it, and at bs 8 its warps run one m16n8k8 per block between waits. Here each x tile is
+// fetched once for all the group's columns that use it (x traffic x 0.44 at bs 8 and d = 1/8
+// for random layouts).
 //
 // The union is built in shared memory by the CTA itself from the same (offsets, entries) table
 // the one-column kernel reads, a window of 256 block-rows at a time: scatter the group's
 // entries into a [block-row][column] slot table, then compact the rows that any column uses,
 // in block-row order. So the layout needs no second table, and hub segments (split tables)
-// work unchanged. Blocks absent from a column are neither copied nor multiplied: the column's
-// mma steps are skipped by a branch that is uniform over the CTA.
+// work unchanged.
 //
-// Routed for bs 8 only: measured, bs 8 ran 1.6x faster than one column per CTA, bs 16 tied and
-// bs 32 lost (NOTES v10 measured), so the tensor cores' rate, not x's L2 traffic, limits those.
-// The tiling stays written for 16 and 32, which the tall-layout GPU test checked.
-//
-// Determinism: every output element is summed by one thread in block-row order. No atomics.
-#ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_COLUMN_GROUP_KERNEL_CUH_
-#define JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_COLUMN_GROUP_KERNEL_CUH_
+// Determinism: every output element is summed by one thread in union order. No atomics.
+#ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_UNION_SCHEDULE_CUH_
+#define JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_UNION_SCHEDULE_CUH_
 
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
@@ -39,37 +32,6 @@
 
 namespace jbs {
 namespace bsmm_tc {
-
-template <typename Elem, int kBs>
-struct ColumnGroupTiling {
-  static_assert(sizeof(Elem) == 2 && (kBs == 8 || kBs == 16 || kBs == 32),
-                "16-bit data, bs 8, 16 or 32");
-  static constexpr int kTM = 128;
-  static constexpr int kWarps = kTM / 32;  // each warp: 32 rows x all 128 columns
-  static constexpr int kThreads = 32 * kWarps;
-  static constexpr int kGroup = 128 / kBs;          // block-columns per CTA
-  static constexpr int kNTilesPerColumn = kBs / 8;  // n8 mma tiles per block-column
-  static constexpr int kKSteps = kBs / 16;          // k16 mma steps per block (bs 8: one k8)
-  // Row pitch, in elements, of the x tile and of each w block: 16 bytes of padding put the 8
-  // rows an ldmatrix phase reads into distinct banks (80- and 48-byte rows); 16-byte bs 8 rows
-  // need none, 8 consecutive rows being one 128-byte line.
-  static constexpr int kPitch = kBs == 8 ? 8 : kBs + 8;
-  static constexpr int kUnitsPerRow = kBs / 8;  // 16-byte copies per row
-  static constexpr int kAElems = kTM * kPitch;
-  static constexpr int kWElems = kBs * kPitch;
-  static constexpr int kStageElems = kAElems + kGroup * kWElems;  // 20, 12, 4 KB (bs 32, 16, 8)
-  // About 60-80 KB in flight per CTA: a bs 8 entry is one k8 step, so it takes many stages.
-  static constexpr int kStages = kBs == 32 ? 4 : kBs == 16 ? 6 : 12;
-  static constexpr int kStageBytes = kStages * kStageElems * 2;
-  // Block-rows per union window, and the tables built for one window.
-  static constexpr int kWindow = 256;
-  static constexpr int kSlotBytes = kWindow * kGroup * 4;  // int32 [kWindow][kGroup]
-  static constexpr int kRowBytes = kWindow * 4;            // int32 block-row of union entry u
-  static constexpr int kScanBytes = kWarps * 4;
-  static constexpr int kSmemBytes = kStageBytes + kSlotBytes + kRowBytes + kScanBytes;
-  static_assert(kWindow == 2 * kThreads, "the compaction gives each thread two block-rows");
-  static_assert(kSmemBytes <= 113 * 1024, "two CTAs per SM");
-};
 
 // Fills the union tables for block-rows [row_begin, row_begin + kWindow): slots[u][c] is the w
 // block of union entry u in column c (-1: absent), union_rows[u] its block-row; returns the
@@ -207,11 +169,11 @@ struct UnionStepContext {
   int m_base;
 };
 
-// The schedule of both union kernels (this one and bsmm_union_panel_kernel.cuh): a CTA per
-// (group of 128 / bs block-columns, 128-row tile, group of operands), the union of the
+// The union schedule: a CTA per (group of 128 / bs block-columns, 128-row tile, group of operands), the union of the
 // block-columns' block-rows built per 256-row window, Steps::Count(union size) steps through a
 // Tiling::kStages cp.async ring, and the 128 x 128 tile stored at the end. Steps::Load fills a
-// stage; Steps::Compute multiplies it into the accumulators.
+// stage; Steps::Compute multiplies it into the accumulators. (Session 7's per-entry steps, which
+// skipped absent blocks, lost to the dense panels of bsmm_union_panel_kernel.cuh: NOTES v13.)
 template <class Steps>
 __device__ __forceinline__ void RunUnionSchedule(const BsmmArgs& args, int64_t row_tiles,
                                                  bool out_f32) {
@@ -278,131 +240,6 @@ __device__ __forceinline__ void RunUnionSchedule(const BsmmArgs& args, int64_t r
   }
 }
 
-// One step per union entry: the x tile of its block-row and its present columns' w blocks;
-// absent columns are neither copied nor multiplied.
-template <MmaKind kKind, int kBs, bool kTransW>
-struct UnionEntrySteps {
-  using Elem = ElemOf<kKind>;
-  using Tiling = ColumnGroupTiling<Elem, kBs>;
-  static constexpr int kGroup = Tiling::kGroup;
-  static constexpr int kPitch = Tiling::kPitch;
-  static constexpr int kNPerColumn = Tiling::kNTilesPerColumn;
-  static constexpr int kUnits = Tiling::kUnitsPerRow;
-
-  static __device__ __forceinline__ int Count(int union_size) { return union_size; }
-
-  static __device__ __forceinline__ void Load(const UnionStepContext<Elem>& ctx, int u,
-                                              Elem* a_stage) {
-    const int64_t a_col = static_cast<int64_t>(ctx.union_rows[u]) * kBs;
-#pragma unroll
-    for (int i = 0; i < Tiling::kTM * kUnits / Tiling::kThreads; ++i) {
-      const int copy = ctx.tid + i * Tiling::kThreads;
-      const int r = copy / kUnits;
-      const int q = copy % kUnits;
-      const int64_t row = ctx.row0 + r;
-      const bool live = row < ctx.rows;
-      const Elem* src = live ? ctx.a_group + row * ctx.a_cols + a_col + q * 8 : ctx.a_group;
-      tc::CpAsync16(tc::SharedAddress(a_stage + r * kPitch + q * 8), src, live);
-    }
-    Elem* w_stages = a_stage + Tiling::kAElems;
-    constexpr int kCopiesPerBlock = kBs * kUnits;
-#pragma unroll
-    for (int i = 0; i < kGroup * kCopiesPerBlock / Tiling::kThreads; ++i) {
-      const int copy = ctx.tid + i * Tiling::kThreads;
-      const int c = copy / kCopiesPerBlock;
-      const int r = (copy % kCopiesPerBlock) / kUnits;
-      const int q = copy % kUnits;
-      const int32_t k = ctx.slots[u * kGroup + c];
-      if (k < 0) continue;
-      const Elem* src = ctx.w_group + static_cast<int64_t>(k) * (kBs * kBs) + r * kBs + q * 8;
-      tc::CpAsync16(tc::SharedAddress(w_stages + c * Tiling::kWElems + r * kPitch + q * 8),
-                    src, true);
-    }
-  }
-
-  static __device__ __forceinline__ void Compute(const UnionStepContext<Elem>& ctx, int u,
-                                                 const Elem* a_stage, float (&acc)[2][16][4]) {
-    const Elem* w_stages = a_stage + Tiling::kAElems;
-    if constexpr (kBs == 8) {
-      // k is 8: m16n8k8. One ldmatrix.x4 gives the warp's 32 rows (matrices = rows 0-7,
-      // 8-15, 16-23, 24-31: both registers of both m-tiles); one more gives 4 columns' B
-      // (matrix i = column j + i). A column that is absent from this entry holds stale
-      // data in its slot, which is loaded but never multiplied.
-      uint32_t af[2][2];
-      tc::LdMatrixX4(af[0][0], af[0][1], af[1][0], af[1][1],
-                     tc::SharedAddress(a_stage + (ctx.m_base + ctx.lane) * kPitch));
-#pragma unroll
-      for (int j = 0; j < kGroup; j += 4) {
-        uint32_t bf[4];
-        const uint32_t address = tc::SharedAddress(
-            w_stages + (j + (ctx.lane >> 3)) * Tiling::kWElems + (ctx.lane & 7) * kPitch);
-        // Untransposed blocks are stored [k][n] (.trans over k rows), transposed ones
-        // [n][k] (plain, over n rows).
-        if constexpr (kTransW) {
-          tc::LdMatrixX4(bf[0], bf[1], bf[2], bf[3], address);
-        } else {
-          tc::LdMatrixX4Trans(bf[0], bf[1], bf[2], bf[3], address);
-        }
-#pragma unroll
-        for (int i = 0; i < 4; ++i) {
-          if (ctx.slots[u * kGroup + j + i] < 0) continue;  // the same for every thread
-#pragma unroll
-          for (int mt = 0; mt < 2; ++mt) tc::Mma8<Elem>(acc[mt][j + i], af[mt], bf[i]);
-        }
-      }
-    } else {
-#pragma unroll
-      for (int ks = 0; ks < Tiling::kKSteps; ++ks) {
-        const int kb = ks * 16;
-        uint32_t af[2][4];
-#pragma unroll
-        for (int mt = 0; mt < 2; ++mt) {
-          const int row = ctx.m_base + mt * 16 + (ctx.lane & 15);
-          tc::LdMatrixX4(af[mt][0], af[mt][1], af[mt][2], af[mt][3],
-                         tc::SharedAddress(a_stage + row * kPitch + kb + (ctx.lane >> 4) * 8));
-        }
-        // Lane l addresses row (l & 7) of 8x8 matrix (l >> 3): matrices alternate the k
-        // half (0-7, 8-15) and then advance one n-tile.
-        const int mi = ctx.lane >> 3;
-        const int rr = ctx.lane & 7;
-#pragma unroll
-        for (int c = 0; c < kGroup; ++c) {
-          if (ctx.slots[u * kGroup + c] < 0) continue;  // the same for every thread
-          const Elem* w_block = w_stages + c * Tiling::kWElems;
-          uint32_t bf[kNPerColumn][2];
-#pragma unroll
-          for (int nt = 0; nt < kNPerColumn; nt += 2) {
-            const int n = (nt + (mi >> 1)) * 8;
-            // Untransposed blocks are stored [k][n] (ldmatrix.trans over k rows);
-            // transposed ones [n][k] (plain ldmatrix over n rows).
-            const int row = kTransW ? n + rr : kb + (mi & 1) * 8 + rr;
-            const int col = kTransW ? kb + (mi & 1) * 8 : n;
-            const uint32_t address = tc::SharedAddress(w_block + row * kPitch + col);
-            if constexpr (kTransW) {
-              tc::LdMatrixX4(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1], address);
-            } else {
-              tc::LdMatrixX4Trans(bf[nt][0], bf[nt][1], bf[nt + 1][0], bf[nt + 1][1],
-                                  address);
-            }
-          }
-#pragma unroll
-          for (int mt = 0; mt < 2; ++mt)
-#pragma unroll
-            for (int nt = 0; nt < kNPerColumn; ++nt) {
-              tc::Mma16<Elem>(acc[mt][c * kNPerColumn + nt], af[mt], bf[nt]);
-            }
-        }
-      }
-    }
-  }
-};
-
-template <MmaKind kKind, int kBs, bool kTransW>
-__global__ void __launch_bounds__(ColumnGroupTiling<ElemOf<kKind>, kBs>::kThreads, 2)
-    BsmmColumnGroupKernel(BsmmArgs args, int64_t row_tiles, bool out_f32) {
-  RunUnionSchedule<UnionEntrySteps<kKind, kBs, kTransW>>(args, row_tiles, out_f32);
-}
-
 // Launches a union-schedule kernel: one CTA per (column group, row tile, operand group), the
 // last two clamped to the grid's limits (the kernel strides over the rest).
 template <class Steps, typename Kernel>
@@ -424,13 +261,7 @@ cudaError_t LaunchUnionSchedule(Kernel kernel, const BsmmArgs& args, bool out_f3
   return cudaSuccess;
 }
 
-template <MmaKind kKind, int kBs, bool kTransW>
-cudaError_t LaunchColumnGroups(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
-  return LaunchUnionSchedule<UnionEntrySteps<kKind, kBs, kTransW>>(
-      BsmmColumnGroupKernel<kKind, kBs, kTransW>, args, out_f32, stream);
-}
-
 }  // namespace bsmm_tc
 }  // namespace jbs
 
-#endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_COLUMN_GROUP_KERNEL_CUH_
+#endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_UNION_SCHEDULE_CUH_
