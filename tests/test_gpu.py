@@ -76,10 +76,11 @@ def test_large_batch_over_tall_layouts(rng, bs, out_dtype, dtype):
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_large_batch_over_many_block_columns(rng, out_dtype, dtype):
     """bs 32, 16-bit, 300 rows (a 256-row tile and a partial one) and 330 output block-columns
-    both ways: 660 tiles of 256 rows, enough for 2 CTAs per SM on any card up to 330 SMs, so
-    matmul and matmul_t take the 256-row tile (smaller outputs take the 128-row one, covered
-    above). Empty block-rows and block-columns, and a full block-row."""
-    mask = random_mask(rng, 6, 330, density=0.3)
+    of ~19 blocks both ways: 660 tiles of 256 rows, enough for 2 CTAs per SM on any card up to
+    330 SMs, and columns of >= 16 blocks on average, so matmul and matmul_t take the 256-row
+    tile (sparser or smaller outputs take the 128-row one, covered above). Empty block-rows and
+    block-columns, and a full block-row."""
+    mask = random_mask(rng, 24, 330, density=0.8)
     mask[:, 4] = False
     mask[2, :] = False
     mask[3, :] = True

@@ -676,11 +676,14 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     if (args.rows > 64) {
       // 256-row tiles of 8 warps: each w block copied to shared memory serves twice the rows
       // and each barrier twice the mma (wide d = 1/4: 558 -> 540 us matmul, 553 -> 522
-      // matmul_t; d = 1/16 even). Taken where its tiles still give every CTA slot of the card
-      // (2 per SM) work; below that, the 128-row tile capped at 128 registers, so that 4 CTAs
-      // fit per SM (ptxas gives the uncapped one 131-140: 3 per SM; wide d = 1/16: 187 -> 182).
+      // matmul_t). Taken for columns of at least 16 blocks on average (at d = 1/16, 8 per
+      // column, it measured 190 us against 182 for the tile below) and where its tiles still
+      // give every CTA slot of the card (2 per SM) work. Otherwise the 128-row tile capped at
+      // 128 registers, so that 4 CTAs fit per SM (ptxas gives the uncapped one 131-140: 3 per
+      // SM; wide d = 1/16: 187 -> 182 us, 1/4: 558 -> 547).
       const int64_t tiles_256 = (args.rows + 255) / 256 * args.out_blocks * args.groups;
-      if (args.rows > 128 && tiles_256 >= 2 * MultiprocessorCount()) {
+      if (args.rows > 128 && args.nnz >= 16 * args.out_blocks &&
+          tiles_256 >= 2 * MultiprocessorCount()) {
         return LaunchTc<kKind, kBs, kTransW, 256, 8, 1, 1, 4, kConv>(args, conv, out_f32, stream);
       }
       return LaunchTc<kKind, kBs, kTransW, 128, 4, 1, 1, 4, kConv, false, 4>(args, conv, out_f32,
