@@ -29,6 +29,7 @@
 
 #include "blocksparse_kernels.h"
 #include "bsmm_union_panel_kernel.cuh"
+#include "bsmm_wgmma_kernel.cuh"
 #include "bsmm_tc_common.cuh"
 #include "launch_util.h"
 #include "tensor_core.cuh"
@@ -671,6 +672,13 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     // (bsmm_union_panel_kernel.cuh): small bs 8 d = 1/8 matmul 493 -> 256 us. At bs 16 it tied
     // and at bs 32 it lost, so those stay on one column per CTA (NOTES v13 measured).
     if (args.rows > 64) return LaunchUnionPanels<kKind, kBs, kTransW>(args, out_f32, stream);
+  }
+  if constexpr (kHalf && !kConv && kBs == 32) {
+    // Experiment `wgmma_rows` (NOTES v15): the 256-row tile on sm_90a's wgmma.
+    static const bool wgmma_rows = ExperimentEnabled("wgmma_rows");
+    if (wgmma_rows && args.rows > 128 && WgmmaAvailable()) {
+      return LaunchWgmmaRows<kKind, kTransW>(args, out_f32, stream);
+    }
   }
   if constexpr (kHalf && !kConv && kBs == 32) {
     if (args.rows > 64) {

@@ -14,6 +14,12 @@ namespace jbs {
 // Of the current device; 132 (an H100's count) if the runtime cannot say.
 int MultiprocessorCount();
 
+// Whether kernels that use sm_90a-only instructions (wgmma.cuh) can run on the current device:
+// the build holds sm_90a SASS (CMake defines JBS_BUILT_FOR_SM90A) and the device is compute
+// capability 9.0, which runs it. Elsewhere (sm_80, newer GPUs that JIT the compute_90 PTX) those
+// kernels would trap.
+bool WgmmaAvailable();
+
 // Raises `kernel`'s dynamic shared memory limit to `bytes` on the current device, once per
 // device: the attribute belongs to the device's context, so a process that launches on several
 // GPUs needs it on each. `done_devices` is the caller's per-kernel record (one bit per device).

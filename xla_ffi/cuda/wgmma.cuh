@@ -1,0 +1,139 @@
+// Warpgroup-level tensor-core primitives of sm_90a (wgmma.mma_async), for 16-bit inputs and
+// float32 accumulators. Header-only and free of kernel policy, like tensor_core.cuh.
+//
+// Only the sm_90a target has these instructions: the bodies compile to a trap elsewhere (the
+// sm_80 SASS and the compute_90 PTX of the default build), and launchers must route to a
+// kernel that uses them only where WgmmaAvailable() (launch_util.h) says so.
+//
+// Shared-memory operands are given by 64-bit matrix descriptors (PTX ISA, "Matrix Descriptor
+// Format"): bits 0-13 start address >> 4, 16-29 leading byte offset >> 4, 32-45 stride byte
+// offset >> 4, 62-63 swizzle mode (0: none). Every layout here is the unswizzled canonical one,
+// built of 8 x 16-byte "core matrices" (128 contiguous bytes, 8 rows of 8 elements):
+//   K-major operand (rows of M or N, K contiguous): the core matrix holds 8 rows x 8 k; the
+//     leading byte offset (LBO) steps to the next 8 k, the stride byte offset (SBO) to the
+//     next 8 rows.
+//   MN-major operand (rows of K, M or N contiguous; transpose flag 1): the core matrix holds
+//     8 k x 8 n, one 16-byte row per k; SBO steps to the next 8 n, LBO to the next 8 k.
+//
+// Accumulators of m64nNk16 (PTX ISA, "Register Fragments: wgmma .m64nNk16"): thread t of the
+// warpgroup, warp w = t / 32, lane l = t % 32, holds N / 2 floats; float i is
+//   row 16 w + l / 4 + 8 ((i / 2) % 2), column 8 (i / 4) + 2 (l % 4) + i % 2,
+// that is the mma.sync m16n8 C layout per warp, one n8 tile per 4 floats.
+//
+// Ordering: shared memory written by the generic proxy (st.shared, cp.async) must be made
+// visible to the async proxy that wgmma reads through (FenceProxyAsyncShared after the data
+// has landed, then a barrier) before the wgmma is issued; accumulators must not be touched
+// between WgmmaFence and the WgmmaWait that retires their group.
+#ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_WGMMA_CUH_
+#define JAX_BLOCKSPARSE_XLA_FFI_CUDA_WGMMA_CUH_
+
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <cstdint>
+#include <type_traits>
+
+namespace jbs {
+namespace wg {
+
+#if defined(__CUDA_ARCH__) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+#define JBS_WGMMA_DEVICE 1
+#else
+#define JBS_WGMMA_DEVICE 0
+#endif
+
+// Descriptor of an unswizzled canonical operand at shared address `address` (16-byte aligned).
+__device__ __forceinline__ uint64_t Descriptor(uint32_t address, uint32_t leading_bytes,
+                                               uint32_t stride_bytes) {
+  return static_cast<uint64_t>((address & 0x3FFFFu) >> 4) |
+         (static_cast<uint64_t>((leading_bytes & 0x3FFFFu) >> 4) << 16) |
+         (static_cast<uint64_t>((stride_bytes & 0x3FFFFu) >> 4) << 32);
+}
+
+// Orders this thread's earlier register and shared-memory accesses before the warpgroup's
+// next wgmma.mma_async (warpgroup-collective).
+__device__ __forceinline__ void WgmmaFence() {
+#if JBS_WGMMA_DEVICE
+  asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
+// Closes the group of wgmma.mma_async issued since the last commit (warpgroup-collective).
+__device__ __forceinline__ void WgmmaCommit() {
+#if JBS_WGMMA_DEVICE
+  asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
+// Waits until at most kPending of the warpgroup's committed groups are still running.
+template <int kPending>
+__device__ __forceinline__ void WgmmaWait() {
+#if JBS_WGMMA_DEVICE
+  asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(kPending) : "memory");
+#else
+  __trap();
+#endif
+}
+
+// Makes this thread's landed generic-proxy writes to shared memory (cp.async included)
+// visible to the async proxy; a barrier must follow before another thread's wgmma reads them.
+__device__ __forceinline__ void FenceProxyAsyncShared() {
+#if JBS_WGMMA_DEVICE
+  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
+// Keeps the compiler from moving accesses to accumulator registers across this point (the
+// asynchronous wgmma writes them behind its back until WgmmaWait retires the group).
+template <int kN>
+__device__ __forceinline__ void FenceAccumulators(float (&d)[kN]) {
+#pragma unroll
+  for (int i = 0; i < kN; ++i) asm volatile("" : "+f"(d[i])::"memory");
+}
+
+// d (64 x 32 float, layout above) += A (64 x 16, K-major descriptor) * B (16 x 32, K-major
+// descriptor when kTransB is 0, MN-major when 1). Warpgroup-collective and asynchronous: d is
+// only valid after WgmmaCommit and WgmmaWait.
+template <typename Elem, int kTransB>
+__device__ __forceinline__ void Wgmma64x32x16(float (&d)[16], uint64_t a_descriptor,
+                                              uint64_t b_descriptor) {
+  static_assert(std::is_same_v<Elem, __nv_bfloat16> || std::is_same_v<Elem, __half>,
+                "16-bit inputs");
+#if JBS_WGMMA_DEVICE
+#define JBS_WGMMA_64x32x16(TYPE)                                                              \
+  asm volatile(                                                                              \
+      "{\n"                                                                                  \
+      ".reg .pred accumulate;\n"                                                             \
+      "setp.ne.b32 accumulate, %18, 0;\n"                                                    \
+      "wgmma.mma_async.sync.aligned.m64n32k16.f32." TYPE "." TYPE " "                        \
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "             \
+      "%16, %17, accumulate, 1, 1, 0, %19;\n"                                                \
+      "}\n"                                                                                  \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), \
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),          \
+        "+f"(d[13]), "+f"(d[14]), "+f"(d[15])                                                \
+      : "l"(a_descriptor), "l"(b_descriptor), "r"(1), "n"(kTransB))
+  if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
+    JBS_WGMMA_64x32x16("bf16");
+  } else {
+    JBS_WGMMA_64x32x16("f16");
+  }
+#undef JBS_WGMMA_64x32x16
+#else
+  (void)d;
+  (void)a_descriptor;
+  (void)b_descriptor;
+  __trap();
+#endif
+}
+
+}  // namespace wg
+}  // namespace jbs
+
+#endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_WGMMA_CUH_
