@@ -54,7 +54,7 @@ if [[ " $steps " == *" ab "* ]]; then
   # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
   # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). The
   # defaults run twice, first and last, to show the run-to-run spread.
-  eval "ab_settings=(${JBS_AB_SETTINGS:-'':wide wgmma_rows:wide '':wide})"
+  eval "ab_settings=(${JBS_AB_SETTINGS:-'':wide wgmma_rows:wide wgmma_union:wide '':wide})"
   for setting in "${ab_settings[@]}"; do
     IFS=: read -r name configs layout flags dtype <<< "$setting"
     echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \
@@ -87,7 +87,7 @@ fi
 if [[ " $steps " == *" profile "* ]]; then
   # Nsight Compute on one launch of each benchmarked kernel; clocks left alone (device METHOD.md).
   (cd benchmarks && timeout "${JBS_PROFILE_TIMEOUT:-600}" ncu --clock-control none \
-      --kernel-name regex:'BsmmTcKernel|BsmmWgmmaKernel|BsmmUnionPanelKernel|SampledShortKernel|SampledTcKernel|SampledDenseTileKernel|ConvHaloKernel|ConvDwHaloKernel|AddSegments' \
+      --kernel-name regex:'BsmmTcKernel|BsmmWgmmaKernel|BsmmWgmmaUnionKernel|BsmmUnionPanelKernel|SampledShortKernel|SampledTcKernel|SampledDenseTileKernel|ConvHaloKernel|ConvDwHaloKernel|AddSegments' \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
       --section LaunchStats --section SchedulerStats --section WarpStateStats \
       python3 profile_case.py > "$out/ncu.txt" 2>&1)

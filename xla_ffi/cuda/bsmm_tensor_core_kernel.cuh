@@ -30,6 +30,7 @@
 #include "blocksparse_kernels.h"
 #include "bsmm_union_panel_kernel.cuh"
 #include "bsmm_wgmma_kernel.cuh"
+#include "bsmm_wgmma_union_kernel.cuh"
 #include "bsmm_tc_common.cuh"
 #include "launch_util.h"
 #include "tensor_core.cuh"
@@ -674,6 +675,12 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     if (args.rows > 64) return LaunchUnionPanels<kKind, kBs, kTransW>(args, out_f32, stream);
   }
   if constexpr (kHalf && !kConv && kBs == 32) {
+    // Experiment `wgmma_union` (NOTES v16): the union of 8 block-columns, one wgmma per
+    // present block, so that x tiles are copied once per group instead of once per column.
+    static const bool wgmma_union = ExperimentEnabled("wgmma_union");
+    if (wgmma_union && args.rows > 64 && WgmmaAvailable()) {
+      return LaunchWgmmaUnion<kKind, kTransW>(args, out_f32, stream);
+    }
     // Experiment `wgmma_rows` (NOTES v15): the 256-row tile on sm_90a's wgmma.
     static const bool wgmma_rows = ExperimentEnabled("wgmma_rows");
     if (wgmma_rows && args.rows > 128 && WgmmaAvailable()) {
