@@ -101,6 +101,32 @@ def test_large_batch_over_many_block_columns(rng, out_dtype, dtype):
     assert_close(dx, f64(dy) @ dense_weight(mask.T, 32, f64(w)).T, out_dtype or dtype, on_gpu=True)
 
 
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_large_batch_over_long_reductions(rng, dtype):
+    """bs 32, 16-bit, 130 rows, reductions over 600 block-rows: more than one 512-block-row
+    window of the union kernels' tables (the `wgmma_union` experiment), for matmul (600 x 12
+    layout) and matmul_t (its transpose), with an empty block-column, a full one and a block-row
+    only one column uses."""
+    mask = random_mask(rng, 600, 12, density=0.1)
+    mask[:, 3] = False
+    mask[:, 8] = True
+    mask[550, :] = False
+    mask[550, 5] = True
+
+    layout = jbs.Layout(mask, 32)
+    C, N = layout.shape
+    x, w = _put(random_array(rng, (130, C), dtype)), _put(random_array(rng, layout.w_shape, dtype))
+    assert_close(jbs.matmul(x, w, layout), f64(x) @ dense_weight(mask, 32, f64(w)), dtype,
+                 on_gpu=True)
+
+    layout_t = jbs.Layout(mask.T, 32)  # matmul_t reduces over w's block-columns
+    C, N = layout_t.shape
+    dy = _put(random_array(rng, (130, N), dtype))
+    w = _put(random_array(rng, layout_t.w_shape, dtype))
+    assert_close(jbs.matmul_t(dy, w, layout_t), f64(dy) @ dense_weight(mask.T, 32, f64(w)).T,
+                 dtype, on_gpu=True)
+
+
 @pytest.mark.parametrize("m", [33, 48, 64])
 @pytest.mark.parametrize("bs", [32, 64, 128])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
