@@ -54,7 +54,8 @@ if [[ " $steps " == *" ab "* ]]; then
   # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
   # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). The
   # defaults run twice, first and last, to show the run-to-run spread.
-  eval "ab_settings=(${JBS_AB_SETTINGS:-'':wide wgmma_rows:wide wgmma_union:wide '':wide})"
+  eval "ab_settings=(${JBS_AB_SETTINGS:-'':wide wgmma_rows:wide wgmma_union:wide \
+      wgmma_rows,wgmma_no_proxy_fence:wide wgmma_union,wgmma_no_proxy_fence:wide '':wide})"
   for setting in "${ab_settings[@]}"; do
     IFS=: read -r name configs layout flags dtype <<< "$setting"
     echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \

@@ -67,7 +67,7 @@ __device__ __forceinline__ uint32_t CanonicalOffset(int r, int c) {
 
 template <MmaKind kKind, bool kTransW>
 __global__ void __launch_bounds__(WgmmaRowTiling::kThreads, WgmmaRowTiling::kMinCtas)
-    BsmmWgmmaKernel(BsmmArgs args, int64_t row_tiles, bool out_f32) {
+    BsmmWgmmaKernel(BsmmArgs args, int64_t row_tiles, bool out_f32, bool fence_async_proxy) {
   using Elem = ElemOf<kKind>;
   using Tiling = WgmmaRowTiling;
   constexpr int kBs = Tiling::kBs;
@@ -162,7 +162,7 @@ __global__ void __launch_bounds__(WgmmaRowTiling::kThreads, WgmmaRowTiling::kMin
       for (int64_t i = 0; i < steps; ++i) {
         // Committed so far: kStages - 2 + i groups; step i's is the oldest still wanted.
         tc::CpAsyncWait<kStages - 3>();
-        wg::FenceProxyAsyncShared();
+        if (fence_async_proxy) wg::FenceProxyAsyncShared();
         __syncthreads();
         const uint32_t stage = smem_base + static_cast<uint32_t>(i % kStages) *
                                                Tiling::kStageBytes;
@@ -227,6 +227,17 @@ __global__ void __launch_bounds__(WgmmaRowTiling::kThreads, WgmmaRowTiling::kMin
   }
 }
 
+// Whether the wgmma kernels fence their cp.async writes to the async proxy before the wgmma
+// read them, as the PTX memory model asks. The fence compiles to MEMBAR.ALL.CTA +
+// FENCE.VIEW.ASYNC.S, and if that MEMBAR waits for the copies still in flight it cuts the
+// prefetch to one step; CUTLASS's cp.async + wgmma mainloop goes without it. Experiment
+// `wgmma_no_proxy_fence` drops it, to measure its cost only (NOTES v15): not for adoption
+// unless the memory model is shown to allow it.
+inline bool FenceAsyncProxy() {
+  static const bool skip = ExperimentEnabled("wgmma_no_proxy_fence");
+  return !skip;
+}
+
 template <MmaKind kKind, bool kTransW>
 cudaError_t LaunchWgmmaRows(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
   using Tiling = WgmmaRowTiling;
@@ -241,7 +252,8 @@ cudaError_t LaunchWgmmaRows(const BsmmArgs& args, bool out_f32, cudaStream_t str
   const dim3 grid(static_cast<unsigned>(args.out_blocks),
                   static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
                   static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
-  kernel<<<grid, Tiling::kThreads, Tiling::kSmemBytes, stream>>>(args, row_tiles, out_f32);
+  kernel<<<grid, Tiling::kThreads, Tiling::kSmemBytes, stream>>>(args, row_tiles, out_f32,
+                                                                  FenceAsyncProxy());
   return cudaSuccess;
 }
 

@@ -63,7 +63,8 @@ struct WgmmaUnionTiling {
 
 template <MmaKind kKind, bool kTransW>
 __global__ void __launch_bounds__(WgmmaUnionTiling::kThreads, 1)
-    BsmmWgmmaUnionKernel(BsmmArgs args, int64_t row_tiles, bool out_f32) {
+    BsmmWgmmaUnionKernel(BsmmArgs args, int64_t row_tiles, bool out_f32,
+                         bool fence_async_proxy) {
   using Elem = ElemOf<kKind>;
   using Tiling = WgmmaUnionTiling;
   constexpr int kBs = Tiling::kBs;
@@ -159,7 +160,7 @@ __global__ void __launch_bounds__(WgmmaUnionTiling::kThreads, 1)
         }
         for (int i = 0; i < steps; ++i) {
           tc::CpAsyncWait<kStages - 3>();
-          wg::FenceProxyAsyncShared();
+          if (fence_async_proxy) wg::FenceProxyAsyncShared();
           __syncthreads();
           const uint32_t stage = smem_base + static_cast<uint32_t>(i % kStages) *
                                                  Tiling::kStageBytes;
@@ -242,7 +243,8 @@ cudaError_t LaunchWgmmaUnion(const BsmmArgs& args, bool out_f32, cudaStream_t st
   const dim3 grid(static_cast<unsigned>(column_groups),
                   static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
                   static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
-  kernel<<<grid, Tiling::kThreads, Tiling::kSmemBytes, stream>>>(args, row_tiles, out_f32);
+  kernel<<<grid, Tiling::kThreads, Tiling::kSmemBytes, stream>>>(args, row_tiles, out_f32,
+                                                                  FenceAsyncProxy());
   return cudaSuccess;
 }
 

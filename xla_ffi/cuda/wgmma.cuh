@@ -14,6 +14,8 @@
 //     next 8 rows.
 //   MN-major operand (rows of K, M or N contiguous; transpose flag 1): the core matrix holds
 //     8 k x 8 n, one 16-byte row per k; SBO steps to the next 8 n, LBO to the next 8 k.
+//   (This is the unswizzled case only: with a swizzle mode the MN-major roles of LBO and SBO
+//   differ, see CUTLASS's make_gmma_desc.)
 //
 // Accumulators of m64nNk16 (PTX ISA, "Register Fragments: wgmma .m64nNk16"): thread t of the
 // warpgroup, warp w = t / 32, lane l = t % 32, holds N / 2 floats; float i is
