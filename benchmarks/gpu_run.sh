@@ -23,31 +23,40 @@ echo "build: $(( $(date +%s) - start )) s"
 (cd /tmp && python3 -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))")
 
 status=0
-# Kernel experiments pending measurement (comma-separated; JBS_AB_EXPERIMENTS overrides).
-experiments=${JBS_AB_EXPERIMENTS:-wgmma_rows}
+# Kernel experiments pending measurement: sets separated by ';', each a comma-separated list
+# turned on together (experiments that route the same products need sets of their own).
+# JBS_AB_EXPERIMENTS overrides.
+experiment_sets=${JBS_AB_EXPERIMENTS:-wgmma_rows;wgmma_union}
 if [[ " $steps " == *" abtest "* ]]; then
-  [[ -n $experiments ]] || { echo "abtest: no experiment pending; set JBS_AB_EXPERIMENTS"; exit 2; }
-  JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke.log" 2>&1
-  smoke=$?
-  if [[ $smoke -ne 0 ]]; then
-    # A kernel that never completes its barriers would hang every later step: stop here.
-    echo "experiments smoke run failed or hung (exit $smoke):"; tail -n 15 "$out/ab_smoke.log"; exit 3
-  fi
-  # JBS_AB_PYTEST_ARGS narrows the run (split like a shell line: -k 'a or b' stays one argument),
-  # for experiments that route the same cases as others and so need a run of their own.
+  [[ -n $experiment_sets ]] || { echo "abtest: no experiment pending; set JBS_AB_EXPERIMENTS"; exit 2; }
+  # JBS_AB_PYTEST_ARGS narrows the runs (split like a shell line: -k 'a or b' stays one argument).
   eval "ab_pytest_args=(${JBS_AB_PYTEST_ARGS:-})"
-  (cd /tmp && JBS_CUDA_EXPERIMENT=$experiments timeout "${JBS_TEST_TIMEOUT:-3000}" python3 -m pytest \
-      "$repo/tests/test_gpu.py" "$repo/tests/test_products.py" "$repo/tests/test_conv.py" \
-      "$repo/tests/test_split.py" -q \
-      -p no:cacheprovider -rfE -x "${ab_pytest_args[@]}") \
-      > "$out/ab_tests.log" 2>&1
-  echo "tests with JBS_CUDA_EXPERIMENT=$experiments: exit $? $(tail -n 1 "$out/ab_tests.log")"
-  grep -E "^(FAILED|ERROR)" "$out/ab_tests.log" | head -n 10
-  for tool in memcheck racecheck; do
-    JBS_CUDA_EXPERIMENT=$experiments timeout "${JBS_SANITIZE_TIMEOUT:-3000}" compute-sanitizer \
-        --tool $tool --error-exitcode 9 python3 benchmarks/sanitize_case.py > "$out/ab_sanitize_$tool.log" 2>&1
-    echo "experiments, compute-sanitizer $tool exit: $? ($(grep 'SUMMARY' "$out/ab_sanitize_$tool.log" | head -1))"
+  smoke_failed=0
+  IFS=';' read -ra sets <<< "$experiment_sets"
+  for experiments in "${sets[@]}"; do
+    tag=${experiments//,/+}
+    JBS_CUDA_EXPERIMENT=$experiments timeout 180 python3 benchmarks/sanitize_case.py > "$out/ab_smoke_$tag.log" 2>&1
+    smoke=$?
+    if [[ $smoke -ne 0 ]]; then
+      # A kernel that never completes its barriers would hang every later step of this set.
+      echo "$experiments: smoke run failed or hung (exit $smoke):"; tail -n 15 "$out/ab_smoke_$tag.log"
+      smoke_failed=1; continue
+    fi
+    (cd /tmp && JBS_CUDA_EXPERIMENT=$experiments timeout "${JBS_TEST_TIMEOUT:-3000}" python3 -m pytest \
+        "$repo/tests/test_gpu.py" "$repo/tests/test_products.py" "$repo/tests/test_conv.py" \
+        "$repo/tests/test_split.py" -q \
+        -p no:cacheprovider -rfE -x "${ab_pytest_args[@]}") \
+        > "$out/ab_tests_$tag.log" 2>&1
+    echo "tests with JBS_CUDA_EXPERIMENT=$experiments: exit $? $(tail -n 1 "$out/ab_tests_$tag.log")"
+    grep -E "^(FAILED|ERROR)" "$out/ab_tests_$tag.log" | head -n 10
+    for tool in memcheck racecheck; do
+      JBS_CUDA_EXPERIMENT=$experiments timeout "${JBS_SANITIZE_TIMEOUT:-3000}" compute-sanitizer \
+          --tool $tool --error-exitcode 9 python3 benchmarks/sanitize_case.py > "$out/ab_sanitize_${tool}_$tag.log" 2>&1
+      echo "$experiments, compute-sanitizer $tool exit: $? ($(grep 'SUMMARY' "$out/ab_sanitize_${tool}_$tag.log" | head -1))"
+    done
   done
+  # Timing a kernel that failed its smoke run would only hang again.
+  [[ $smoke_failed -eq 0 ]] || { echo "skipping the remaining steps"; exit 3; }
 fi
 if [[ " $steps " == *" ab "* ]]; then
   # Each experiment alone against the defaults, on the configurations it changes:
