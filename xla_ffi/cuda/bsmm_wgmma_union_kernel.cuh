@@ -13,9 +13,12 @@
 //
 // CTA: two warpgroups, each one m64 slab of the 128 rows x all 8 columns (8 x 16 accumulator
 // floats per thread), 1 CTA per SM. Ring of kStages stages, each the 128 x 32 x tile of one
-// union entry and the 8 w block slots; the same lag-2 discipline as bsmm_wgmma_kernel.cuh:
-// step i's wgmma stay in flight while step i + 1 waits for its copies, and a stage is
-// refilled only after the barrier that follows every warpgroup's retirement of its wgmma.
+// union entry and the 8 w block slots, kStages - 1 entries of copies in flight. Each step
+// waits for its own wgmma before its closing barrier (wait_group 0): the presence branches
+// make ptxas close a hardware batch after every column, so a wait_group 1 would retire them
+// all anyway (the sibling kernel's single batch per step does keep one step in flight). What
+// overlaps the wgmma instead is the refill of the previous step's stage and the wait and proxy
+// fence for the next step's copies; only the barrier and the presence bits do not.
 //
 // Determinism: every output element is summed by one thread's accumulators in union order.
 #ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_WGMMA_UNION_KERNEL_CUH_
@@ -153,15 +156,18 @@ __global__ void __launch_bounds__(WgmmaUnionTiling::kThreads, 1)
           }
         };
 
+        // Steps 0 .. kStages - 2 in flight, one commit group each; then step 0's landed.
 #pragma unroll
-        for (int s = 0; s < kStages - 2; ++s) {
+        for (int s = 0; s < kStages - 1; ++s) {
           if (s < steps) issue(s);
           tc::CpAsyncCommit();
         }
+        tc::CpAsyncWait<kStages - 2>();
+        if (fence_async_proxy) wg::FenceProxyAsyncShared();
+        __syncthreads();
         for (int i = 0; i < steps; ++i) {
-          tc::CpAsyncWait<kStages - 3>();
-          if (fence_async_proxy) wg::FenceProxyAsyncShared();
-          __syncthreads();
+          // Here step i's copies are visible to the async proxy and every wgmma of step i - 1
+          // has retired (the barrier at the end of the previous iteration).
           const uint32_t stage = smem_base + static_cast<uint32_t>(i % kStages) *
                                                  Tiling::kStageBytes;
           const uint32_t a_slab = stage + CanonicalOffset(warpgroup * 64, 0);
@@ -187,15 +193,19 @@ __global__ void __launch_bounds__(WgmmaUnionTiling::kThreads, 1)
           wg::WgmmaCommit();
 #pragma unroll
           for (int c = 0; c < kGroup; ++c) wg::FenceAccumulators(acc[c]);
-          if (i + kStages - 2 < steps) issue(i + kStages - 2);
+          // While the wgmma run: refill step i - 1's stage (retired by every warpgroup before
+          // the last barrier), and wait for step i + 1's copies and fence them.
+          if (i + kStages - 1 < steps) issue(i + kStages - 1);
           tc::CpAsyncCommit();
-          wg::WgmmaWait<1>();
-        }
-        wg::WgmmaWait<0>();
+          tc::CpAsyncWait<kStages - 2>();
+          if (fence_async_proxy) wg::FenceProxyAsyncShared();
+          wg::WgmmaWait<0>();
 #pragma unroll
-        for (int c = 0; c < kGroup; ++c) wg::FenceAccumulators(acc[c]);
-        // Every copy landed and every wgmma retired before the union tables or the stages are
-        // rebuilt or refilled.
+          for (int c = 0; c < kGroup; ++c) wg::FenceAccumulators(acc[c]);
+          __syncthreads();
+        }
+        // Every wgmma has retired (each step waited for its own); every copy lands before the
+        // union tables or the stages are rebuilt or refilled.
         tc::CpAsyncWait<0>();
         __syncthreads();
       }
