@@ -30,6 +30,7 @@
 #include "blocksparse_kernels.h"
 #include "bsmm_union_panel_kernel.cuh"
 #include "bsmm_wgmma_kernel.cuh"
+#include "bsmm_wgmma_tma_kernel.cuh"
 #include "bsmm_wgmma_union_kernel.cuh"
 #include "bsmm_tc_common.cuh"
 #include "launch_util.h"
@@ -680,6 +681,12 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     static const bool wgmma_union = ExperimentEnabled("wgmma_union");
     if (wgmma_union && args.rows > 64 && WgmmaAvailable()) {
       return LaunchWgmmaUnion<kKind, kTransW>(args, out_f32, stream);
+    }
+    // Experiment `wgmma_tma_rows` (NOTES v17): the same, its stages filled by TMA.
+    static const bool wgmma_tma_rows = ExperimentEnabled("wgmma_tma_rows");
+    if (wgmma_tma_rows && args.rows > 128 && WgmmaAvailable()) {
+      const cudaError_t status = LaunchWgmmaTmaRows<kKind, kTransW>(args, out_f32, stream);
+      if (status != cudaErrorNotSupported) return status;
     }
     // Experiment `wgmma_rows` (NOTES v15): the 256-row tile on sm_90a's wgmma.
     static const bool wgmma_rows = ExperimentEnabled("wgmma_rows");

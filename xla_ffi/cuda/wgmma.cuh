@@ -52,6 +52,20 @@ __device__ __forceinline__ uint64_t Descriptor(uint32_t address, uint32_t leadin
          (static_cast<uint64_t>((stride_bytes & 0x3FFFFu) >> 4) << 32);
 }
 
+// Descriptor of an operand in the 64-byte swizzled canonical layout (swizzle mode 2), which is
+// how a TMA box of 64-byte rows lands with CU_TENSOR_MAP_SWIZZLE_64B: 8-row atoms of 512 bytes
+// whose 16-byte pieces are permuted by the row (piece c of row r at piece c ^ ((r / 2) % 4)).
+//   K-major: rows of M or N are 64 bytes apart, SBO steps to the next 8 rows (512 bytes), LBO
+//     is unused (1 by convention), and a k16 step moves the start address 32 bytes inside the
+//     atom (the hardware applies the swizzle to the computed addresses).
+//   MN-major (transpose flag 1): rows of K are 64 bytes of 32 M/N elements, SBO steps to the
+//     next 8 k (512 bytes), LBO to the next 32 M/N elements (unused at N = 32).
+// The atoms must start at 512-byte aligned addresses (base offset 0).
+__device__ __forceinline__ uint64_t DescriptorSwizzled64(uint32_t address, uint32_t leading_bytes,
+                                                         uint32_t stride_bytes) {
+  return Descriptor(address, leading_bytes, stride_bytes) | (uint64_t{2} << 62);
+}
+
 // Orders this thread's earlier register and shared-memory accesses before the warpgroup's
 // next wgmma.mma_async (warpgroup-collective).
 __device__ __forceinline__ void WgmmaFence() {

@@ -1,0 +1,284 @@
+// Tensor-core jbs_bsmm for large batches on sm_90a with TMA and wgmma (experiment
+// `wgmma_tma_rows`, benchmarks/NOTES.md v17): the 256-row x 32-column tile of
+// bsmm_wgmma_kernel.cuh, its stages filled by the bulk tensor copy engine instead of cp.async.
+//
+// Why: the cp.async version makes every thread issue four 16-byte copies per step, wait on its
+// own copy groups and fence them to the async proxy (MEMBAR.ALL.CTA) before a CTA barrier. Here
+// one thread issues two TMA boxes per step (x: 32 columns x 256 rows of the entry's block-row,
+// w: the 32 x 32 block), which land in the 64-byte swizzled layout that wgmma reads directly
+// and complete a "full" mbarrier; the copies are async-proxy writes, so no proxy fence is
+// needed. Stages are released through "empty" mbarriers that every consumer thread arrives on
+// once its wgmma reading the stage have retired; only the producing thread waits for them.
+//
+// Pipeline (kStages stages, global step numbering across the CTA's tiles so that barrier
+// phases stay consistent): step j fills stage j % kStages; its fill waits for the empty
+// barrier's completion of step j - kStages. Consumers wait for full[j % kStages] with parity
+// (j / kStages) & 1, issue the step's four wgmma per warpgroup, commit, retire step j - 1
+// (wait_group 1) and arrive on its empty barrier; the producing thread (thread 0, also a
+// consumer) then refills that stage with step j - 1 + kStages.
+//
+// A corrupt entry loads valid dummy boxes and its wgmma are skipped by every thread (each
+// reads the entry), so it contributes nothing, as in the other kernels.
+//
+// Determinism: every output element is summed by one thread's accumulators in entry order.
+#ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_WGMMA_TMA_KERNEL_CUH_
+#define JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_WGMMA_TMA_KERNEL_CUH_
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstdint>
+
+#include "blocksparse_kernels.h"
+#include "bsmm_tc_common.cuh"
+#include "hopper_tma.cuh"
+#include "launch_util.h"
+#include "tensor_core.cuh"
+#include "wgmma.cuh"
+
+namespace jbs {
+namespace bsmm_tc {
+
+struct WgmmaTmaTiling {
+  static constexpr int kBs = 32;
+  static constexpr int kWarpGroups = 2;
+  static constexpr int kThreads = 128 * kWarpGroups;
+  static constexpr int kSlabs = 2;  // m64 slabs per warpgroup
+  static constexpr int kTM = 64 * kSlabs * kWarpGroups;
+  static constexpr uint32_t kRowBytes = kBs * 2;                    // 64: one swizzle row
+  static constexpr uint32_t kAtomBytes = 8 * kRowBytes;             // 512: one swizzle atom
+  static constexpr uint32_t kABytes = kTM * kRowBytes;              // 16 KB
+  static constexpr uint32_t kBBytes = kBs * kRowBytes;              // 2 KB
+  static constexpr uint32_t kStageBytes = kABytes + kBBytes;        // 18 KB, 1 KB aligned
+  static constexpr int kStages = 4;
+  static constexpr uint32_t kAlign = 1024;
+  static constexpr uint32_t kBarrierBytes = 2 * kStages * 8;
+  // Dynamic shared memory is only 16-byte aligned: room to align the stages up to 1 KB.
+  static constexpr int kSmemBytes = kAlign + kStages * kStageBytes + kBarrierBytes;
+  static constexpr int kMinCtas = 3;
+  static_assert(kStageBytes % kAlign == 0 && kABytes % kAlign == 0, "aligned atoms");
+  static_assert(3 * (kSmemBytes + 1024) <= 228 * 1024, "3 CTAs per SM");
+};
+
+template <MmaKind kKind, bool kTransW>
+__global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMinCtas)
+    BsmmWgmmaTmaKernel(BsmmArgs args, const __grid_constant__ CUtensorMap x_map,
+                       const __grid_constant__ CUtensorMap w_map, int64_t row_tiles,
+                       bool out_f32) {
+  using Elem = ElemOf<kKind>;
+  using Tiling = WgmmaTmaTiling;
+  constexpr int kBs = Tiling::kBs;
+  constexpr int kStages = Tiling::kStages;
+
+  extern __shared__ __align__(16) unsigned char smem_raw[];
+  const uint32_t raw_base = tc::SharedAddress(smem_raw);
+  const uint32_t smem_base = (raw_base + Tiling::kAlign - 1) & ~(Tiling::kAlign - 1);
+  const uint32_t full_barriers = smem_base + kStages * Tiling::kStageBytes;
+  const uint32_t empty_barriers = full_barriers + kStages * 8;
+
+  const int64_t rows = args.rows;
+  const int64_t nnz = args.nnz;
+  const int64_t a_blocks = args.a_cols / kBs;
+  const int64_t out_cols = args.out_blocks * kBs;
+
+  const int tid = static_cast<int>(threadIdx.x);
+  const int warpgroup = tid / 128;
+  const int warp = (tid % 128) / 32;
+  const int lane = tid & 31;
+  const bool producer = tid == 0;
+
+  const int64_t out_block = blockIdx.x;
+  const int64_t entry_begin =
+      min(max(static_cast<int64_t>(__ldg(args.offsets + out_block)), int64_t{0}), nnz);
+  const int64_t entry_end =
+      min(max(static_cast<int64_t>(__ldg(args.offsets + out_block + 1)), entry_begin), nnz);
+  const int64_t steps = entry_end - entry_begin;
+  const int2* entries = reinterpret_cast<const int2*>(args.entries) + entry_begin;
+  auto is_valid = [&](int2 pair) {
+    return pair.x >= 0 && pair.x < a_blocks && pair.y >= 0 && pair.y < nnz;
+  };
+
+  if (producer) {
+    for (int s = 0; s < kStages; ++s) {
+      tma::MbarrierInit(full_barriers + 8 * s, 1);
+      tma::MbarrierInit(empty_barriers + 8 * s, Tiling::kThreads);
+    }
+    tma::FenceMbarrierInit();
+  }
+  __syncthreads();
+
+  // Descriptor strides (wgmma.cuh, DescriptorSwizzled64): x and a w block stored [n][k]
+  // (matmul_t) are K-major, a k16 step 32 bytes into the atom; a block stored [k][n] (matmul) is
+  // MN-major, a k16 step two atoms.
+  constexpr uint32_t kAStep = 32;
+  constexpr uint32_t kBStep = kTransW ? 32 : 2 * Tiling::kAtomBytes;
+  constexpr uint32_t kBLeading = kTransW ? 16 : Tiling::kBBytes;
+
+  int64_t base = 0;  // global number of this CTA's first step in the current tile
+  for (int64_t g = blockIdx.z; g < args.groups; g += gridDim.z) {
+    for (int64_t tile = blockIdx.y; tile < row_tiles; tile += gridDim.y) {
+      const int64_t row0 = tile * Tiling::kTM;
+
+      // Step i of this tile (global step base + i) -> its stage, by the producing thread.
+      auto produce = [&](int64_t i) {
+        const int64_t step = base + i;
+        const int stage = static_cast<int>(step % kStages);
+        if (step >= kStages) {
+          tma::MbarrierWait(empty_barriers + 8 * stage,
+                            static_cast<uint32_t>(((step - kStages) / kStages) & 1));
+        }
+        const int2 pair = __ldg(entries + i);
+        const bool valid = is_valid(pair);
+        const uint32_t full = full_barriers + 8 * stage;
+        const uint32_t a_dst = smem_base + stage * Tiling::kStageBytes;
+        tma::MbarrierArriveExpectTx(full, Tiling::kStageBytes);
+        tma::Load3D(a_dst, &x_map, full, valid ? pair.x * kBs : 0, static_cast<int32_t>(row0),
+                    static_cast<int32_t>(g));
+        tma::Load3D(a_dst + Tiling::kABytes, &w_map, full, 0, valid ? pair.y * kBs : 0,
+                    static_cast<int32_t>(g));
+      };
+
+      float acc[Tiling::kSlabs][16];
+#pragma unroll
+      for (int s = 0; s < Tiling::kSlabs; ++s)
+#pragma unroll
+        for (int i = 0; i < 16; ++i) acc[s][i] = 0.0f;
+
+      if (producer) {
+        for (int64_t i = 0; i < min(steps, int64_t{kStages}); ++i) produce(i);
+      }
+      int2 next = steps > 0 ? __ldg(entries) : make_int2(-1, -1);
+      for (int64_t i = 0; i < steps; ++i) {
+        const int2 pair = next;
+        if (i + 1 < steps) next = __ldg(entries + i + 1);
+        const int64_t step = base + i;
+        const int stage = static_cast<int>(step % kStages);
+        tma::MbarrierWait(full_barriers + 8 * stage, static_cast<uint32_t>((step / kStages) & 1));
+        if (is_valid(pair)) {  // the same for every thread
+          const uint32_t a_stage = smem_base + stage * Tiling::kStageBytes;
+          const uint32_t b_stage = a_stage + Tiling::kABytes;
+#pragma unroll
+          for (int s = 0; s < Tiling::kSlabs; ++s) wg::FenceAccumulators(acc[s]);
+          wg::WgmmaFence();
+#pragma unroll
+          for (int k16 = 0; k16 < kBs / 16; ++k16) {
+            const uint64_t b_descriptor = wg::DescriptorSwizzled64(
+                b_stage + k16 * kBStep, kBLeading, Tiling::kAtomBytes);
+#pragma unroll
+            for (int s = 0; s < Tiling::kSlabs; ++s) {
+              const uint32_t slab = (warpgroup * Tiling::kSlabs + s) * 64 * Tiling::kRowBytes;
+              wg::Wgmma64x32x16<Elem, kTransW ? 0 : 1>(
+                  acc[s],
+                  wg::DescriptorSwizzled64(a_stage + slab + k16 * kAStep, 16, Tiling::kAtomBytes),
+                  b_descriptor);
+            }
+          }
+          wg::WgmmaCommit();
+#pragma unroll
+          for (int s = 0; s < Tiling::kSlabs; ++s) wg::FenceAccumulators(acc[s]);
+          wg::WgmmaWait<1>();
+        } else {
+          wg::WgmmaWait<0>();  // no group of this step: retire the previous one explicitly
+        }
+        // Step i - 1's wgmma have retired: release its stage, and refill it.
+        if (i >= 1) {
+          tma::MbarrierArrive(empty_barriers + 8 * static_cast<int>((step - 1) % kStages));
+          if (producer && i - 1 + kStages < steps) produce(i - 1 + kStages);
+        }
+      }
+      wg::WgmmaWait<0>();
+#pragma unroll
+      for (int s = 0; s < Tiling::kSlabs; ++s) wg::FenceAccumulators(acc[s]);
+      if (steps > 0) {
+        // The last step's release, so that every consumed step is released exactly once.
+        tma::MbarrierArrive(empty_barriers + 8 * static_cast<int>((base + steps - 1) % kStages));
+      }
+      base += steps;
+
+#pragma unroll
+      for (int s = 0; s < Tiling::kSlabs; ++s)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+          const int64_t row =
+              row0 + (warpgroup * Tiling::kSlabs + s) * 64 + warp * 16 + (lane >> 2) + 8 * h;
+          if (row >= rows) continue;
+#pragma unroll
+          for (int nt = 0; nt < kBs / 8; ++nt) {
+            const int64_t offset =
+                (g * rows + row) * out_cols + out_block * kBs + nt * 8 + 2 * (lane & 3);
+            const float lo = acc[s][nt * 4 + 2 * h];
+            const float hi = acc[s][nt * 4 + 2 * h + 1];
+            if (out_f32) {
+              *reinterpret_cast<float2*>(static_cast<float*>(args.out) + offset) =
+                  make_float2(lo, hi);
+            } else {
+              *reinterpret_cast<uint32_t*>(static_cast<Elem*>(args.out) + offset) =
+                  tc::PackPair<Elem>(lo, hi);
+            }
+          }
+        }
+    }
+  }
+}
+
+// Builds the two tensor maps (pure host work: no allocation, no synchronization) and launches.
+// cudaErrorNotSupported where the shapes do not fit a tensor map's limits, so that the caller
+// falls back to the cp.async kernels.
+template <MmaKind kKind, bool kTransW>
+cudaError_t LaunchWgmmaTmaRows(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
+  using Tiling = WgmmaTmaTiling;
+  constexpr int kBs = Tiling::kBs;
+  constexpr bool kBf16 = kKind == MmaKind::kBf16;
+  if (args.out_blocks > kMaxGridX || args.nnz * kBs > INT32_MAX || args.a_cols > INT32_MAX ||
+      args.a_rows > INT32_MAX || args.groups > INT32_MAX) {
+    return cudaErrorNotSupported;
+  }
+  CUtensorMap x_map;
+  CUtensorMap w_map;
+  {
+    // x: (groups, a_rows, a_cols), innermost first; a box is one block-row's 32 columns of a
+    // 256-row tile (rows past a_rows read as zeros).
+    const uint64_t dims[3] = {static_cast<uint64_t>(args.a_cols),
+                              static_cast<uint64_t>(args.a_rows),
+                              static_cast<uint64_t>(args.groups)};
+    const uint64_t strides[2] = {static_cast<uint64_t>(args.a_cols) * 2,
+                                 static_cast<uint64_t>(args.a_rows * args.a_cols) * 2};
+    const uint32_t box[3] = {kBs, Tiling::kTM, 1};
+    if (!tma::EncodeSwizzled64(&x_map, kBf16, 3, args.a, dims, strides, box)) {
+      return cudaErrorNotSupported;
+    }
+  }
+  {
+    // w: (groups, nnz, 32, 32) as rows of 32 elements; a box is one block.
+    const uint64_t dims[3] = {static_cast<uint64_t>(kBs), static_cast<uint64_t>(args.nnz * kBs),
+                              static_cast<uint64_t>(args.groups)};
+    const uint64_t strides[2] = {static_cast<uint64_t>(kBs) * 2,
+                                 static_cast<uint64_t>(args.nnz * kBs * kBs) * 2};
+    const uint32_t box[3] = {kBs, kBs, 1};
+    if (!tma::EncodeSwizzled64(&w_map, kBf16, 3, args.w, dims, strides, box)) {
+      return cudaErrorNotSupported;
+    }
+  }
+  auto kernel = BsmmWgmmaTmaKernel<kKind, kTransW>;
+  static std::atomic<uint64_t> done_devices{0};
+  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), Tiling::kSmemBytes,
+                        done_devices) != cudaSuccess) {
+    return cudaErrorNotSupported;
+  }
+  const int64_t row_tiles = (args.rows + Tiling::kTM - 1) / Tiling::kTM;
+  const dim3 grid(static_cast<unsigned>(args.out_blocks),
+                  static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
+                  static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
+  kernel<<<grid, Tiling::kThreads, Tiling::kSmemBytes, stream>>>(args, x_map, w_map, row_tiles,
+                                                                 out_f32);
+  return cudaSuccess;
+}
+
+}  // namespace bsmm_tc
+}  // namespace jbs
+
+#endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_WGMMA_TMA_KERNEL_CUH_

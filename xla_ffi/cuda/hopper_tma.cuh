@@ -1,0 +1,115 @@
+// Hopper (sm_90) bulk tensor copies: tensor maps built on the host, mbarrier-tracked TMA loads
+// on the device. The device helpers compile for every architecture in the build (sm_80 too),
+// but only sm_90 images contain the instructions; callers launch kernels that use them only
+// where WgmmaAvailable() (launch_util.h) holds, which implies a 9.0 device.
+#ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_HOPPER_TMA_CUH_
+#define JAX_BLOCKSPARSE_XLA_FFI_CUDA_HOPPER_TMA_CUH_
+
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+
+#include <cstdint>
+
+namespace jbs {
+namespace tma {
+
+// --- host ------------------------------------------------------------------------------------
+
+// A tiled tensor map over a row-major 16-bit tensor, innermost dimension first, whose boxes
+// land in shared memory with the 64-byte swizzle (box rows must be 64 bytes). Out-of-bounds
+// elements read as zero. Pure host encoding: no allocation, no synchronization. Returns false
+// when the driver lacks the entry point or rejects the layout.
+bool EncodeSwizzled64(CUtensorMap* map, bool bf16, int rank, const void* base,
+                      const uint64_t* dims, const uint64_t* byte_strides, const uint32_t* box);
+
+// --- device ----------------------------------------------------------------------------------
+
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#define JBS_TMA_DEVICE 1
+#endif
+
+__device__ __forceinline__ void MbarrierInit(uint32_t bar, uint32_t arrivals) {
+#ifdef JBS_TMA_DEVICE
+  asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(bar), "r"(arrivals) : "memory");
+#else
+  __trap();
+#endif
+}
+
+// Makes mbarrier initialisation visible to the copy engine (the async proxy).
+__device__ __forceinline__ void FenceMbarrierInit() {
+#ifdef JBS_TMA_DEVICE
+  asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory");
+#endif
+}
+
+__device__ __forceinline__ void MbarrierArriveExpectTx(uint32_t bar, uint32_t bytes) {
+#ifdef JBS_TMA_DEVICE
+  asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(bar), "r"(bytes)
+               : "memory");
+#else
+  __trap();
+#endif
+}
+
+// One arrival of this thread (consumers releasing a stage).
+__device__ __forceinline__ void MbarrierArrive(uint32_t bar) {
+#ifdef JBS_TMA_DEVICE
+  asm volatile("mbarrier.arrive.shared::cta.b64 _, [%0];\n" ::"r"(bar) : "memory");
+#else
+  __trap();
+#endif
+}
+
+// Spins until the barrier's phase with this parity has completed.
+__device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
+#ifdef JBS_TMA_DEVICE
+  uint32_t done = 0;
+  do {
+    asm volatile(
+        "{\n"
+        ".reg .pred complete;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 complete, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, complete;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+  } while (!done);
+#else
+  __trap();
+#endif
+}
+
+// Box of `map` at coordinates (c0 innermost, c1) -> shared memory `dst`; completes `bar`'s
+// transaction count by the box's bytes (zero-filled parts included).
+__device__ __forceinline__ void Load2D(uint32_t dst, const CUtensorMap* map, uint32_t bar,
+                                       int32_t c0, int32_t c1) {
+#ifdef JBS_TMA_DEVICE
+  asm volatile(
+      "cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3}], [%4];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(bar)
+      : "memory");
+#else
+  __trap();
+#endif
+}
+
+__device__ __forceinline__ void Load3D(uint32_t dst, const CUtensorMap* map, uint32_t bar,
+                                       int32_t c0, int32_t c1, int32_t c2) {
+#ifdef JBS_TMA_DEVICE
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3, %4}], [%5];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar)
+      : "memory");
+#else
+  __trap();
+#endif
+}
+
+}  // namespace tma
+}  // namespace jbs
+
+#endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_HOPPER_TMA_CUH_
