@@ -65,6 +65,35 @@ __device__ __forceinline__ uint32_t CanonicalOffset(int r, int c) {
                                c * WgmmaRowTiling::kCoreBytes + (r & 7) * 16);
 }
 
+// Stores a warp's 16 x 32 share of a wgmma m64n32 accumulator (layout in wgmma.cuh): rows
+// [row_base, row_base + 16) of group g's output, block-column `column`; rows past the end are
+// left out.
+template <typename Elem>
+__device__ __forceinline__ void StoreWgmmaWarpTile(const BsmmArgs& args, const float (&acc)[16],
+                                                   int64_t g, int64_t row_base, int64_t column,
+                                                   int lane, bool out_f32) {
+  constexpr int kBs = 32;
+  const int64_t out_cols = args.out_blocks * kBs;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t row = row_base + (lane >> 2) + 8 * h;
+    if (row >= args.rows) continue;
+#pragma unroll
+    for (int nt = 0; nt < kBs / 8; ++nt) {
+      const int64_t offset =
+          (g * args.rows + row) * out_cols + column * kBs + nt * 8 + 2 * (lane & 3);
+      const float lo = acc[nt * 4 + 2 * h];
+      const float hi = acc[nt * 4 + 2 * h + 1];
+      if (out_f32) {
+        *reinterpret_cast<float2*>(static_cast<float*>(args.out) + offset) = make_float2(lo, hi);
+      } else {
+        *reinterpret_cast<uint32_t*>(static_cast<Elem*>(args.out) + offset) =
+            tc::PackPair<Elem>(lo, hi);
+      }
+    }
+  }
+}
+
 template <MmaKind kKind, bool kTransW>
 __global__ void __launch_bounds__(WgmmaRowTiling::kThreads, WgmmaRowTiling::kMinCtas)
     BsmmWgmmaKernel(BsmmArgs args, int64_t row_tiles, bool out_f32, bool fence_async_proxy) {
@@ -84,7 +113,6 @@ __global__ void __launch_bounds__(WgmmaRowTiling::kThreads, WgmmaRowTiling::kMin
   const int64_t a_cols = args.a_cols;
   const int64_t nnz = args.nnz;
   const int64_t a_blocks = a_cols / kBs;
-  const int64_t out_cols = args.out_blocks * kBs;
 
   const int tid = static_cast<int>(threadIdx.x);
   const int warpgroup = tid / 128;
@@ -195,30 +223,12 @@ __global__ void __launch_bounds__(WgmmaRowTiling::kThreads, WgmmaRowTiling::kMin
 #pragma unroll
       for (int s = 0; s < Tiling::kSlabs; ++s) wg::FenceAccumulators(acc[s]);
 
-      // Accumulator float j of slab s: row 16 warp + lane / 4 + 8 ((j / 2) % 2) of the slab,
-      // column 8 (j / 4) + 2 (lane % 4) + j % 2 of the block-column (wgmma.cuh).
 #pragma unroll
-      for (int s = 0; s < Tiling::kSlabs; ++s)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int64_t row =
-              row0 + (warpgroup * Tiling::kSlabs + s) * 64 + warp * 16 + (lane >> 2) + 8 * h;
-          if (row >= rows) continue;
-#pragma unroll
-          for (int nt = 0; nt < kBs / 8; ++nt) {
-            const int64_t offset =
-                (g * rows + row) * out_cols + out_block * kBs + nt * 8 + 2 * (lane & 3);
-            const float lo = acc[s][nt * 4 + 2 * h];
-            const float hi = acc[s][nt * 4 + 2 * h + 1];
-            if (out_f32) {
-              *reinterpret_cast<float2*>(static_cast<float*>(args.out) + offset) =
-                  make_float2(lo, hi);
-            } else {
-              *reinterpret_cast<uint32_t*>(static_cast<Elem*>(args.out) + offset) =
-                  tc::PackPair<Elem>(lo, hi);
-            }
-          }
-        }
+      for (int s = 0; s < Tiling::kSlabs; ++s) {
+        StoreWgmmaWarpTile<Elem>(args, acc[s], g,
+                                 row0 + (warpgroup * Tiling::kSlabs + s) * 64 + warp * 16,
+                                 out_block, lane, out_f32);
+      }
       // Every copy has landed (the last groups were empty) and every wgmma retired; the
       // barrier keeps the next tile's copies out of stages another warpgroup may still read.
       tc::CpAsyncWait<0>();

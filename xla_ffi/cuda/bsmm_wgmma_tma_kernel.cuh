@@ -8,14 +8,15 @@
 // w: the 32 x 32 block), which land in the 64-byte swizzled layout that wgmma reads directly
 // and complete a "full" mbarrier; the copies are async-proxy writes, so no proxy fence is
 // needed. Stages are released through "empty" mbarriers that every consumer thread arrives on
-// once its wgmma reading the stage have retired; only the producing thread waits for them.
+// once its wgmma reading the stage have retired.
 //
-// Pipeline (kStages stages, global step numbering across the CTA's tiles so that barrier
-// phases stay consistent): step j fills stage j % kStages; its fill waits for the empty
-// barrier's completion of step j - kStages. Consumers wait for full[j % kStages] with parity
+// Roles (warp-specialized): two consumer warpgroups and one producer warp, of which one lane
+// issues the boxes, up to kStages steps ahead of the consumers; the roles share no CTA barrier
+// after the mbarriers' initialisation. Steps are numbered across the CTA's tiles so that
+// barrier phases stay consistent: step j fills stage j % kStages after the empty barrier's
+// completion of step j - kStages; consumers wait for full[j % kStages] with parity
 // (j / kStages) & 1, issue the step's four wgmma per warpgroup, commit, retire step j - 1
-// (wait_group 1) and arrive on its empty barrier; the producing thread (thread 0, also a
-// consumer) then refills that stage with step j - 1 + kStages.
+// (wait_group 1) and arrive on its empty barrier.
 //
 // A corrupt entry loads valid dummy boxes and its wgmma are skipped by every thread (each
 // reads the entry), so it contributes nothing, as in the other kernels.
@@ -35,6 +36,7 @@
 
 #include "blocksparse_kernels.h"
 #include "bsmm_tc_common.cuh"
+#include "bsmm_wgmma_kernel.cuh"
 #include "hopper_tma.cuh"
 #include "launch_util.h"
 #include "tensor_core.cuh"
@@ -46,7 +48,8 @@ namespace bsmm_tc {
 struct WgmmaTmaTiling {
   static constexpr int kBs = 32;
   static constexpr int kWarpGroups = 2;
-  static constexpr int kThreads = 128 * kWarpGroups;
+  static constexpr int kConsumerThreads = 128 * kWarpGroups;
+  static constexpr int kThreads = kConsumerThreads + 32;  // and one producer warp
   static constexpr int kSlabs = 2;  // m64 slabs per warpgroup
   static constexpr int kTM = 64 * kSlabs * kWarpGroups;
   static constexpr uint32_t kRowBytes = kBs * 2;                    // 64: one swizzle row
@@ -80,16 +83,13 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
   const uint32_t full_barriers = smem_base + kStages * Tiling::kStageBytes;
   const uint32_t empty_barriers = full_barriers + kStages * 8;
 
-  const int64_t rows = args.rows;
   const int64_t nnz = args.nnz;
   const int64_t a_blocks = args.a_cols / kBs;
-  const int64_t out_cols = args.out_blocks * kBs;
 
   const int tid = static_cast<int>(threadIdx.x);
   const int warpgroup = tid / 128;
   const int warp = (tid % 128) / 32;
   const int lane = tid & 31;
-  const bool producer = tid == 0;
 
   const int64_t out_block = blockIdx.x;
   const int64_t entry_begin =
@@ -102,14 +102,43 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
     return pair.x >= 0 && pair.x < a_blocks && pair.y >= 0 && pair.y < nnz;
   };
 
-  if (producer) {
+  if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
       tma::MbarrierInit(full_barriers + 8 * s, 1);
-      tma::MbarrierInit(empty_barriers + 8 * s, Tiling::kThreads);
+      tma::MbarrierInit(empty_barriers + 8 * s, Tiling::kConsumerThreads);
     }
     tma::FenceMbarrierInit();
   }
-  __syncthreads();
+  __syncthreads();  // the only CTA-wide barrier: the roles never meet again
+
+  if (tid >= Tiling::kConsumerThreads) {
+    // Producer warp, one lane: every step of every tile, in the consumers' order, up to
+    // kStages ahead of them. Step j waits for the consumers' release of step j - kStages.
+    if (lane != 0) return;
+    int64_t step = 0;
+    for (int64_t g = blockIdx.z; g < args.groups; g += gridDim.z) {
+      for (int64_t tile = blockIdx.y; tile < row_tiles; tile += gridDim.y) {
+        for (int64_t i = 0; i < steps; ++i, ++step) {
+          const int stage = static_cast<int>(step % kStages);
+          if (step >= kStages) {
+            tma::MbarrierWait(empty_barriers + 8 * stage,
+                              static_cast<uint32_t>(((step - kStages) / kStages) & 1));
+          }
+          const int2 pair = __ldg(entries + i);
+          // A corrupt entry loads valid dummy boxes; the consumers skip its wgmma.
+          const bool valid = is_valid(pair);
+          const uint32_t full = full_barriers + 8 * stage;
+          const uint32_t a_dst = smem_base + stage * Tiling::kStageBytes;
+          tma::MbarrierArriveExpectTx(full, Tiling::kStageBytes);
+          tma::Load3D(a_dst, &x_map, full, valid ? pair.x * kBs : 0,
+                      static_cast<int32_t>(tile * Tiling::kTM), static_cast<int32_t>(g));
+          tma::Load3D(a_dst + Tiling::kABytes, &w_map, full, 0, valid ? pair.y * kBs : 0,
+                      static_cast<int32_t>(g));
+        }
+      }
+    }
+    return;
+  }
 
   // Descriptor strides (wgmma.cuh, DescriptorSwizzled64): x and a w block stored [n][k]
   // (matmul_t) are K-major, a k16 step 32 bytes into the atom; a block stored [k][n] (matmul) is
@@ -122,35 +151,12 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
   for (int64_t g = blockIdx.z; g < args.groups; g += gridDim.z) {
     for (int64_t tile = blockIdx.y; tile < row_tiles; tile += gridDim.y) {
       const int64_t row0 = tile * Tiling::kTM;
-
-      // Step i of this tile (global step base + i) -> its stage, by the producing thread.
-      auto produce = [&](int64_t i) {
-        const int64_t step = base + i;
-        const int stage = static_cast<int>(step % kStages);
-        if (step >= kStages) {
-          tma::MbarrierWait(empty_barriers + 8 * stage,
-                            static_cast<uint32_t>(((step - kStages) / kStages) & 1));
-        }
-        const int2 pair = __ldg(entries + i);
-        const bool valid = is_valid(pair);
-        const uint32_t full = full_barriers + 8 * stage;
-        const uint32_t a_dst = smem_base + stage * Tiling::kStageBytes;
-        tma::MbarrierArriveExpectTx(full, Tiling::kStageBytes);
-        tma::Load3D(a_dst, &x_map, full, valid ? pair.x * kBs : 0, static_cast<int32_t>(row0),
-                    static_cast<int32_t>(g));
-        tma::Load3D(a_dst + Tiling::kABytes, &w_map, full, 0, valid ? pair.y * kBs : 0,
-                    static_cast<int32_t>(g));
-      };
-
       float acc[Tiling::kSlabs][16];
 #pragma unroll
       for (int s = 0; s < Tiling::kSlabs; ++s)
 #pragma unroll
         for (int i = 0; i < 16; ++i) acc[s][i] = 0.0f;
 
-      if (producer) {
-        for (int64_t i = 0; i < min(steps, int64_t{kStages}); ++i) produce(i);
-      }
       int2 next = steps > 0 ? __ldg(entries) : make_int2(-1, -1);
       for (int64_t i = 0; i < steps; ++i) {
         const int2 pair = next;
@@ -184,11 +190,8 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
         } else {
           wg::WgmmaWait<0>();  // no group of this step: retire the previous one explicitly
         }
-        // Step i - 1's wgmma have retired: release its stage, and refill it.
-        if (i >= 1) {
-          tma::MbarrierArrive(empty_barriers + 8 * static_cast<int>((step - 1) % kStages));
-          if (producer && i - 1 + kStages < steps) produce(i - 1 + kStages);
-        }
+        // Step i - 1's wgmma have retired: release its stage to the producer.
+        if (i >= 1) tma::MbarrierArrive(empty_barriers + 8 * static_cast<int>((step - 1) % kStages));
       }
       wg::WgmmaWait<0>();
 #pragma unroll
@@ -200,27 +203,11 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
       base += steps;
 
 #pragma unroll
-      for (int s = 0; s < Tiling::kSlabs; ++s)
-#pragma unroll
-        for (int h = 0; h < 2; ++h) {
-          const int64_t row =
-              row0 + (warpgroup * Tiling::kSlabs + s) * 64 + warp * 16 + (lane >> 2) + 8 * h;
-          if (row >= rows) continue;
-#pragma unroll
-          for (int nt = 0; nt < kBs / 8; ++nt) {
-            const int64_t offset =
-                (g * rows + row) * out_cols + out_block * kBs + nt * 8 + 2 * (lane & 3);
-            const float lo = acc[s][nt * 4 + 2 * h];
-            const float hi = acc[s][nt * 4 + 2 * h + 1];
-            if (out_f32) {
-              *reinterpret_cast<float2*>(static_cast<float*>(args.out) + offset) =
-                  make_float2(lo, hi);
-            } else {
-              *reinterpret_cast<uint32_t*>(static_cast<Elem*>(args.out) + offset) =
-                  tc::PackPair<Elem>(lo, hi);
-            }
-          }
-        }
+      for (int s = 0; s < Tiling::kSlabs; ++s) {
+        StoreWgmmaWarpTile<Elem>(args, acc[s], g,
+                                 row0 + (warpgroup * Tiling::kSlabs + s) * 64 + warp * 16,
+                                 out_block, lane, out_f32);
+      }
     }
   }
 }

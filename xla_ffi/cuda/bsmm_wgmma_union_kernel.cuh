@@ -85,7 +85,6 @@ __global__ void __launch_bounds__(WgmmaUnionTiling::kThreads, 1)
   const int64_t rows = args.rows;
   const int64_t a_cols = args.a_cols;
   const int64_t a_blocks = a_cols / kBs;
-  const int64_t out_cols = args.out_blocks * kBs;
   const int64_t first_column = static_cast<int64_t>(blockIdx.x) * kGroup;
 
   const int tid = static_cast<int>(threadIdx.x);
@@ -211,28 +210,10 @@ __global__ void __launch_bounds__(WgmmaUnionTiling::kThreads, 1)
       }
 
 #pragma unroll
-      for (int h = 0; h < 2; ++h) {
-        const int64_t row = row0 + warpgroup * 64 + warp * 16 + (lane >> 2) + 8 * h;
-        if (row >= rows) continue;
-#pragma unroll
-        for (int c = 0; c < kGroup; ++c) {
-          const int64_t column = first_column + c;
-          if (column >= args.out_blocks) continue;
-#pragma unroll
-          for (int nt = 0; nt < kBs / 8; ++nt) {
-            const int64_t offset =
-                (g * rows + row) * out_cols + column * kBs + nt * 8 + 2 * (lane & 3);
-            const float lo = acc[c][nt * 4 + 2 * h];
-            const float hi = acc[c][nt * 4 + 2 * h + 1];
-            if (out_f32) {
-              *reinterpret_cast<float2*>(static_cast<float*>(args.out) + offset) =
-                  make_float2(lo, hi);
-            } else {
-              *reinterpret_cast<uint32_t*>(static_cast<Elem*>(args.out) + offset) =
-                  tc::PackPair<Elem>(lo, hi);
-            }
-          }
-        }
+      for (int c = 0; c < kGroup; ++c) {
+        if (first_column + c >= args.out_blocks) continue;
+        StoreWgmmaWarpTile<Elem>(args, acc[c], g, row0 + warpgroup * 64 + warp * 16,
+                                 first_column + c, lane, out_f32);
       }
     }
   }
