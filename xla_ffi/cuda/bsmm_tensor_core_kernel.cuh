@@ -682,7 +682,8 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     if (wgmma_union && args.rows > 64 && WgmmaAvailable()) {
       return LaunchWgmmaUnion<kKind, kTransW>(args, out_f32, stream);
     }
-    // Experiment `wgmma_tma_rows` (NOTES v17): the same, its stages filled by TMA.
+    // Experiment `wgmma_tma_rows` (NOTES v17): the 256-row wgmma tile of `wgmma_rows` (below),
+    // its stages filled by TMA from a producer warp.
     static const bool wgmma_tma_rows = ExperimentEnabled("wgmma_tma_rows");
     if (wgmma_tma_rows && args.rows > 128 && WgmmaAvailable()) {
       const cudaError_t status = LaunchWgmmaTmaRows<kKind, kTransW>(args, out_f32, stream);

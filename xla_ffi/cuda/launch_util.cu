@@ -34,23 +34,21 @@ int MultiprocessorCount() {
 
 bool WgmmaAvailable() {
 #if defined(JBS_BUILT_FOR_SM90A)
-  static std::atomic<int> major_cache[kMaxDevices];
-  static std::atomic<int> minor_cache[kMaxDevices];
-  // Minor 0 is a valid answer, so the minor is cached as minor + 1 through the major's check.
-  const int major = CachedAttribute(cudaDevAttrComputeCapabilityMajor, major_cache, 0);
-  if (major != 9) return false;
+  static std::atomic<int> cache[kMaxDevices];  // major * 10 + minor; 0: not asked yet
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return false;
-  int minor_plus_one = minor_cache[device].load(std::memory_order_relaxed);
-  if (minor_plus_one == 0) {
-    int minor = -1;
-    if (cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
+  int capability = cache[device].load(std::memory_order_relaxed);
+  if (capability == 0) {
+    int major = 0;
+    int minor = 0;
+    if (cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, device) != cudaSuccess ||
+        cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, device) != cudaSuccess) {
       return false;
     }
-    minor_plus_one = minor + 1;
-    minor_cache[device].store(minor_plus_one, std::memory_order_relaxed);
+    capability = major * 10 + minor;
+    cache[device].store(capability, std::memory_order_relaxed);
   }
-  return minor_plus_one == 1;
+  return capability == 90;
 #else
   return false;
 #endif
