@@ -26,7 +26,7 @@ status=0
 # Kernel experiments pending measurement: sets separated by ';', each a comma-separated list
 # turned on together (experiments that route the same products need sets of their own).
 # JBS_AB_EXPERIMENTS overrides.
-experiment_sets=${JBS_AB_EXPERIMENTS:-wgmma_rows;wgmma_tma_rows;wgmma_union}
+experiment_sets=${JBS_AB_EXPERIMENTS:-wgmma_rows;wgmma_tma_rows;wgmma_union;wgmma_union_panels}
 if [[ " $steps " == *" abtest "* ]]; then
   [[ -n $experiment_sets ]] || { echo "abtest: no experiment pending; set JBS_AB_EXPERIMENTS"; exit 2; }
   # JBS_AB_PYTEST_ARGS narrows the runs (split like a shell line: -k 'a or b' stays one argument).
@@ -63,9 +63,9 @@ if [[ " $steps " == *" ab "* ]]; then
   # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
   # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). The
   # defaults run twice, first and last, to show the run-to-run spread.
-  eval "ab_settings=(${JBS_AB_SETTINGS:-'':wide wgmma_rows:wide wgmma_tma_rows:wide \
-      wgmma_union:wide wgmma_rows,wgmma_no_proxy_fence:wide wgmma_union,wgmma_no_proxy_fence:wide \
-      '':wide})"
+  eval "ab_settings=(${JBS_AB_SETTINGS:-'':'wide small' wgmma_rows:wide wgmma_tma_rows:wide \
+      wgmma_union:wide wgmma_union_panels:'wide small' wgmma_rows,wgmma_no_proxy_fence:wide \
+      wgmma_union_panels,wgmma_no_proxy_fence:'wide small' '':'wide small'})"
   for setting in "${ab_settings[@]}"; do
     IFS=: read -r name configs layout flags dtype <<< "$setting"
     echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \
@@ -98,7 +98,7 @@ fi
 if [[ " $steps " == *" profile "* ]]; then
   # Nsight Compute on one launch of each benchmarked kernel; clocks left alone (device METHOD.md).
   (cd benchmarks && timeout "${JBS_PROFILE_TIMEOUT:-600}" ncu --clock-control none \
-      --kernel-name regex:'BsmmTcKernel|BsmmWgmmaKernel|BsmmWgmmaTmaKernel|BsmmWgmmaUnionKernel|BsmmUnionPanelKernel|SampledShortKernel|SampledTcKernel|SampledDenseTileKernel|ConvHaloKernel|ConvDwHaloKernel|AddSegments' \
+      --kernel-name regex:'BsmmTcKernel|BsmmWgmmaKernel|BsmmWgmmaTmaKernel|BsmmWgmmaUnionKernel|BsmmWgmmaUnionPanelKernel|BsmmUnionPanelKernel|SampledShortKernel|SampledTcKernel|SampledDenseTileKernel|ConvHaloKernel|ConvDwHaloKernel|AddSegments' \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
       --section LaunchStats --section SchedulerStats --section WarpStateStats \
       python3 profile_case.py > "$out/ncu.txt" 2>&1)

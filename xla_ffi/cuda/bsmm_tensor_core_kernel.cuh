@@ -32,6 +32,7 @@
 #include "bsmm_wgmma_kernel.cuh"
 #include "bsmm_wgmma_tma_kernel.cuh"
 #include "bsmm_wgmma_union_kernel.cuh"
+#include "bsmm_wgmma_union_panel_kernel.cuh"
 #include "bsmm_tc_common.cuh"
 #include "launch_util.h"
 #include "tensor_core.cuh"
@@ -667,6 +668,14 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     if (args.rows <= 64 && args.nnz >= 16 * args.out_blocks) {
       return LaunchTc<kKind, kBs, kTransW, 64, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
                                                                         stream);
+    }
+  }
+  if constexpr (kHalf && !kConv && kBs <= 32) {
+    // Experiment `wgmma_union_panels` (NOTES v18): the dense union panels below on sm_90a's
+    // wgmma m64n128k16.
+    static const bool wgmma_union_panels = ExperimentEnabled("wgmma_union_panels");
+    if (wgmma_union_panels && args.rows > 64 && WgmmaAvailable()) {
+      return LaunchWgmmaUnionPanels<kKind, kBs, kTransW>(args, out_f32, stream);
     }
   }
   if constexpr (kHalf && !kConv && kBs == 8) {

@@ -65,21 +65,22 @@ __device__ __forceinline__ uint32_t CanonicalOffset(int r, int c) {
                                c * WgmmaRowTiling::kCoreBytes + (r & 7) * 16);
 }
 
-// Stores a warp's 16 x 32 share of a wgmma m64n32 accumulator (layout in wgmma.cuh): rows
-// [row_base, row_base + 16) of group g's output, block-column `column`; rows past the end are
-// left out.
-template <typename Elem>
+// Stores a warp's 16 x 32 share of a wgmma accumulator's 32 columns (layout in wgmma.cuh: float
+// j in n8 tile j / 4): rows [row_base, row_base + 16) of group g's output, columns from
+// block-column `column` on (32 / kBs block-columns of kBs); rows and block-columns past the end
+// are left out.
+template <typename Elem, int kBs = 32>
 __device__ __forceinline__ void StoreWgmmaWarpTile(const BsmmArgs& args, const float (&acc)[16],
                                                    int64_t g, int64_t row_base, int64_t column,
                                                    int lane, bool out_f32) {
-  constexpr int kBs = 32;
   const int64_t out_cols = args.out_blocks * kBs;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int64_t row = row_base + (lane >> 2) + 8 * h;
     if (row >= args.rows) continue;
 #pragma unroll
-    for (int nt = 0; nt < kBs / 8; ++nt) {
+    for (int nt = 0; nt < 4; ++nt) {
+      if (kBs < 32 && column + nt * 8 / kBs >= args.out_blocks) continue;
       const int64_t offset =
           (g * args.rows + row) * out_cols + column * kBs + nt * 8 + 2 * (lane & 3);
       const float lo = acc[nt * 4 + 2 * h];
