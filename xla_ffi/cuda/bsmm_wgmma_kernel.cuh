@@ -98,6 +98,9 @@ __device__ __forceinline__ void StoreWgmmaWarpTile(const BsmmArgs& args, const f
 template <MmaKind kKind, bool kTransW>
 __global__ void __launch_bounds__(WgmmaRowTiling::kThreads, WgmmaRowTiling::kMinCtas)
     BsmmWgmmaKernel(BsmmArgs args, int64_t row_tiles, bool out_f32, bool fence_async_proxy) {
+  // Only the sm_90a image holds the kernel; the others (never launched: WgmmaAvailable) keep
+  // a stub, which also keeps their compile time down.
+#if JBS_WGMMA_DEVICE
   using Elem = ElemOf<kKind>;
   using Tiling = WgmmaRowTiling;
   constexpr int kBs = Tiling::kBs;
@@ -236,6 +239,9 @@ __global__ void __launch_bounds__(WgmmaRowTiling::kThreads, WgmmaRowTiling::kMin
       __syncthreads();
     }
   }
+#else
+  __trap();
+#endif
 }
 
 // Whether the wgmma kernels fence their cp.async writes to the async proxy before the wgmma

@@ -72,6 +72,9 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
     BsmmWgmmaTmaKernel(BsmmArgs args, const __grid_constant__ CUtensorMap x_map,
                        const __grid_constant__ CUtensorMap w_map, int64_t row_tiles,
                        bool out_f32) {
+  // Only the sm_90a image holds the kernel; the others (never launched: WgmmaAvailable) keep
+  // a stub, which also keeps their compile time down.
+#if JBS_WGMMA_DEVICE
   using Elem = ElemOf<kKind>;
   using Tiling = WgmmaTmaTiling;
   constexpr int kBs = Tiling::kBs;
@@ -210,6 +213,9 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
       }
     }
   }
+#else
+  __trap();
+#endif
 }
 
 // Builds the two tensor maps (pure host work: no allocation, no synchronization) and launches.

@@ -68,6 +68,9 @@ template <MmaKind kKind, bool kTransW>
 __global__ void __launch_bounds__(WgmmaUnionTiling::kThreads, 1)
     BsmmWgmmaUnionKernel(BsmmArgs args, int64_t row_tiles, bool out_f32,
                          bool fence_async_proxy) {
+  // Only the sm_90a image holds the kernel; the others (never launched: WgmmaAvailable) keep
+  // a stub, which also keeps their compile time down.
+#if JBS_WGMMA_DEVICE
   using Elem = ElemOf<kKind>;
   using Tiling = WgmmaUnionTiling;
   constexpr int kBs = Tiling::kBs;
@@ -217,6 +220,9 @@ __global__ void __launch_bounds__(WgmmaUnionTiling::kThreads, 1)
       }
     }
   }
+#else
+  __trap();
+#endif
 }
 
 template <MmaKind kKind, bool kTransW>

@@ -68,6 +68,9 @@ template <MmaKind kKind, int kBs, bool kTransW>
 __global__ void __launch_bounds__(WgmmaUnionPanelTiling<kBs>::kThreads, 2)
     BsmmWgmmaUnionPanelKernel(BsmmArgs args, int64_t row_tiles, bool out_f32,
                               bool fence_async_proxy) {
+  // Only the sm_90a image holds the kernel; the others (never launched: WgmmaAvailable) keep
+  // a stub, which also keeps their compile time down.
+#if JBS_WGMMA_DEVICE
   using Elem = ElemOf<kKind>;
   using Tiling = WgmmaUnionPanelTiling<kBs>;
   constexpr int kGroup = Tiling::kGroup;
@@ -227,6 +230,9 @@ __global__ void __launch_bounds__(WgmmaUnionPanelTiling<kBs>::kThreads, 2)
         }
     }
   }
+#else
+  __trap();
+#endif
 }
 
 template <MmaKind kKind, int kBs, bool kTransW>
