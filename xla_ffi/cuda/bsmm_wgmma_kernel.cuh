@@ -95,6 +95,67 @@ __device__ __forceinline__ void StoreWgmmaWarpTile(const BsmmArgs& args, const f
   }
 }
 
+// Whether the wgmma kernels fence their cp.async writes to the async proxy before the wgmma
+// read them, as the PTX memory model asks. The fence compiles to MEMBAR.ALL.CTA +
+// FENCE.VIEW.ASYNC.S, and if that MEMBAR waits for the copies still in flight it cuts the
+// prefetch to one step; CUTLASS's cp.async + wgmma mainloop goes without it. Experiment
+// `wgmma_no_proxy_fence` drops it, to measure its cost only (NOTES v15): not for adoption
+// unless the memory model is shown to allow it.
+inline bool FenceAsyncProxy() {
+  static const bool skip = ExperimentEnabled("wgmma_no_proxy_fence");
+  return !skip;
+}
+
+// The lag-2 cp.async ring of the wgmma kernels whose step is a single hardware batch (v15, v18):
+// issue(step) copies a step into its stage (step % kStages) and multiply(step) issues and
+// commits its wgmma; both are called by every thread, issue in step order. Step i waits for its
+// copies, fences them to the async proxy, barriers, multiplies, then copies step
+// i + kStages - 2 into the stage that step i - 2 used and retires step i - 1 (wait_group 1): the
+// barrier of step i is what frees step i - 2's stage, every warpgroup having retired it at the
+// end of step i - 1. Ends with every wgmma retired; the caller fences its accumulators.
+template <int kStages, typename Issue, typename Multiply>
+__device__ __forceinline__ void RunWgmmaRing(int64_t steps, bool fence_async_proxy, Issue&& issue,
+                                             Multiply&& multiply) {
+  static_assert(kStages >= 3, "a stage computing, one retiring, one or more in flight");
+#pragma unroll
+  for (int s = 0; s < kStages - 2; ++s) {
+    if (s < steps) issue(s);
+    tc::CpAsyncCommit();
+  }
+  for (int64_t i = 0; i < steps; ++i) {
+    // Committed so far: kStages - 2 + i groups; step i's is the oldest still wanted.
+    tc::CpAsyncWait<kStages - 3>();
+    if (fence_async_proxy) wg::FenceProxyAsyncShared();
+    __syncthreads();
+    multiply(i);
+    if (i + kStages - 2 < steps) issue(i + kStages - 2);
+    tc::CpAsyncCommit();
+    wg::WgmmaWait<1>();
+  }
+  wg::WgmmaWait<0>();
+}
+
+// Launches a wgmma kernel that takes (args, row_tiles, out_f32, fence_async_proxy): one CTA per
+// (column tile, row tile of tile_rows, operand group), the last two clamped to the grid's
+// limits (the kernels stride over the rest), its shared memory opted in once per device
+// (`done_devices`, the caller's per-kernel record).
+template <typename Kernel>
+cudaError_t LaunchWgmmaGrid(Kernel kernel, std::atomic<uint64_t>& done_devices, int threads,
+                            int smem_bytes, int64_t column_tiles, int64_t tile_rows,
+                            const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
+  if (column_tiles > kMaxGridX) return cudaErrorNotSupported;
+  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), smem_bytes, done_devices) !=
+      cudaSuccess) {
+    return cudaErrorNotSupported;
+  }
+  const int64_t row_tiles = (args.rows + tile_rows - 1) / tile_rows;
+  const dim3 grid(static_cast<unsigned>(column_tiles),
+                  static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
+                  static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
+  kernel<<<grid, threads, smem_bytes, stream>>>(args, row_tiles, out_f32, FenceAsyncProxy());
+  return cudaSuccess;
+}
+
 template <MmaKind kKind, bool kTransW>
 __global__ void __launch_bounds__(WgmmaRowTiling::kThreads, WgmmaRowTiling::kMinCtas)
     BsmmWgmmaKernel(BsmmArgs args, int64_t row_tiles, bool out_f32, bool fence_async_proxy) {
@@ -105,7 +166,6 @@ __global__ void __launch_bounds__(WgmmaRowTiling::kThreads, WgmmaRowTiling::kMin
   using Tiling = WgmmaRowTiling;
   constexpr int kBs = Tiling::kBs;
   constexpr int kStages = Tiling::kStages;
-  static_assert(kStages >= 3, "a stage computing, one retiring, one or more in flight");
 
   // Unswizzled descriptors need 16-byte alignment only.
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -185,17 +245,7 @@ __global__ void __launch_bounds__(WgmmaRowTiling::kThreads, WgmmaRowTiling::kMin
 #pragma unroll
         for (int i = 0; i < 16; ++i) acc[s][i] = 0.0f;
 
-      // Steps 0 .. kStages - 3 in flight before the first wait, one commit group each.
-#pragma unroll
-      for (int s = 0; s < kStages - 2; ++s) {
-        if (s < steps) issue(s);
-        tc::CpAsyncCommit();
-      }
-      for (int64_t i = 0; i < steps; ++i) {
-        // Committed so far: kStages - 2 + i groups; step i's is the oldest still wanted.
-        tc::CpAsyncWait<kStages - 3>();
-        if (fence_async_proxy) wg::FenceProxyAsyncShared();
-        __syncthreads();
+      RunWgmmaRing<kStages>(steps, fence_async_proxy, issue, [&](int64_t i) {
         const uint32_t stage = smem_base + static_cast<uint32_t>(i % kStages) *
                                                Tiling::kStageBytes;
         const uint32_t b_base = stage + Tiling::kABytes;
@@ -218,12 +268,7 @@ __global__ void __launch_bounds__(WgmmaRowTiling::kThreads, WgmmaRowTiling::kMin
         wg::WgmmaCommit();
 #pragma unroll
         for (int s = 0; s < Tiling::kSlabs; ++s) wg::FenceAccumulators(acc[s]);
-        // Step i - 2's stage: free, since the barrier above (every warpgroup retired it).
-        if (i + kStages - 2 < steps) issue(i + kStages - 2);
-        tc::CpAsyncCommit();
-        wg::WgmmaWait<1>();
-      }
-      wg::WgmmaWait<0>();
+      });
 #pragma unroll
       for (int s = 0; s < Tiling::kSlabs; ++s) wg::FenceAccumulators(acc[s]);
 
@@ -244,34 +289,12 @@ __global__ void __launch_bounds__(WgmmaRowTiling::kThreads, WgmmaRowTiling::kMin
 #endif
 }
 
-// Whether the wgmma kernels fence their cp.async writes to the async proxy before the wgmma
-// read them, as the PTX memory model asks. The fence compiles to MEMBAR.ALL.CTA +
-// FENCE.VIEW.ASYNC.S, and if that MEMBAR waits for the copies still in flight it cuts the
-// prefetch to one step; CUTLASS's cp.async + wgmma mainloop goes without it. Experiment
-// `wgmma_no_proxy_fence` drops it, to measure its cost only (NOTES v15): not for adoption
-// unless the memory model is shown to allow it.
-inline bool FenceAsyncProxy() {
-  static const bool skip = ExperimentEnabled("wgmma_no_proxy_fence");
-  return !skip;
-}
-
 template <MmaKind kKind, bool kTransW>
 cudaError_t LaunchWgmmaRows(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
   using Tiling = WgmmaRowTiling;
-  auto kernel = BsmmWgmmaKernel<kKind, kTransW>;
-  if (args.out_blocks > kMaxGridX) return cudaErrorNotSupported;
   static std::atomic<uint64_t> done_devices{0};
-  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), Tiling::kSmemBytes,
-                        done_devices) != cudaSuccess) {
-    return cudaErrorNotSupported;
-  }
-  const int64_t row_tiles = (args.rows + Tiling::kTM - 1) / Tiling::kTM;
-  const dim3 grid(static_cast<unsigned>(args.out_blocks),
-                  static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
-                  static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
-  kernel<<<grid, Tiling::kThreads, Tiling::kSmemBytes, stream>>>(args, row_tiles, out_f32,
-                                                                  FenceAsyncProxy());
-  return cudaSuccess;
+  return LaunchWgmmaGrid(BsmmWgmmaKernel<kKind, kTransW>, done_devices, Tiling::kThreads,
+                         Tiling::kSmemBytes, args.out_blocks, Tiling::kTM, args, out_f32, stream);
 }
 
 }  // namespace bsmm_tc

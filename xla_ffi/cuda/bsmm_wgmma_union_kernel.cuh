@@ -228,21 +228,11 @@ __global__ void __launch_bounds__(WgmmaUnionTiling::kThreads, 1)
 template <MmaKind kKind, bool kTransW>
 cudaError_t LaunchWgmmaUnion(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
   using Tiling = WgmmaUnionTiling;
-  auto kernel = BsmmWgmmaUnionKernel<kKind, kTransW>;
   static std::atomic<uint64_t> done_devices{0};
-  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), Tiling::kSmemBytes,
-                        done_devices) != cudaSuccess) {
-    return cudaErrorNotSupported;
-  }
-  const int64_t column_groups = (args.out_blocks + Tiling::kGroup - 1) / Tiling::kGroup;
-  if (column_groups > kMaxGridX) return cudaErrorNotSupported;
-  const int64_t row_tiles = (args.rows + Tiling::kTM - 1) / Tiling::kTM;
-  const dim3 grid(static_cast<unsigned>(column_groups),
-                  static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
-                  static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
-  kernel<<<grid, Tiling::kThreads, Tiling::kSmemBytes, stream>>>(args, row_tiles, out_f32,
-                                                                  FenceAsyncProxy());
-  return cudaSuccess;
+  return LaunchWgmmaGrid(BsmmWgmmaUnionKernel<kKind, kTransW>, done_devices, Tiling::kThreads,
+                         Tiling::kSmemBytes,
+                         (args.out_blocks + Tiling::kGroup - 1) / Tiling::kGroup, Tiling::kTM,
+                         args, out_f32, stream);
 }
 
 }  // namespace bsmm_tc

@@ -130,7 +130,8 @@ __global__ void __launch_bounds__(WgmmaUnionPanelTiling<kBs>::kThreads, 2)
 
         // Panel p -> its stage: kEntries union entries side by side, absent blocks and
         // entries past the union zero-filled.
-        auto issue = [&](int p) {
+        auto issue = [&](int64_t step) {
+          const int p = static_cast<int>(step);
           const uint32_t stage = smem_base + static_cast<uint32_t>(p % kStages) *
                                                  Tiling::kStageBytes;
 #pragma unroll
@@ -172,15 +173,7 @@ __global__ void __launch_bounds__(WgmmaUnionPanelTiling<kBs>::kThreads, 2)
           }
         };
 
-#pragma unroll
-        for (int s = 0; s < kStages - 2; ++s) {
-          if (s < steps) issue(s);
-          tc::CpAsyncCommit();
-        }
-        for (int i = 0; i < steps; ++i) {
-          tc::CpAsyncWait<kStages - 3>();
-          if (fence_async_proxy) wg::FenceProxyAsyncShared();
-          __syncthreads();
+        RunWgmmaRing<kStages>(steps, fence_async_proxy, issue, [&](int64_t i) {
           const uint32_t stage = smem_base + static_cast<uint32_t>(i % kStages) *
                                                  Tiling::kStageBytes;
           const uint32_t b_panel = stage + Tiling::kABytes;
@@ -202,12 +195,7 @@ __global__ void __launch_bounds__(WgmmaUnionPanelTiling<kBs>::kThreads, 2)
           wg::WgmmaCommit();
 #pragma unroll
           for (int s = 0; s < 2; ++s) wg::FenceAccumulators(acc[s]);
-          // Step i - 2's stage: retired by the wait_group 1 of step i - 1, before the barrier.
-          if (i + kStages - 2 < steps) issue(i + kStages - 2);
-          tc::CpAsyncCommit();
-          wg::WgmmaWait<1>();
-        }
-        wg::WgmmaWait<0>();
+        });
 #pragma unroll
         for (int s = 0; s < 2; ++s) wg::FenceAccumulators(acc[s]);
         // Every copy lands and every wgmma retires before the union tables or the stages are
@@ -238,21 +226,11 @@ __global__ void __launch_bounds__(WgmmaUnionPanelTiling<kBs>::kThreads, 2)
 template <MmaKind kKind, int kBs, bool kTransW>
 cudaError_t LaunchWgmmaUnionPanels(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
   using Tiling = WgmmaUnionPanelTiling<kBs>;
-  auto kernel = BsmmWgmmaUnionPanelKernel<kKind, kBs, kTransW>;
   static std::atomic<uint64_t> done_devices{0};
-  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), Tiling::kSmemBytes,
-                        done_devices) != cudaSuccess) {
-    return cudaErrorNotSupported;
-  }
-  const int64_t column_groups = (args.out_blocks + Tiling::kGroup - 1) / Tiling::kGroup;
-  if (column_groups > kMaxGridX) return cudaErrorNotSupported;
-  const int64_t row_tiles = (args.rows + Tiling::kTM - 1) / Tiling::kTM;
-  const dim3 grid(static_cast<unsigned>(column_groups),
-                  static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
-                  static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
-  kernel<<<grid, Tiling::kThreads, Tiling::kSmemBytes, stream>>>(args, row_tiles, out_f32,
-                                                                  FenceAsyncProxy());
-  return cudaSuccess;
+  return LaunchWgmmaGrid(BsmmWgmmaUnionPanelKernel<kKind, kBs, kTransW>, done_devices,
+                         Tiling::kThreads, Tiling::kSmemBytes,
+                         (args.out_blocks + Tiling::kGroup - 1) / Tiling::kGroup, Tiling::kTM,
+                         args, out_f32, stream);
 }
 
 }  // namespace bsmm_tc
