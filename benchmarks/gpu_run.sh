@@ -26,7 +26,7 @@ status=0
 # Kernel experiments pending measurement: sets separated by ';', each a comma-separated list
 # turned on together (experiments that route the same products need sets of their own).
 # JBS_AB_EXPERIMENTS overrides.
-experiment_sets=${JBS_AB_EXPERIMENTS:-wgmma_rows;wgmma_tma_rows;wgmma_union;wgmma_union_panels}
+experiment_sets=${JBS_AB_EXPERIMENTS:-wgmma_tma_union}
 if [[ " $steps " == *" abtest "* ]]; then
   [[ -n $experiment_sets ]] || { echo "abtest: no experiment pending; set JBS_AB_EXPERIMENTS"; exit 2; }
   # JBS_AB_PYTEST_ARGS narrows the runs (split like a shell line: -k 'a or b' stays one argument).
@@ -65,9 +65,7 @@ if [[ " $steps " == *" ab "* ]]; then
   # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
   # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). The
   # defaults run twice, first and last, to show the run-to-run spread.
-  eval "ab_settings=(${JBS_AB_SETTINGS:-'':'wide small' wgmma_rows:wide wgmma_tma_rows:wide \
-      wgmma_union:wide wgmma_union_panels:'wide small' wgmma_rows,wgmma_no_proxy_fence:wide \
-      wgmma_union_panels,wgmma_no_proxy_fence:'wide small' '':'wide small'})"
+  eval "ab_settings=(${JBS_AB_SETTINGS:-'':wide wgmma_tma_union:wide '':wide})"
   for setting in "${ab_settings[@]}"; do
     IFS=: read -r name configs layout flags dtype <<< "$setting"
     echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \

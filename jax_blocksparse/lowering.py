@@ -80,12 +80,37 @@ def _add_segments(parts, gather, bs):
     return total.reshape(groups, rows_m, gather.shape[1] * bs)
 
 
-def _ffi_sampled(x, dy, *, layout, precision, out_dtype):
+def _ffi_sampled(x, dy, *, layout, precision, out_dtype, platform):
     out_shape = (x.shape[0], *layout.w_shape)
     if layout.nnz == 0 or x.shape[0] == 0:
         return jnp.zeros(out_shape, out_dtype)
+    if platform == "cuda" and _dense_sampled_applies(x, layout):
+        return dense_sampled(x, dy, layout=layout, precision=precision, out_dtype=out_dtype)
     call = jax.ffi.ffi_call(SAMPLED_TARGET, jax.ShapeDtypeStruct(out_shape, out_dtype))
     return call(x, dy, jnp.asarray(layout.coords), precision=np.int32(_PRECISION_CODE[precision]))
+
+
+def _dense_sampled_applies(x, layout):
+    """Experiment ``sampled_dense_gemm`` (benchmarks/NOTES.md v20): 16-bit operands with a long
+    reduction (M >= 1024)."""
+    return (cuda_experiment_enabled("sampled_dense_gemm") and x.shape[1] >= 1024
+            and x.dtype in (jnp.bfloat16, jnp.float16))
+
+
+def dense_sampled(x, dy, *, layout, precision, out_dtype):
+    """sampled_matmul as the dense ``x.T @ dy`` on the vendor GEMM, then a gather of the layout's
+    blocks. Where the blocks cover a large share of the matrix and M is long, the dense product at
+    cuBLAS's tensor-core rate can cost less than the block kernel's: wide d = 1/4 ran 500 us in
+    the block kernel against ~400 for the dense product (NOTES v19). Deterministic: one GEMM and
+    a constant gather, no atomics."""
+    groups = x.shape[0]
+    bs = layout.block_size
+    block_rows, block_cols = layout.grid_shape
+    full = jnp.einsum("gmc,gmn->gcn", x, dy, precision=reference.lax_precision(precision),
+                      preferred_element_type=jnp.float32)
+    tiles = full.reshape(groups, block_rows, bs, block_cols, bs).transpose(0, 1, 3, 2, 4)
+    rows, cols = (jnp.asarray(layout.coords[:, i]) for i in (0, 1))
+    return tiles[:, rows, cols].astype(out_dtype)
 
 
 def _geometry_attributes(params):
@@ -238,7 +263,8 @@ def _ffi_rules(targets, platform):
             lambda x, w, **p: _ffi_bsmm(x, w, transpose=False, platform=platform, **p)),
         ops.bsmm_t_p: _compat.lowering_from_function(
             lambda dy, w, **p: _ffi_bsmm(dy, w, transpose=True, platform=platform, **p)),
-        ops.sampled_p: _compat.lowering_from_function(_ffi_sampled),
+        ops.sampled_p: _compat.lowering_from_function(
+            lambda x, dy, **p: _ffi_sampled(x, dy, platform=platform, **p)),
         **{primitive: _compat.lowering_from_function(fn)
            for primitive, fn in conv_implementations(targets, float64_conv).items()},
     }

@@ -18,7 +18,7 @@ def _accumulator(dtype):
     return jnp.float64 if np.dtype(dtype) == FLOAT64 else jnp.float32
 
 
-def _lax_precision(precision):
+def lax_precision(precision):
     return lax.Precision.HIGHEST if precision == HIGHEST else lax.Precision.DEFAULT
 
 
@@ -27,7 +27,7 @@ def bsmm(x, w, *, layout, precision, out_dtype, transpose=False):
     dense = layout.todense(w)  # (G, C, N)
     if transpose:
         dense = jnp.swapaxes(dense, -1, -2)
-    out = jnp.matmul(x, dense, precision=_lax_precision(precision),
+    out = jnp.matmul(x, dense, precision=lax_precision(precision),
                      preferred_element_type=_accumulator(x.dtype))
     return out.astype(out_dtype)
 
@@ -43,7 +43,7 @@ def sampled(x, dy, *, layout, precision, out_dtype):
     block_rows, block_cols = layout.grid_shape
     x_blocks = x.reshape(groups, rows_m, block_rows, bs)[:, :, layout.coords[:, 0], :]
     dy_blocks = dy.reshape(groups, rows_m, block_cols, bs)[:, :, layout.coords[:, 1], :]
-    out = jnp.einsum("gmkr,gmkc->gkrc", x_blocks, dy_blocks, precision=_lax_precision(precision),
+    out = jnp.einsum("gmkr,gmkc->gkrc", x_blocks, dy_blocks, precision=lax_precision(precision),
                      preferred_element_type=_accumulator(x.dtype))
     return out.astype(out_dtype)
 
@@ -75,7 +75,7 @@ def _conv_one(x, filt, *, kernel, strides, dilation, pad_lo, in_spatial, out_spa
     x = lax.pad(x, jnp.zeros((), x.dtype), [(0, 0, 0), *((lo, hi, 0) for lo, hi in pads), (0, 0, 0)])
     return lax.conv_general_dilated(x, filt, tuple(strides), "VALID", rhs_dilation=tuple(dilation),
                                     dimension_numbers=_DIMENSION_NUMBERS_3D,
-                                    precision=_lax_precision(precision))
+                                    precision=lax_precision(precision))
 
 
 def _geometry(params):

@@ -29,10 +29,8 @@
 
 #include "blocksparse_kernels.h"
 #include "bsmm_union_panel_kernel.cuh"
-#include "bsmm_wgmma_kernel.cuh"
 #include "bsmm_wgmma_tma_kernel.cuh"
-#include "bsmm_wgmma_union_kernel.cuh"
-#include "bsmm_wgmma_union_panel_kernel.cuh"
+#include "bsmm_wgmma_tma_union_kernel.cuh"
 #include "bsmm_tc_common.cuh"
 #include "launch_util.h"
 #include "tensor_core.cuh"
@@ -670,14 +668,6 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
                                                                         stream);
     }
   }
-  if constexpr (kHalf && !kConv && kBs <= 32) {
-    // Experiment `wgmma_union_panels` (NOTES v18): the dense union panels below on sm_90a's
-    // wgmma m64n128k16.
-    static const bool wgmma_union_panels = ExperimentEnabled("wgmma_union_panels");
-    if (wgmma_union_panels && args.rows > 64 && WgmmaAvailable()) {
-      return LaunchWgmmaUnionPanels<kKind, kBs, kTransW>(args, out_f32, stream);
-    }
-  }
   if constexpr (kHalf && !kConv && kBs == 8) {
     // 128 x 128 output tiles over the union of 16 block-columns, as dense 32-wide k panels
     // (bsmm_union_panel_kernel.cuh): small bs 8 d = 1/8 matmul 493 -> 256 us. At bs 16 it tied
@@ -685,24 +675,21 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     if (args.rows > 64) return LaunchUnionPanels<kKind, kBs, kTransW>(args, out_f32, stream);
   }
   if constexpr (kHalf && !kConv && kBs == 32) {
-    // Experiment `wgmma_union` (NOTES v16): the union of 8 block-columns, one wgmma per
-    // present block, so that x tiles are copied once per group instead of once per column.
-    static const bool wgmma_union = ExperimentEnabled("wgmma_union");
-    if (wgmma_union && args.rows > 64 && WgmmaAvailable()) {
-      return LaunchWgmmaUnion<kKind, kTransW>(args, out_f32, stream);
+    // Experiment `wgmma_tma_union` (NOTES v19): 128 rows x 8 block-columns per CTA over the
+    // union of their block-rows, so that each x tile is fetched once per group instead of once
+    // per block.
+    static const bool wgmma_tma_union = ExperimentEnabled("wgmma_tma_union");
+    if (wgmma_tma_union && args.rows > 64 && WgmmaAvailable()) {
+      const cudaError_t status = LaunchWgmmaTmaUnion<kKind, kTransW>(args, out_f32, stream);
+      if (status != cudaErrorNotSupported) return status;
     }
     // sm_90a: 256-row tiles on wgmma, their stages filled by TMA from a producer warp (NOTES
     // v17). Wide d = 1/4 matmul 537 -> 302 us, d = 1/16 178 -> 115 on an H200; the cp.async-fed
-    // wgmma kernels measured 1.7-3x slower than this one. Shapes past a tensor map's limits
-    // fall back to the mma.sync tiles below.
+    // wgmma kernels (v15, v16, v18) measured 1.7-3x slower than this one. Shapes past a tensor
+    // map's limits fall back to the mma.sync tiles below.
     if (args.rows > 128 && WgmmaAvailable()) {
       const cudaError_t status = LaunchWgmmaTmaRows<kKind, kTransW>(args, out_f32, stream);
       if (status != cudaErrorNotSupported) return status;
-    }
-    // Experiment `wgmma_rows` (NOTES v15): the 256-row tile on sm_90a's wgmma.
-    static const bool wgmma_rows = ExperimentEnabled("wgmma_rows");
-    if (wgmma_rows && args.rows > 128 && WgmmaAvailable()) {
-      return LaunchWgmmaRows<kKind, kTransW>(args, out_f32, stream);
     }
   }
   if constexpr (kHalf && !kConv && kBs == 32) {

@@ -1,14 +1,17 @@
-// Tensor-core jbs_bsmm for large batches on sm_90a with TMA and wgmma (experiment
-// `wgmma_tma_rows`, benchmarks/NOTES.md v17): the 256-row x 32-column tile of
-// bsmm_wgmma_kernel.cuh, its stages filled by the bulk tensor copy engine instead of cp.async.
+// Tensor-core jbs_bsmm for large batches on sm_90a (benchmarks/NOTES.md v17): 16-bit inputs,
+// bs 32, matmul and matmul_t. One CTA owns a 256-row x 32-column tile of one output
+// block-column; two warpgroups multiply with wgmma.mma_async.m64n32k16 (two m64 slabs each),
+// their stages filled by the bulk tensor copy engine (TMA).
 //
-// Why: the cp.async version makes every thread issue four 16-byte copies per step, wait on its
-// own copy groups and fence them to the async proxy (MEMBAR.ALL.CTA) before a CTA barrier. Here
-// one thread issues two TMA boxes per step (x: 32 columns x 256 rows of the entry's block-row,
-// w: the 32 x 32 block), which land in the 64-byte swizzled layout that wgmma reads directly
-// and complete a "full" mbarrier; the copies are async-proxy writes, so no proxy fence is
-// needed. Stages are released through "empty" mbarriers that every consumer thread arrives on
-// once its wgmma reading the stage have retired.
+// Why: wgmma issues a 64 x 32 x 16 product per instruction and runs asynchronously, where the
+// mma.sync kernels spend their issue slots on ldmatrix and m16n8k16. Fed by cp.async (every
+// thread copying, waiting on its groups, fencing them to the async proxy, a CTA barrier per
+// step) the same tile measured 3x slower (NOTES v15). Here one thread issues two TMA boxes per
+// step (x: 32 columns x 256 rows of the entry's block-row, w: the 32 x 32 block), which land in
+// the 64-byte swizzled layout that wgmma reads directly and complete a "full" mbarrier; the
+// copies are async-proxy writes, so no proxy fence is needed. Stages are released through
+// "empty" mbarriers that every consumer thread arrives on once its wgmma reading the stage
+// have retired.
 //
 // Roles (warp-specialized): two consumer warpgroups and one producer warp, of which one lane
 // issues the boxes, up to kStages steps ahead of the consumers; the roles share no CTA barrier
@@ -36,7 +39,7 @@
 
 #include "blocksparse_kernels.h"
 #include "bsmm_tc_common.cuh"
-#include "bsmm_wgmma_kernel.cuh"
+#include "bsmm_wgmma_common.cuh"
 #include "hopper_tma.cuh"
 #include "launch_util.h"
 #include "tensor_core.cuh"
@@ -218,57 +221,13 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
 #endif
 }
 
-// Builds the two tensor maps (pure host work: no allocation, no synchronization) and launches.
-// cudaErrorNotSupported where the shapes do not fit a tensor map's limits, so that the caller
-// falls back to the cp.async kernels.
 template <MmaKind kKind, bool kTransW>
 cudaError_t LaunchWgmmaTmaRows(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
   using Tiling = WgmmaTmaTiling;
-  constexpr int kBs = Tiling::kBs;
-  constexpr bool kBf16 = kKind == MmaKind::kBf16;
-  if (args.out_blocks > kMaxGridX || args.nnz * kBs > INT32_MAX || args.a_cols > INT32_MAX ||
-      args.a_rows > INT32_MAX || args.groups > INT32_MAX) {
-    return cudaErrorNotSupported;
-  }
-  CUtensorMap x_map;
-  CUtensorMap w_map;
-  {
-    // x: (groups, a_rows, a_cols), innermost first; a box is one block-row's 32 columns of a
-    // 256-row tile (rows past a_rows read as zeros).
-    const uint64_t dims[3] = {static_cast<uint64_t>(args.a_cols),
-                              static_cast<uint64_t>(args.a_rows),
-                              static_cast<uint64_t>(args.groups)};
-    const uint64_t strides[2] = {static_cast<uint64_t>(args.a_cols) * 2,
-                                 static_cast<uint64_t>(args.a_rows * args.a_cols) * 2};
-    const uint32_t box[3] = {kBs, Tiling::kTM, 1};
-    if (!tma::EncodeSwizzled64(&x_map, kBf16, 3, args.a, dims, strides, box)) {
-      return cudaErrorNotSupported;
-    }
-  }
-  {
-    // w: (groups, nnz, 32, 32) as rows of 32 elements; a box is one block.
-    const uint64_t dims[3] = {static_cast<uint64_t>(kBs), static_cast<uint64_t>(args.nnz * kBs),
-                              static_cast<uint64_t>(args.groups)};
-    const uint64_t strides[2] = {static_cast<uint64_t>(kBs) * 2,
-                                 static_cast<uint64_t>(args.nnz * kBs * kBs) * 2};
-    const uint32_t box[3] = {kBs, kBs, 1};
-    if (!tma::EncodeSwizzled64(&w_map, kBf16, 3, args.w, dims, strides, box)) {
-      return cudaErrorNotSupported;
-    }
-  }
-  auto kernel = BsmmWgmmaTmaKernel<kKind, kTransW>;
   static std::atomic<uint64_t> done_devices{0};
-  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), Tiling::kSmemBytes,
-                        done_devices) != cudaSuccess) {
-    return cudaErrorNotSupported;
-  }
-  const int64_t row_tiles = (args.rows + Tiling::kTM - 1) / Tiling::kTM;
-  const dim3 grid(static_cast<unsigned>(args.out_blocks),
-                  static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
-                  static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
-  kernel<<<grid, Tiling::kThreads, Tiling::kSmemBytes, stream>>>(args, x_map, w_map, row_tiles,
-                                                                 out_f32);
-  return cudaSuccess;
+  return LaunchWgmmaTma<kKind>(BsmmWgmmaTmaKernel<kKind, kTransW>, done_devices,
+                               Tiling::kThreads, Tiling::kSmemBytes, args.out_blocks, Tiling::kTM,
+                               args, out_f32, stream);
 }
 
 }  // namespace bsmm_tc

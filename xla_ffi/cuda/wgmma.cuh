@@ -7,25 +7,18 @@
 //
 // Shared-memory operands are given by 64-bit matrix descriptors (PTX ISA, "Matrix Descriptor
 // Format"): bits 0-13 start address >> 4, 16-29 leading byte offset >> 4, 32-45 stride byte
-// offset >> 4, 62-63 swizzle mode (0: none). Every layout here is the unswizzled canonical one,
-// built of 8 x 16-byte "core matrices" (128 contiguous bytes, 8 rows of 8 elements):
-//   K-major operand (rows of M or N, K contiguous): the core matrix holds 8 rows x 8 k; the
-//     leading byte offset (LBO) steps to the next 8 k, the stride byte offset (SBO) to the
-//     next 8 rows.
-//   MN-major operand (rows of K, M or N contiguous; transpose flag 1): the core matrix holds
-//     8 k x 8 n, one 16-byte row per k; SBO steps to the next 8 n, LBO to the next 8 k.
-//   (This is the unswizzled case only: with a swizzle mode the MN-major roles of LBO and SBO
-//   differ, see CUTLASS's make_gmma_desc.)
+// offset >> 4, 62-63 swizzle mode. The kernels use the 64-byte swizzled layout in which TMA
+// boxes of 64-byte rows land (DescriptorSwizzled64). The unswizzled canonical layouts, filled
+// by cp.async, measured 3x slower for the same tile (benchmarks/NOTES.md v15) and are gone.
 //
 // Accumulators of m64nNk16 (PTX ISA, "Register Fragments: wgmma .m64nNk16"): thread t of the
 // warpgroup, warp w = t / 32, lane l = t % 32, holds N / 2 floats; float i is
 //   row 16 w + l / 4 + 8 ((i / 2) % 2), column 8 (i / 4) + 2 (l % 4) + i % 2,
 // that is the mma.sync m16n8 C layout per warp, one n8 tile per 4 floats.
 //
-// Ordering: shared memory written by the generic proxy (st.shared, cp.async) must be made
-// visible to the async proxy that wgmma reads through (FenceProxyAsyncShared after the data
-// has landed, then a barrier) before the wgmma is issued; accumulators must not be touched
-// between WgmmaFence and the WgmmaWait that retires their group.
+// Ordering: TMA writes shared memory through the async proxy that wgmma reads through, so an
+// mbarrier wait on the box's completion is all a consumer needs; accumulators must not be
+// touched between WgmmaFence and the WgmmaWait that retires their group.
 #ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_WGMMA_CUH_
 #define JAX_BLOCKSPARSE_XLA_FFI_CUDA_WGMMA_CUH_
 
@@ -44,8 +37,8 @@ namespace wg {
 #define JBS_WGMMA_DEVICE 0
 #endif
 
-// Descriptor of an unswizzled canonical operand at shared address `address` (16-byte aligned).
-__device__ __forceinline__ uint64_t Descriptor(uint32_t address, uint32_t leading_bytes,
+// The address and byte-offset fields of a descriptor (swizzle mode 0).
+__device__ __forceinline__ uint64_t DescriptorFields(uint32_t address, uint32_t leading_bytes,
                                                uint32_t stride_bytes) {
   return static_cast<uint64_t>((address & 0x3FFFFu) >> 4) |
          (static_cast<uint64_t>((leading_bytes & 0x3FFFFu) >> 4) << 16) |
@@ -63,7 +56,7 @@ __device__ __forceinline__ uint64_t Descriptor(uint32_t address, uint32_t leadin
 // The atoms must start at 512-byte aligned addresses (base offset 0).
 __device__ __forceinline__ uint64_t DescriptorSwizzled64(uint32_t address, uint32_t leading_bytes,
                                                          uint32_t stride_bytes) {
-  return Descriptor(address, leading_bytes, stride_bytes) | (uint64_t{2} << 62);
+  return DescriptorFields(address, leading_bytes, stride_bytes) | (uint64_t{2} << 62);
 }
 
 // Orders this thread's earlier register and shared-memory accesses before the warpgroup's
@@ -95,14 +88,19 @@ __device__ __forceinline__ void WgmmaWait() {
 #endif
 }
 
-// Makes this thread's landed generic-proxy writes to shared memory (cp.async included)
-// visible to the async proxy; a barrier must follow before another thread's wgmma reads them.
-__device__ __forceinline__ void FenceProxyAsyncShared() {
-#if JBS_WGMMA_DEVICE
-  asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory");
-#else
-  __trap();
-#endif
+// WgmmaWait with a count known only at run time (warp-uniform), capped at 7: waiting for
+// fewer pending groups than asked is always safe.
+__device__ __forceinline__ void WgmmaWaitAtMost(int pending) {
+  switch (pending) {
+    case 0: WgmmaWait<0>(); break;
+    case 1: WgmmaWait<1>(); break;
+    case 2: WgmmaWait<2>(); break;
+    case 3: WgmmaWait<3>(); break;
+    case 4: WgmmaWait<4>(); break;
+    case 5: WgmmaWait<5>(); break;
+    case 6: WgmmaWait<6>(); break;
+    default: WgmmaWait<7>(); break;
+  }
 }
 
 // Keeps the compiler from moving accesses to accumulator registers across this point (the
@@ -141,53 +139,6 @@ __device__ __forceinline__ void Wgmma64x32x16(float (&d)[16], uint64_t a_descrip
     JBS_WGMMA_64x32x16("f16");
   }
 #undef JBS_WGMMA_64x32x16
-#else
-  (void)d;
-  (void)a_descriptor;
-  (void)b_descriptor;
-  __trap();
-#endif
-}
-
-// d (64 x 128 float, layout above: float j of a thread is in n8 tile j / 4) += A (64 x 16,
-// K-major descriptor) * B (16 x 128, K-major when kTransB is 0, MN-major when 1).
-// Warpgroup-collective and asynchronous, as Wgmma64x32x16.
-template <typename Elem, int kTransB>
-__device__ __forceinline__ void Wgmma64x128x16(float (&d)[64], uint64_t a_descriptor,
-                                               uint64_t b_descriptor) {
-  static_assert(std::is_same_v<Elem, __nv_bfloat16> || std::is_same_v<Elem, __half>,
-                "16-bit inputs");
-#if JBS_WGMMA_DEVICE
-#define JBS_WGMMA_64x128x16(TYPE)                                                            \
-  asm volatile(                                                                              \
-      "{\n"                                                                                  \
-      ".reg .pred accumulate;\n"                                                             \
-      "setp.ne.b32 accumulate, %66, 0;\n"                                                    \
-      "wgmma.mma_async.sync.aligned.m64n128k16.f32." TYPE "." TYPE " "                       \
-      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, "    \
-      "%18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, "     \
-      "%34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, "     \
-      "%50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, "              \
-      "%64, %65, accumulate, 1, 1, 0, %67;\n"                                                \
-      "}\n"                                                                                  \
-      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),  \
-        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),           \
-        "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]),        \
-        "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),        \
-        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]),        \
-        "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]),        \
-        "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]),        \
-        "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]),        \
-        "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]),        \
-        "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]),        \
-        "+f"(d[61]), "+f"(d[62]), "+f"(d[63])                                                \
-      : "l"(a_descriptor), "l"(b_descriptor), "r"(1), "n"(kTransB))
-  if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
-    JBS_WGMMA_64x128x16("bf16");
-  } else {
-    JBS_WGMMA_64x128x16("f16");
-  }
-#undef JBS_WGMMA_64x128x16
 #else
   (void)d;
   (void)a_descriptor;

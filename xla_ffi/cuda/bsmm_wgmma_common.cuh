@@ -1,0 +1,110 @@
+// What the TMA-fed wgmma kernels of jbs_bsmm share (sm_90a, 16-bit, bs 32): the tensor maps
+// their producer warps load boxes through, their launch, and the epilogue from the wgmma
+// accumulator layout.
+#ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_WGMMA_COMMON_CUH_
+#define JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_WGMMA_COMMON_CUH_
+
+#include <cuda.h>
+#include <cuda_bf16.h>
+#include <cuda_fp16.h>
+
+#include <algorithm>
+#include <atomic>
+#include <climits>
+#include <cstdint>
+
+#include "blocksparse_kernels.h"
+#include "bsmm_tc_common.cuh"
+#include "hopper_tma.cuh"
+#include "launch_util.h"
+#include "tensor_core.cuh"
+
+namespace jbs {
+namespace bsmm_tc {
+
+// Stores a warp's 16 x 32 share of a wgmma accumulator's 32 columns (layout in wgmma.cuh: float
+// j in n8 tile j / 4): rows [row_base, row_base + 16) of group g's output, block-column
+// `column`; rows past the end are left out.
+template <typename Elem>
+__device__ __forceinline__ void StoreWgmmaWarpTile(const BsmmArgs& args, const float (&acc)[16],
+                                                   int64_t g, int64_t row_base, int64_t column,
+                                                   int lane, bool out_f32) {
+  constexpr int kBs = 32;
+  const int64_t out_cols = args.out_blocks * kBs;
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const int64_t row = row_base + (lane >> 2) + 8 * h;
+    if (row >= args.rows) continue;
+#pragma unroll
+    for (int nt = 0; nt < 4; ++nt) {
+      const int64_t offset =
+          (g * args.rows + row) * out_cols + column * kBs + nt * 8 + 2 * (lane & 3);
+      const float lo = acc[nt * 4 + 2 * h];
+      const float hi = acc[nt * 4 + 2 * h + 1];
+      if (out_f32) {
+        *reinterpret_cast<float2*>(static_cast<float*>(args.out) + offset) = make_float2(lo, hi);
+      } else {
+        *reinterpret_cast<uint32_t*>(static_cast<Elem*>(args.out) + offset) =
+            tc::PackPair<Elem>(lo, hi);
+      }
+    }
+  }
+}
+
+// Launches a TMA-fed wgmma kernel taking (args, x_map, w_map, row_tiles, out_f32): one CTA per
+// (column tile, row tile of tile_rows, operand group), the last two clamped to the grid's
+// limits (the kernels stride over the rest). The maps are encoded here, per call: pure host
+// work, no allocation and no synchronization, so the call stays capturable in a command buffer.
+//   x_map: x as (groups, a_rows, a_cols), innermost first; a box is one block-row's 32 columns
+//     of a tile_rows-row tile (rows past a_rows read as zeros).
+//   w_map: w as (groups, nnz * 32, 32); a box is one 32 x 32 block.
+// Both land with the 64-byte swizzle. cudaErrorNotSupported where the shapes exceed a tensor
+// map's or the grid's limits, so that the caller falls back to the mma.sync kernels.
+template <MmaKind kKind, typename Kernel>
+cudaError_t LaunchWgmmaTma(Kernel kernel, std::atomic<uint64_t>& done_devices, int threads,
+                           int smem_bytes, int64_t column_tiles, uint32_t tile_rows,
+                           const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
+  constexpr uint32_t kBs = 32;
+  constexpr bool kBf16 = kKind == MmaKind::kBf16;
+  if (column_tiles > kMaxGridX || args.nnz * kBs > INT32_MAX || args.a_cols > INT32_MAX ||
+      args.a_rows > INT32_MAX || args.groups > INT32_MAX) {
+    return cudaErrorNotSupported;
+  }
+  CUtensorMap x_map;
+  CUtensorMap w_map;
+  {
+    const uint64_t dims[3] = {static_cast<uint64_t>(args.a_cols),
+                              static_cast<uint64_t>(args.a_rows),
+                              static_cast<uint64_t>(args.groups)};
+    const uint64_t strides[2] = {static_cast<uint64_t>(args.a_cols) * 2,
+                                 static_cast<uint64_t>(args.a_rows * args.a_cols) * 2};
+    const uint32_t box[3] = {kBs, tile_rows, 1};
+    if (!tma::EncodeSwizzled64(&x_map, kBf16, 3, args.a, dims, strides, box)) {
+      return cudaErrorNotSupported;
+    }
+  }
+  {
+    const uint64_t dims[3] = {kBs, static_cast<uint64_t>(args.nnz * kBs),
+                              static_cast<uint64_t>(args.groups)};
+    const uint64_t strides[2] = {kBs * 2, static_cast<uint64_t>(args.nnz * kBs * kBs) * 2};
+    const uint32_t box[3] = {kBs, kBs, 1};
+    if (!tma::EncodeSwizzled64(&w_map, kBf16, 3, args.w, dims, strides, box)) {
+      return cudaErrorNotSupported;
+    }
+  }
+  if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), smem_bytes, done_devices) !=
+      cudaSuccess) {
+    return cudaErrorNotSupported;
+  }
+  const int64_t row_tiles = (args.rows + tile_rows - 1) / tile_rows;
+  const dim3 grid(static_cast<unsigned>(column_tiles),
+                  static_cast<unsigned>(std::min(row_tiles, kMaxGridYZ)),
+                  static_cast<unsigned>(std::min(args.groups, kMaxGridYZ)));
+  kernel<<<grid, threads, smem_bytes, stream>>>(args, x_map, w_map, row_tiles, out_f32);
+  return cudaSuccess;
+}
+
+}  // namespace bsmm_tc
+}  // namespace jbs
+
+#endif  // JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_WGMMA_COMMON_CUH_
