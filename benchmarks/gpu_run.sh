@@ -26,7 +26,7 @@ status=0
 # Kernel experiments pending measurement: sets separated by ';', each a comma-separated list
 # turned on together (experiments that route the same products need sets of their own).
 # JBS_AB_EXPERIMENTS overrides.
-experiment_sets=${JBS_AB_EXPERIMENTS:-wgmma_tma_union}
+experiment_sets=${JBS_AB_EXPERIMENTS:-}
 if [[ " $steps " == *" abtest "* ]]; then
   [[ -n $experiment_sets ]] || { echo "abtest: no experiment pending; set JBS_AB_EXPERIMENTS"; exit 2; }
   # JBS_AB_PYTEST_ARGS narrows the runs (split like a shell line: -k 'a or b' stays one argument).
@@ -63,9 +63,11 @@ fi
 if [[ " $steps " == *" ab "* ]]; then
   # Each experiment alone against the defaults, on the configurations it changes:
   # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
-  # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). The
-  # defaults run twice, first and last, to show the run-to-run spread.
-  eval "ab_settings=(${JBS_AB_SETTINGS:-'':wide wgmma_tma_union:wide '':wide})"
+  # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). Listed in
+  # JBS_AB_SETTINGS, e.g. "'':wide name:wide '':wide": the defaults first and last show the
+  # run-to-run spread.
+  [[ -n ${JBS_AB_SETTINGS:-} ]] || { echo "ab: no experiment pending; set JBS_AB_SETTINGS"; exit 2; }
+  eval "ab_settings=($JBS_AB_SETTINGS)"
   for setting in "${ab_settings[@]}"; do
     IFS=: read -r name configs layout flags dtype <<< "$setting"
     echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \

@@ -7,7 +7,9 @@
   for float64, the patch-based composite of :mod:`jax_blocksparse.conv`, which runs on the CUDA
   matmul kernels. ``jbs_conv_dw_halo`` takes the filter gradients it supports
   (``halo_filter_grad_applies``), split into segments of output positions whose partial sums it
-  adds in a fixed order.
+  adds in a fixed order. ``sampled_matmul`` of 16-bit operands over long reductions at high
+  density is one dense GEMM plus a gather of the blocks (``dense_sampled``), which measured
+  faster than the block kernel there.
 * anything else, or an extension that is missing: the pure-jnp products of
   :mod:`jax_blocksparse.reference`.
 
@@ -90,19 +92,26 @@ def _ffi_sampled(x, dy, *, layout, precision, out_dtype, platform):
     return call(x, dy, jnp.asarray(layout.coords), precision=np.int32(_PRECISION_CODE[precision]))
 
 
+# Where the CUDA lowering computes sampled_matmul as a dense GEMM plus a gather (dense_sampled):
+# 16-bit operands, M >= DENSE_SAMPLED_MIN_ROWS, density >= DENSE_SAMPLED_MIN_DENSITY. On an
+# H200 at M = 8192, C = N = 4096 the block kernel took ~250 us at d = 1/16 and ~500 at 1/4, the
+# dense path ~405 at both (benchmarks/NOTES.md v20): crossover near d = 0.16. Measured at
+# M = 8192 only, hence the conservative row bound.
+DENSE_SAMPLED_MIN_ROWS = 4096
+DENSE_SAMPLED_MIN_DENSITY = 3 / 16
+
+
 def _dense_sampled_applies(x, layout):
-    """Experiment ``sampled_dense_gemm`` (benchmarks/NOTES.md v20): 16-bit operands with a long
-    reduction (M >= 1024)."""
-    return (cuda_experiment_enabled("sampled_dense_gemm") and x.shape[1] >= 1024
-            and x.dtype in (jnp.bfloat16, jnp.float16))
+    return (x.dtype in (jnp.bfloat16, jnp.float16) and x.shape[1] >= DENSE_SAMPLED_MIN_ROWS
+            and layout.density >= DENSE_SAMPLED_MIN_DENSITY)
 
 
 def dense_sampled(x, dy, *, layout, precision, out_dtype):
     """sampled_matmul as the dense ``x.T @ dy`` on the vendor GEMM, then a gather of the layout's
     blocks. Where the blocks cover a large share of the matrix and M is long, the dense product at
     cuBLAS's tensor-core rate can cost less than the block kernel's: wide d = 1/4 ran 500 us in
-    the block kernel against ~400 for the dense product (NOTES v19). Deterministic: one GEMM and
-    a constant gather, no atomics."""
+    the block kernel against ~405 for this path (NOTES v20). Deterministic: one GEMM and a
+    constant gather, no atomics."""
     groups = x.shape[0]
     bs = layout.block_size
     block_rows, block_cols = layout.grid_shape

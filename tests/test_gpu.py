@@ -101,12 +101,35 @@ def test_large_batch_over_many_block_columns(rng, out_dtype, dtype):
     assert_close(dx, f64(dy) @ dense_weight(mask.T, 32, f64(w)).T, out_dtype or dtype, on_gpu=True)
 
 
+@pytest.mark.parametrize("out_dtype", [None, jnp.float32], ids=["same", "float32"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_sampled_dense_gemm_route(rng, out_dtype, dtype):
+    """sampled_matmul over a long reduction at high density, which the CUDA lowering computes as
+    one dense GEMM and a gather of the blocks (lowering.dense_sampled), with an empty
+    block-column and vmapped operand groups."""
+    from jax_blocksparse import lowering
+    mask = random_mask(rng, 6, 5, density=0.6)
+    mask[:, 2] = False
+    layout = jbs.Layout(mask, 32)
+    C, N = layout.shape
+    m = lowering.DENSE_SAMPLED_MIN_ROWS + 3
+    x = _put(random_array(rng, (m, C), dtype))
+    dys = _put(random_array(rng, (2, m, N), dtype))
+    assert lowering._dense_sampled_applies(x[None], layout)
+    dws = jax.vmap(lambda dy: jbs.sampled_matmul(x, dy, layout,
+                                                 preferred_element_type=out_dtype))(dys)
+    assert dws.dtype == np.dtype(out_dtype or dtype)
+    for g in range(2):
+        assert_close(dws[g], blocks_of(mask, 32, f64(x).T @ f64(dys[g])), out_dtype or dtype,
+                     on_gpu=True)
+
+
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_large_batch_over_long_reductions(rng, dtype):
-    """bs 32, 16-bit, 130 rows, reductions over 600 block-rows: more than one 512-block-row
-    window of the union kernels' tables (the `wgmma_union` experiment), for matmul (600 x 12
-    layout) and matmul_t (its transpose), with an empty block-column, a full one and a block-row
-    only one column uses."""
+    """bs 32, 16-bit, 130 rows, reductions over 600 block-rows (on sm_90a the TMA-fed wgmma
+    tile: a full column wraps its 4-stage mbarrier ring 150 times), for matmul (600 x 12 layout)
+    and matmul_t (its transpose), with an empty block-column, a full one and a block-row only one
+    column uses."""
     mask = random_mask(rng, 600, 12, density=0.1)
     mask[:, 3] = False
     mask[:, 8] = True

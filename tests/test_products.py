@@ -127,3 +127,22 @@ def test_seed_interface(rng):
     # The seed interface keeps jnp.matmul's default precision: TF32 is allowed on GPU.
     assert_close(bsmm(x, w), f64(x) @ dense_weight(mask, 8, f64(w)), np.float32, precision="default",
                  on_gpu=ON_GPU)
+
+
+@pytest.mark.parametrize("layout_name", [n for n in LAYOUT_NAMES if n != "no_blocks"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16, np.float32],
+                         ids=lambda d: np.dtype(d).name)
+def test_dense_sampled_path(rng, layout_name, dtype):
+    """The CUDA lowering's dense path for sampled_matmul (one GEMM, then a gather of the blocks;
+    taken for long 16-bit reductions at high density), run as plain jnp on this backend, with
+    two operand groups, against float64."""
+    from jax_blocksparse import lowering
+    mask = named_masks(rng)[layout_name]
+    layout = jbs.Layout(mask, 8)
+    rows, cols = layout.shape
+    x, dy = random_array(rng, (2, 37, rows), dtype), random_array(rng, (2, 37, cols), dtype)
+    out = lowering.dense_sampled(jnp.asarray(x), jnp.asarray(dy), layout=layout,
+                                 precision="highest", out_dtype=dtype)
+    assert out.shape == (2, *layout.w_shape) and out.dtype == np.dtype(dtype)
+    for g in range(2):
+        assert_close(out[g], blocks_of(mask, 8, f64(x[g]).T @ f64(dy[g])), dtype)

@@ -30,7 +30,6 @@
 #include "blocksparse_kernels.h"
 #include "bsmm_union_panel_kernel.cuh"
 #include "bsmm_wgmma_tma_kernel.cuh"
-#include "bsmm_wgmma_tma_union_kernel.cuh"
 #include "bsmm_tc_common.cuh"
 #include "launch_util.h"
 #include "tensor_core.cuh"
@@ -675,18 +674,11 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     if (args.rows > 64) return LaunchUnionPanels<kKind, kBs, kTransW>(args, out_f32, stream);
   }
   if constexpr (kHalf && !kConv && kBs == 32) {
-    // Experiment `wgmma_tma_union` (NOTES v19): 128 rows x 8 block-columns per CTA over the
-    // union of their block-rows, so that each x tile is fetched once per group instead of once
-    // per block.
-    static const bool wgmma_tma_union = ExperimentEnabled("wgmma_tma_union");
-    if (wgmma_tma_union && args.rows > 64 && WgmmaAvailable()) {
-      const cudaError_t status = LaunchWgmmaTmaUnion<kKind, kTransW>(args, out_f32, stream);
-      if (status != cudaErrorNotSupported) return status;
-    }
     // sm_90a: 256-row tiles on wgmma, their stages filled by TMA from a producer warp (NOTES
     // v17). Wide d = 1/4 matmul 537 -> 302 us, d = 1/16 178 -> 115 on an H200; the cp.async-fed
-    // wgmma kernels (v15, v16, v18) measured 1.7-3x slower than this one. Shapes past a tensor
-    // map's limits fall back to the mma.sync tiles below.
+    // wgmma kernels (v15, v16, v18) measured 1.7-3x slower than this one, and the union of 8
+    // columns on the same machinery (v19) 1.6-2.1x slower. Shapes past a tensor map's limits
+    // fall back to the mma.sync tiles below.
     if (args.rows > 128 && WgmmaAvailable()) {
       const cudaError_t status = LaunchWgmmaTmaRows<kKind, kTransW>(args, out_f32, stream);
       if (status != cudaErrorNotSupported) return status;

@@ -88,21 +88,6 @@ __device__ __forceinline__ void WgmmaWait() {
 #endif
 }
 
-// WgmmaWait with a count known only at run time (warp-uniform), capped at 7: waiting for
-// fewer pending groups than asked is always safe.
-__device__ __forceinline__ void WgmmaWaitAtMost(int pending) {
-  switch (pending) {
-    case 0: WgmmaWait<0>(); break;
-    case 1: WgmmaWait<1>(); break;
-    case 2: WgmmaWait<2>(); break;
-    case 3: WgmmaWait<3>(); break;
-    case 4: WgmmaWait<4>(); break;
-    case 5: WgmmaWait<5>(); break;
-    case 6: WgmmaWait<6>(); break;
-    default: WgmmaWait<7>(); break;
-  }
-}
-
 // Keeps the compiler from moving accesses to accumulator registers across this point (the
 // asynchronous wgmma writes them behind its back until WgmmaWait retires the group).
 template <int kN>
