@@ -4,7 +4,8 @@ Paths: tensor-core 16-bit (bf16), TF32 (float32 DEFAULT), 3xTF32 (float32 HIGHES
 kernels (float64); block sizes 8, 32 and 128; M <= 32 and 48 (the W-streaming tiles), M with
 tile tails, 256-row tiles and M > 512 (split-M sampled, 8 slices and fewer); and the CUDA convolution in bf16 and float32: forward
 and input gradient strided, dilated and padded (the gather kernel), and the stride-1 halo-tile
-kernels (forward, input gradient, filter gradient in one segment and in two). Then a jitted
+kernels (forward, input gradient, filter gradient in one segment and in two), and stride-1
+convolutions over a 16 x 16 image. Then a jitted
 chain of dependent products with w rewritten between them.
 """
 import os
@@ -86,6 +87,15 @@ for bs in (16, 32):
                                              padding=((1, 2), (0, 1)), dilation=(1, 2))
                 y, vjp = jax.vjp(conv, x, w)
                 jax.block_until_ready((y, vjp(jnp.ones_like(y))))
+# Stride-1 bf16 convolutions whose outputs fill 256-position tiles (a 16 x 16 image: the
+# `wgmma_tma_conv` experiment's shapes on sm_90a), forward and input gradient.
+layout = jbs.Layout(rng.random((3, 2)) < 0.6, 32)
+layout = jbs.Layout(np.logical_or(layout.mask, np.eye(3, 2, dtype=bool)), 32)
+C, K = layout.shape
+x = jnp.asarray(rng.standard_normal((2, 16, 16, C)), jnp.bfloat16)
+w = jnp.asarray(rng.standard_normal(jbs.conv_weight_shape(layout, (3, 3))), jnp.bfloat16)
+y, vjp = jax.vjp(lambda x: jbs.conv(x, w, layout, padding="SAME"), x)
+jax.block_until_ready((y, vjp(jnp.ones_like(y))))
 # Back-to-back products in one jit, each reading what the one before wrote.
 layout = jbs.Layout(rng.random((8, 8)) < 0.5, 32)
 x = jnp.asarray(rng.standard_normal((20, 256)), jnp.bfloat16)

@@ -471,3 +471,53 @@ def test_conv_stride_one_halo_kernels(rng, batch, kernel_size, dilation, padding
     check(y, ref)
     check(dx, ref_dx)
     check(dw, ref_dw)
+
+
+STRIDE_ONE_CONV_CASES = [  # spatial, kernel, padding, dilation: output tiles of 256 positions
+    ((16, 16), (3, 3), "SAME", (1, 1)),
+    ((32, 32), (3, 3), ((2, 0), (1, 1)), (2, 1)),
+    ((20, 24), (5, 5), "VALID", (1, 1)),
+    ((16, 16), (1, 3), "SAME", (1, 1)),
+    ((3, 16, 16), (3, 3, 3), "SAME", (1, 1, 1)),
+    ((300,), (3,), ((2, 1),), (2,)),
+]
+
+
+@pytest.mark.parametrize("spatial,kernel,padding,dilation", STRIDE_ONE_CONV_CASES,
+                         ids=["16x16", "32x32-dilated", "5x5", "1x3", "3d", "1d"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_stride_one_conv_over_large_images(rng, spatial, kernel, padding, dilation, dtype):
+    """Stride-1, 16-bit, bs 32 convolutions whose outputs fill 256-position tiles (the shapes
+    the `wgmma_tma_conv` experiment takes on sm_90a; the halo or gather kernels otherwise):
+    forward and input gradient against float64, over a layout with an empty block-row and an
+    empty block-column, two images."""
+    import jax.lax as lax
+    mask = random_mask(rng, 3, 3, 0.7)
+    mask[1, :] = False
+    mask[:, 2] = False
+    mask[0, 0] = mask[2, 1] = True
+    layout = jbs.Layout(mask, 32)
+    C, K = layout.shape
+    taps = int(np.prod(kernel))
+    x = _put(random_array(rng, (2, *spatial, C), dtype))
+    w = _put(random_array(rng, jbs.conv_weight_shape(layout, kernel), dtype))
+    nd = len(spatial)
+    numbers = {1: ("NHC", "HIO", "NHC"), 2: ("NHWC", "HWIO", "NHWC"),
+               3: ("NDHWC", "DHWIO", "NDHWC")}[nd]
+    filt = np.zeros((taps, C, K))
+    w64 = f64(w).reshape(layout.nnz, taps, 32, 32)
+    for t in range(taps):
+        filt[t] = dense_weight(mask, 32, w64[:, t])
+    filt = jnp.asarray(filt.reshape(*kernel, C, K))
+    dense = lambda x: lax.conv_general_dilated(x, filt, (1,) * nd, padding, rhs_dilation=dilation,
+                                               dimension_numbers=numbers,
+                                               precision=lax.Precision.HIGHEST)
+    conv = lambda x: jbs.conv(x, w, layout, strides=1, padding=padding, dilation=dilation)
+    y, vjp = jax.vjp(conv, x)
+    y_ref, vjp_ref = jax.vjp(dense, jnp.asarray(f64(x)))
+    assert y.shape == y_ref.shape
+    assert_close(y, y_ref, dtype, on_gpu=True)
+    dy = _put(random_array(rng, y.shape, dtype))
+    (dx,) = vjp(dy)
+    (dx_ref,) = vjp_ref(jnp.asarray(f64(dy)))
+    assert_close(dx, dx_ref, dtype, on_gpu=True)

@@ -9,6 +9,7 @@
 
 #include "blocksparse_kernels.h"
 #include "bsmm_tensor_core.h"
+#include "launch_util.h"
 #include "sampled_tensor_core.h"
 
 #include <cuda_bf16.h>
@@ -606,10 +607,6 @@ cudaError_t LaunchSampledSimt(const SampledArgs& args, bool aligned, cudaStream_
 // replaces the SIMT one by specializing (or branching on args.precision) here.
 // ------------------------------------------------------------------------------------------
 
-bool IsAligned16(const void* pointer) {
-  return reinterpret_cast<uintptr_t>(pointer) % kPacketBytes == 0;
-}
-
 template <typename T>
 constexpr ElementType ElementTypeOf() {
   if constexpr (std::is_same_v<T, float>) return ElementType::kF32;
@@ -627,13 +624,13 @@ cudaError_t LaunchBsmmFor(const BsmmArgs& args, cudaStream_t stream) {
         LaunchBsmmTensorCore(ElementTypeOf<T>(), ElementTypeOf<O>(), args, stream);
     if (tc != cudaErrorNotSupported) return tc;
   }
-  const bool aligned = IsAligned16(args.a) && IsAligned16(args.w) && IsAligned16(args.out);
+  const bool aligned = Aligned16(args.a) && Aligned16(args.w) && Aligned16(args.out);
   return LaunchBsmmSimt<T, O, kBs>(args, aligned, stream);
 }
 
 template <typename T, typename O, int kBs>
 cudaError_t LaunchSampledFor(const SampledArgs& args, cudaStream_t stream) {
-  const bool aligned = IsAligned16(args.a) && IsAligned16(args.b) && IsAligned16(args.out);
+  const bool aligned = Aligned16(args.a) && Aligned16(args.b) && Aligned16(args.out);
   // cp.async and the vector stores of the tensor-core kernel need 16-byte aligned buffers.
   if constexpr (!std::is_same_v<T, double>) {
     if (aligned) return LaunchSampledTensorCore<T, O, kBs>(args, stream);

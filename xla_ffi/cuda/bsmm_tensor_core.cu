@@ -6,6 +6,7 @@
 
 #include "bsmm_tensor_core_kernel.cuh"
 #include "conv_halo_tensor_core.h"
+#include "conv_wgmma_tma.h"
 
 namespace jbs {
 
@@ -13,8 +14,6 @@ namespace {
 
 using bsmm_tc::LaunchKind;
 using bsmm_tc::MmaKind;
-
-bool Aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
 
 template <bool kConv>
 cudaError_t LaunchTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
@@ -44,6 +43,13 @@ cudaError_t LaunchBsmmTensorCore(ElementType input, ElementType output, const Bs
 
 cudaError_t LaunchConvTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
                                  const ConvGather& conv, cudaStream_t stream) {
+  // Experiment `wgmma_tma_conv` (NOTES v21): stride-1, 16-bit, bs 32 on sm_90a, TMA boxes of
+  // shifted windows and wgmma.
+  static const bool wgmma_tma_conv = ExperimentEnabled("wgmma_tma_conv");
+  if (wgmma_tma_conv) {
+    const cudaError_t status = LaunchConvWgmmaTma(input, output, args, conv, stream);
+    if (status != cudaErrorNotSupported) return status;
+  }
   // Halo tiles: each input row is read once per input block instead of once per tap
   // (benchmarks/NOTES.md, v4). Strided, 32-bit and other block sizes take the gather kernel.
   const cudaError_t status = LaunchConvHaloTensorCore(input, output, args, conv, stream);

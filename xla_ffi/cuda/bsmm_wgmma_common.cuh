@@ -23,32 +23,55 @@ namespace jbs {
 namespace bsmm_tc {
 
 // Stores a warp's 16 x 32 share of a wgmma accumulator's 32 columns (layout in wgmma.cuh: float
-// j in n8 tile j / 4): rows [row_base, row_base + 16) of group g's output, block-column
-// `column`; rows past the end are left out.
-template <typename Elem>
-__device__ __forceinline__ void StoreWgmmaWarpTile(const BsmmArgs& args, const float (&acc)[16],
-                                                   int64_t g, int64_t row_base, int64_t column,
-                                                   int lane, bool out_f32) {
+// j in n8 tile j / 4) at block-column `column` of a row-major output with out_cols columns:
+// the warp's local row i (0..15) goes to output row out_row(i), or nowhere where that is
+// negative.
+template <typename Elem, typename OutRow>
+__device__ __forceinline__ void StoreWgmmaWarpRows(void* out, int64_t out_cols,
+                                                   const float (&acc)[16], OutRow&& out_row,
+                                                   int64_t column, int lane, bool out_f32) {
   constexpr int kBs = 32;
-  const int64_t out_cols = args.out_blocks * kBs;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const int64_t row = row_base + (lane >> 2) + 8 * h;
-    if (row >= args.rows) continue;
+    const int64_t row = out_row((lane >> 2) + 8 * h);
+    if (row < 0) continue;
 #pragma unroll
     for (int nt = 0; nt < 4; ++nt) {
-      const int64_t offset =
-          (g * args.rows + row) * out_cols + column * kBs + nt * 8 + 2 * (lane & 3);
+      const int64_t offset = row * out_cols + column * kBs + nt * 8 + 2 * (lane & 3);
       const float lo = acc[nt * 4 + 2 * h];
       const float hi = acc[nt * 4 + 2 * h + 1];
       if (out_f32) {
-        *reinterpret_cast<float2*>(static_cast<float*>(args.out) + offset) = make_float2(lo, hi);
+        *reinterpret_cast<float2*>(static_cast<float*>(out) + offset) = make_float2(lo, hi);
       } else {
-        *reinterpret_cast<uint32_t*>(static_cast<Elem*>(args.out) + offset) =
+        *reinterpret_cast<uint32_t*>(static_cast<Elem*>(out) + offset) =
             tc::PackPair<Elem>(lo, hi);
       }
     }
   }
+}
+
+// The matmul case: rows [row_base, row_base + 16) of group g's output, rows past the end left
+// out.
+template <typename Elem>
+__device__ __forceinline__ void StoreWgmmaWarpTile(const BsmmArgs& args, const float (&acc)[16],
+                                                   int64_t g, int64_t row_base, int64_t column,
+                                                   int lane, bool out_f32) {
+  StoreWgmmaWarpRows<Elem>(
+      args.out, args.out_blocks * 32, acc,
+      [&](int i) { return row_base + i < args.rows ? g * args.rows + row_base + i : int64_t{-1}; },
+      column, lane, out_f32);
+}
+
+// w as (groups, blocks * 32, 32): a box is one 32 x 32 block, landing with the 64-byte swizzle.
+template <MmaKind kKind>
+bool EncodeWeightBlockMap(CUtensorMap* map, const void* w, int64_t blocks, int64_t groups) {
+  constexpr uint64_t kBs = 32;
+  if (blocks * kBs > INT32_MAX || groups > INT32_MAX) return false;
+  const uint64_t dims[3] = {kBs, static_cast<uint64_t>(blocks) * kBs,
+                            static_cast<uint64_t>(groups)};
+  const uint64_t strides[2] = {kBs * 2, static_cast<uint64_t>(blocks) * kBs * kBs * 2};
+  const uint32_t box[3] = {kBs, kBs, 1};
+  return tma::EncodeSwizzled64(map, kKind == MmaKind::kBf16, 3, w, dims, strides, box);
 }
 
 // Launches a TMA-fed wgmma kernel taking (args, x_map, w_map, row_tiles, out_f32): one CTA per
@@ -83,14 +106,8 @@ cudaError_t LaunchWgmmaTma(Kernel kernel, std::atomic<uint64_t>& done_devices, i
       return cudaErrorNotSupported;
     }
   }
-  {
-    const uint64_t dims[3] = {kBs, static_cast<uint64_t>(args.nnz * kBs),
-                              static_cast<uint64_t>(args.groups)};
-    const uint64_t strides[2] = {kBs * 2, static_cast<uint64_t>(args.nnz * kBs * kBs) * 2};
-    const uint32_t box[3] = {kBs, kBs, 1};
-    if (!tma::EncodeSwizzled64(&w_map, kBf16, 3, args.w, dims, strides, box)) {
-      return cudaErrorNotSupported;
-    }
+  if (!EncodeWeightBlockMap<kKind>(&w_map, args.w, args.nnz, args.groups)) {
+    return cudaErrorNotSupported;
   }
   if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), smem_bytes, done_devices) !=
       cudaSuccess) {

@@ -316,8 +316,6 @@ __global__ void __launch_bounds__(kThreads * kTapGroups)
   }
 }
 
-bool Aligned16(const void* pointer) { return reinterpret_cast<uintptr_t>(pointer) % 16 == 0; }
-
 template <typename Elem>
 cudaError_t Launch(const BsmmArgs& args, const HaloGeometry& geo, bool transposed, bool out_f32,
                    cudaStream_t stream) {

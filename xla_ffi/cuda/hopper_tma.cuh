@@ -109,6 +109,21 @@ __device__ __forceinline__ void Load3D(uint32_t dst, const CUtensorMap* map, uin
 #endif
 }
 
+__device__ __forceinline__ void Load5D(uint32_t dst, const CUtensorMap* map, uint32_t bar,
+                                       int32_t c0, int32_t c1, int32_t c2, int32_t c3,
+                                       int32_t c4) {
+#ifdef JBS_TMA_DEVICE
+  asm volatile(
+      "cp.async.bulk.tensor.5d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      " [%0], [%1, {%2, %3, %4, %5, %6}], [%7];\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(c3), "r"(c4),
+      "r"(bar)
+      : "memory");
+#else
+  __trap();
+#endif
+}
+
 }  // namespace tma
 }  // namespace jbs
 

@@ -11,6 +11,11 @@
 
 namespace jbs {
 
+// Whether a device pointer meets the 16-byte alignment of vector and bulk copies.
+inline bool Aligned16(const void* pointer) {
+  return reinterpret_cast<uintptr_t>(pointer) % 16 == 0;
+}
+
 // Of the current device; 132 (an H100's count) if the runtime cannot say.
 int MultiprocessorCount();
 
