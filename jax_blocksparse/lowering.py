@@ -57,6 +57,9 @@ def _ffi_bsmm(dense, w, *, layout, precision, out_dtype, transpose, platform):
     out_shape = (groups, rows_m, out_blocks * bs)
     if layout.nnz == 0 or rows_m == 0 or groups == 0:  # nothing to reduce: skip the launch
         return jnp.zeros(out_shape, out_dtype)
+    if platform == "cuda" and _dense_small_blocks_applies(dense, layout):
+        return reference.bsmm(dense, w, layout=layout, precision=precision, out_dtype=out_dtype,
+                              transpose=transpose)
     split = layout.split_table(transpose) if platform in SPLIT_LIST_PLATFORMS else None
     offsets = table.offsets if split is None else split.offsets
     # Segments of a cut list are summed in float32 (float64 for float64), then rounded once.
@@ -86,7 +89,8 @@ def _ffi_sampled(x, dy, *, layout, precision, out_dtype, platform):
     out_shape = (x.shape[0], *layout.w_shape)
     if layout.nnz == 0 or x.shape[0] == 0:
         return jnp.zeros(out_shape, out_dtype)
-    if platform == "cuda" and _dense_sampled_applies(x, layout):
+    if platform == "cuda" and (_dense_sampled_applies(x, layout)
+                               or _dense_small_blocks_applies(x, layout)):
         return dense_sampled(x, dy, layout=layout, precision=precision, out_dtype=out_dtype)
     call = jax.ffi.ffi_call(SAMPLED_TARGET, jax.ShapeDtypeStruct(out_shape, out_dtype))
     return call(x, dy, jnp.asarray(layout.coords), precision=np.int32(_PRECISION_CODE[precision]))
@@ -104,6 +108,17 @@ DENSE_SAMPLED_MIN_DENSITY = 3 / 16
 def _dense_sampled_applies(x, layout):
     return (x.dtype in (jnp.bfloat16, jnp.float16) and x.shape[1] >= DENSE_SAMPLED_MIN_ROWS
             and layout.density >= DENSE_SAMPLED_MIN_DENSITY)
+
+
+def _dense_small_blocks_applies(a, layout):
+    """Experiment ``dense_small_blocks`` (benchmarks/NOTES.md v22): all three products as dense
+    GEMMs (``layout.todense``, then the vendor GEMM; the weight gradient as ``dense_sampled``) for
+    16-bit operands, bs <= 16, M >= 2048, density >= 1/8. There the block kernels ran at 0.34x
+    (bs 8) and 0.47x (bs 16) of the dense product of the same shape, and the floor arithmetic
+    (NOTES v2) leaves no register-resident tiling of random layouts much above 1x."""
+    return (cuda_experiment_enabled("dense_small_blocks") and layout.block_size <= 16
+            and a.shape[1] >= 2048 and layout.density >= 1 / 8
+            and a.dtype in (jnp.bfloat16, jnp.float16))
 
 
 def dense_sampled(x, dy, *, layout, precision, out_dtype):

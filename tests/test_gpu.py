@@ -521,3 +521,23 @@ def test_stride_one_conv_over_large_images(rng, spatial, kernel, padding, dilati
     (dx,) = vjp(dy)
     (dx_ref,) = vjp_ref(jnp.asarray(f64(dy)))
     assert_close(dx, dx_ref, dtype, on_gpu=True)
+
+
+@pytest.mark.parametrize("bs", [8, 16])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_small_blocks_over_a_large_batch(rng, bs, dtype):
+    """bs 8 and 16, 16-bit, 2053 rows over a layout of density ~1/2 with an empty block-row and
+    block-column (the `dense_small_blocks` experiment's shapes; the union-panel, per-block and
+    dense-tile kernels otherwise), all three products against float64."""
+    mask = random_mask(rng, 12, 10, density=0.5)
+    mask[3, :] = False
+    mask[:, 4] = False
+    layout = jbs.Layout(mask, bs)
+    C, N = layout.shape
+    x, dy = _put(random_array(rng, (2053, C), dtype)), _put(random_array(rng, (2053, N), dtype))
+    w = _put(random_array(rng, layout.w_shape, dtype))
+    Wd = dense_weight(mask, bs, f64(w))
+    check = lambda out, ref: assert_close(out, ref, dtype, on_gpu=True)
+    check(jbs.matmul(x, w, layout), f64(x) @ Wd)
+    check(jbs.matmul_t(dy, w, layout), f64(dy) @ Wd.T)
+    check(jbs.sampled_matmul(x, dy, layout), blocks_of(mask, bs, f64(x).T @ f64(dy)))

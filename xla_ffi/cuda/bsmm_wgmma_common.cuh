@@ -22,6 +22,41 @@
 namespace jbs {
 namespace bsmm_tc {
 
+// Output block-column `column`'s span of the layout table (offsets, entries), clamped into
+// [0, nnz] so that a corrupt table reads as fewer entries, never out of bounds.
+struct ColumnEntries {
+  const int2* pairs;  // (a_blk, k) pairs
+  int64_t count;
+  int64_t a_blocks;
+  int64_t nnz;
+  // A corrupt pair contributes nothing: the kernels load dummy boxes and skip its wgmma.
+  __device__ __forceinline__ bool Valid(int2 pair) const {
+    return pair.x >= 0 && pair.x < a_blocks && pair.y >= 0 && pair.y < nnz;
+  }
+};
+
+__device__ __forceinline__ ColumnEntries LoadColumnEntries(const BsmmArgs& args, int64_t column) {
+  const int64_t nnz = args.nnz;
+  const int64_t begin =
+      min(max(static_cast<int64_t>(__ldg(args.offsets + column)), int64_t{0}), nnz);
+  const int64_t end =
+      min(max(static_cast<int64_t>(__ldg(args.offsets + column + 1)), begin), nnz);
+  return {reinterpret_cast<const int2*>(args.entries) + begin, end - begin, args.a_cols / 32,
+          nnz};
+}
+
+// The barriers of a TMA ring of `stages` stages, by one thread: "full" completes on the
+// producer's expect_tx arrival and the bytes of its boxes, "empty" on one arrival of each of
+// `consumers` threads. A CTA barrier must follow before any thread uses them.
+__device__ __forceinline__ void InitTmaRing(uint32_t full_barriers, uint32_t empty_barriers,
+                                            int stages, uint32_t consumers) {
+  for (int s = 0; s < stages; ++s) {
+    tma::MbarrierInit(full_barriers + 8 * s, 1);
+    tma::MbarrierInit(empty_barriers + 8 * s, consumers);
+  }
+  tma::FenceMbarrierInit();
+}
+
 // Stores a warp's 16 x 32 share of a wgmma accumulator's 32 columns (layout in wgmma.cuh: float
 // j in n8 tile j / 4) at block-column `column` of a row-major output with out_cols columns:
 // the warp's local row i (0..15) goes to output row out_row(i), or nowhere where that is

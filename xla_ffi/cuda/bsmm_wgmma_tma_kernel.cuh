@@ -89,32 +89,16 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
   const uint32_t full_barriers = smem_base + kStages * Tiling::kStageBytes;
   const uint32_t empty_barriers = full_barriers + kStages * 8;
 
-  const int64_t nnz = args.nnz;
-  const int64_t a_blocks = args.a_cols / kBs;
-
   const int tid = static_cast<int>(threadIdx.x);
   const int warpgroup = tid / 128;
   const int warp = (tid % 128) / 32;
   const int lane = tid & 31;
 
   const int64_t out_block = blockIdx.x;
-  const int64_t entry_begin =
-      min(max(static_cast<int64_t>(__ldg(args.offsets + out_block)), int64_t{0}), nnz);
-  const int64_t entry_end =
-      min(max(static_cast<int64_t>(__ldg(args.offsets + out_block + 1)), entry_begin), nnz);
-  const int64_t steps = entry_end - entry_begin;
-  const int2* entries = reinterpret_cast<const int2*>(args.entries) + entry_begin;
-  auto is_valid = [&](int2 pair) {
-    return pair.x >= 0 && pair.x < a_blocks && pair.y >= 0 && pair.y < nnz;
-  };
-
-  if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      tma::MbarrierInit(full_barriers + 8 * s, 1);
-      tma::MbarrierInit(empty_barriers + 8 * s, Tiling::kConsumerThreads);
-    }
-    tma::FenceMbarrierInit();
-  }
+  const ColumnEntries column = LoadColumnEntries(args, out_block);
+  const int64_t steps = column.count;
+  const int2* entries = column.pairs;
+  if (tid == 0) InitTmaRing(full_barriers, empty_barriers, kStages, Tiling::kConsumerThreads);
   __syncthreads();  // the only CTA-wide barrier: the roles never meet again
 
   if (tid >= Tiling::kConsumerThreads) {
@@ -132,7 +116,7 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
           }
           const int2 pair = __ldg(entries + i);
           // A corrupt entry loads valid dummy boxes; the consumers skip its wgmma.
-          const bool valid = is_valid(pair);
+          const bool valid = column.Valid(pair);
           const uint32_t full = full_barriers + 8 * stage;
           const uint32_t a_dst = smem_base + stage * Tiling::kStageBytes;
           tma::MbarrierArriveExpectTx(full, Tiling::kStageBytes);
@@ -170,7 +154,7 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
         const int64_t step = base + i;
         const int stage = static_cast<int>(step % kStages);
         tma::MbarrierWait(full_barriers + 8 * stage, static_cast<uint32_t>((step / kStages) & 1));
-        if (is_valid(pair)) {  // the same for every thread
+        if (column.Valid(pair)) {  // the same for every thread
           const uint32_t a_stage = smem_base + stage * Tiling::kStageBytes;
           const uint32_t b_stage = a_stage + Tiling::kABytes;
 #pragma unroll

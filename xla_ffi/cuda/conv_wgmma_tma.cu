@@ -13,7 +13,8 @@
 // (s_h(kh) - min_kh s_h) * TW on, a multiple of 8 rows, so each window is a whole number of
 // 64-byte-swizzle atoms and wgmma reads it through a descriptor as it reads the matmul's x
 // tile. Padding is the TMA's zero fill for coordinates outside the tensor, negative ones
-// included. x crosses L2 KD x KW times per input block (the halo kernel: once), against the
+// included; a step whose box lies wholly outside the source is skipped (StepBoxSource). x
+// crosses L2 KD x KW times per input block (the halo kernel: once), against the
 // KD x KH x KW of a per-tap gather.
 //
 // Roles as in the matmul's TMA kernel (bsmm_wgmma_tma_kernel.cuh): a producer lane issues,
@@ -59,6 +60,7 @@ constexpr uint32_t kAlign = 1024;
 constexpr int kMaxSmemBytes = 227 * 1024;
 
 struct ConvTmaGeometry {
+  int32_t a_spatial[3];    // (Da, Ha, Wa): the source extents
   int32_t out_spatial[3];  // (Do, Ho, Wo)
   int32_t kernel[3];       // (KD, KH, KW)
   int32_t base[3];         // source offset of tap 0 per dimension
@@ -95,6 +97,29 @@ struct TileOrigin {
   return origin;
 }
 
+// Where step (kd, kw) of the tile at `origin` reads its x box: the source coordinates of the
+// box's first position, and whether any of the box lies inside the source. A box wholly in the
+// padding (a depth tap past the volume, say) contributes nothing: the producer loads an
+// in-range dummy box instead and the consumers skip the step's wgmma, so no TMA box is ever
+// wholly out of bounds.
+struct BoxSource {
+  int32_t w, h, d;
+  bool any_inside;
+};
+
+[[maybe_unused]] __device__ __forceinline__ BoxSource StepBoxSource(const ConvTmaGeometry& geo,
+                                                                    const TileOrigin& origin,
+                                                                    int kd, int kw) {
+  BoxSource box;
+  box.w = origin.ow0 + geo.base[2] + kw * geo.step[2];
+  box.h = origin.oh0 + geo.box_h0;
+  box.d = origin.od + geo.base[0] + kd * geo.step[0];
+  box.any_inside = box.d >= 0 && box.d < geo.a_spatial[0] && box.h < geo.a_spatial[1] &&
+                   box.h + geo.box_h > 0 && box.w < geo.a_spatial[2] &&
+                   box.w + (1 << geo.tile_w_log2) > 0;
+  return box;
+}
+
 // kKernelH (KH) is a template argument so that a step's wgmma, all kh taps, form one unrolled
 // hardware batch: with a run-time kh loop ptxas closes a batch per iteration, and the commit
 // becomes a batch of its own that a wait_group 1 leaves pending while it retires the whole step.
@@ -112,8 +137,6 @@ __global__ void __launch_bounds__(kThreads, 2)
   const uint32_t full_barriers = smem_base + kStages * geo.stage_bytes;
   const uint32_t empty_barriers = full_barriers + kStages * 8;
 
-  const int64_t nnz = args.nnz;
-  const int64_t a_blocks = args.a_cols / kBs;
   const int kernel_d = geo.kernel[0];
   constexpr int kernel_h = kKernelH;
   const int kernel_w = geo.kernel[2];
@@ -125,24 +148,11 @@ __global__ void __launch_bounds__(kThreads, 2)
   const int lane = tid & 31;
 
   const int64_t out_block = blockIdx.x;
-  const int64_t entry_begin =
-      min(max(static_cast<int64_t>(__ldg(args.offsets + out_block)), int64_t{0}), nnz);
-  const int64_t entry_end =
-      min(max(static_cast<int64_t>(__ldg(args.offsets + out_block + 1)), entry_begin), nnz);
-  const int64_t entries_count = entry_end - entry_begin;
+  const ColumnEntries column = LoadColumnEntries(args, out_block);
+  const int64_t entries_count = column.count;
   const int64_t steps = entries_count * steps_per_entry;
-  const int2* entries = reinterpret_cast<const int2*>(args.entries) + entry_begin;
-  auto is_valid = [&](int2 pair) {
-    return pair.x >= 0 && pair.x < a_blocks && pair.y >= 0 && pair.y < nnz;
-  };
-
-  if (tid == 0) {
-    for (int s = 0; s < kStages; ++s) {
-      tma::MbarrierInit(full_barriers + 8 * s, 1);
-      tma::MbarrierInit(empty_barriers + 8 * s, kConsumerThreads);
-    }
-    tma::FenceMbarrierInit();
-  }
+  const int2* entries = column.pairs;
+  if (tid == 0) InitTmaRing(full_barriers, empty_barriers, kStages, kConsumerThreads);
   __syncthreads();  // the only CTA-wide barrier: the roles never meet again
 
   if (tid >= kConsumerThreads) {
@@ -157,7 +167,7 @@ __global__ void __launch_bounds__(kThreads, 2)
         for (int64_t i = 0; i < entries_count; ++i) {
           const int2 pair = __ldg(entries + i);
           // A corrupt entry loads valid dummy boxes; the consumers skip its wgmma.
-          const bool valid = is_valid(pair);
+          const bool valid = column.Valid(pair);
           const int32_t channel = valid ? pair.x * kBs : 0;
           const int64_t first_tap_block = (valid ? static_cast<int64_t>(pair.y) : 0) * geo.taps;
           for (int kd = 0; kd < kernel_d; ++kd) {
@@ -169,11 +179,13 @@ __global__ void __launch_bounds__(kThreads, 2)
               }
               const uint32_t full = full_barriers + 8 * stage;
               const uint32_t x_dst = smem_base + stage * geo.stage_bytes;
+              const BoxSource box = StepBoxSource(geo, origin, kd, kw);
               tma::MbarrierArriveExpectTx(full, geo.x_box_bytes + kernel_h * kBlockBytes);
-              tma::Load5D(x_dst, &x_map, full, channel,
-                          origin.ow0 + geo.base[2] + kw * geo.step[2],
-                          origin.oh0 + geo.box_h0,
-                          origin.od + geo.base[0] + kd * geo.step[0], image);
+              if (box.any_inside) {
+                tma::Load5D(x_dst, &x_map, full, channel, box.w, box.h, box.d, image);
+              } else {
+                tma::Load5D(x_dst, &x_map, full, channel, 0, 0, 0, image);
+              }
               for (int kh = 0; kh < kernel_h; ++kh) {
                 const int64_t tap = (static_cast<int64_t>(kd) * kernel_h + kh) * kernel_w + kw;
                 tma::Load3D(x_dst + geo.x_slot_bytes + kh * kBlockBytes, &w_map, full, 0,
@@ -212,13 +224,16 @@ __global__ void __launch_bounds__(kThreads, 2)
 
       int64_t i = 0;  // this tile's step
       for (int64_t e = 0; e < entries_count; ++e) {
-        const bool valid = is_valid(__ldg(entries + e));  // the same for every thread
+        const bool valid = column.Valid(__ldg(entries + e));  // the same for every thread
         for (int64_t j = 0; j < steps_per_entry; ++j, ++i) {
           const int64_t step = base + i;
           const int stage = static_cast<int>(step % kStages);
+          const bool inside = StepBoxSource(geo, origin, static_cast<int>(j / kernel_w),
+                                            static_cast<int>(j % kernel_w))
+                                  .any_inside;
           tma::MbarrierWait(full_barriers + 8 * stage,
                             static_cast<uint32_t>((step / kStages) & 1));
-          if (valid) {
+          if (valid && inside) {
             const uint32_t x_stage = smem_base + stage * geo.stage_bytes;
 #pragma unroll
             for (int s = 0; s < kSlabs; ++s) wg::FenceAccumulators(acc[s]);
@@ -298,6 +313,7 @@ bool MakeConvTmaGeometry(const BsmmArgs& args, const ConvGather& conv, ConvTmaGe
         conv.a_spatial[d] < 1 || conv.dilation[d] < 1) {
       return false;
     }
+    geo.a_spatial[d] = conv.a_spatial[d];
     geo.out_spatial[d] = conv.out_spatial[d];
     geo.kernel[d] = conv.kernel[d];
     geo.base[d] = conv.transposed ? conv.pad_lo[d] : -conv.pad_lo[d];
