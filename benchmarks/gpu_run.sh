@@ -100,7 +100,7 @@ fi
 if [[ " $steps " == *" profile "* ]]; then
   # Nsight Compute on one launch of each benchmarked kernel; clocks left alone (device METHOD.md).
   (cd benchmarks && timeout "${JBS_PROFILE_TIMEOUT:-600}" ncu --clock-control none \
-      --kernel-name regex:'BsmmTcKernel|BsmmWgmmaKernel|BsmmWgmmaTmaKernel|BsmmWgmmaUnionKernel|BsmmWgmmaUnionPanelKernel|BsmmUnionPanelKernel|SampledShortKernel|SampledTcKernel|SampledDenseTileKernel|ConvHaloKernel|ConvDwHaloKernel|AddSegments' \
+      --kernel-name regex:'BsmmTcKernel|BsmmWgmmaTmaKernel|ConvWgmmaTmaKernel|SampledWgmmaTmaKernel|BsmmUnionPanelKernel|SampledShortKernel|SampledTcKernel|SampledDenseTileKernel|ConvHaloKernel|ConvDwHaloKernel|AddSegments' \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
       --section LaunchStats --section SchedulerStats --section WarpStateStats \
       python3 profile_case.py > "$out/ncu.txt" 2>&1)

@@ -54,6 +54,15 @@ for nnz in (700, 1400):
     layout = jbs.Layout(mask, 32)
     x, dy = (jnp.asarray(rng.standard_normal((520, 2048)), jnp.bfloat16) for _ in range(2))
     jax.block_until_ready(jbs.sampled_matmul(x, dy, layout))
+# bs 32, 2100 rows, an odd number of blocks: block pairs over a long reduction (the
+# `wgmma_tma_sampled` experiment on sm_90a)
+mask = rng.random((5, 6)) < 0.4
+mask[0, 0] = True
+if mask.sum() % 2 == 0:
+    mask[4, 5] = not mask[4, 5]
+layout = jbs.Layout(mask, 32)
+x, dy = (jnp.asarray(rng.standard_normal((2100, d)), jnp.bfloat16) for d in layout.shape)
+jax.block_until_ready(jbs.sampled_matmul(x, dy, layout))
 # Small blocks, M >= 512, a fifth of the blocks present: 128 x 128 dense tiles at bs 8, the
 # per-block kernel at bs 16 (12 x 12 tiles, the last row and column partial, one tile
 # without blocks)

@@ -541,3 +541,30 @@ def test_small_blocks_over_a_large_batch(rng, bs, dtype):
     check(jbs.matmul(x, w, layout), f64(x) @ Wd)
     check(jbs.matmul_t(dy, w, layout), f64(dy) @ Wd.T)
     check(jbs.sampled_matmul(x, dy, layout), blocks_of(mask, bs, f64(x).T @ f64(dy)))
+
+
+@pytest.mark.parametrize("out_dtype", [None, jnp.float32], ids=["same", "float32"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_sampled_long_reduction_over_block_pairs(rng, out_dtype, dtype):
+    """sampled_matmul, bs 32, 16-bit, 2100 rows (a partial last 64-row step) over a layout with
+    an odd number of blocks, block-rows holding one block (pairs that straddle two block-rows)
+    and several, an empty block-row and block-column (the `wgmma_tma_sampled` experiment's
+    shapes; the block-pair kernels otherwise), vmapped over two groups, against float64."""
+    mask = random_mask(rng, 7, 9, density=0.4)
+    mask[2, :] = False
+    mask[:, 5] = False
+    mask[4, :] = False
+    mask[4, 7] = True  # a block-row with a single block
+    if mask.sum() % 2 == 0:
+        mask[6, 0] = not mask[6, 0]
+    assert mask.sum() % 2 == 1
+    layout = jbs.Layout(mask, 32)
+    C, N = layout.shape
+    x = _put(random_array(rng, (2100, C), dtype))
+    dys = _put(random_array(rng, (2, 2100, N), dtype))
+    dws = jax.vmap(lambda dy: jbs.sampled_matmul(x, dy, layout,
+                                                 preferred_element_type=out_dtype))(dys)
+    assert dws.dtype == np.dtype(out_dtype or dtype)
+    for g in range(2):
+        assert_close(dws[g], blocks_of(mask, 32, f64(x).T @ f64(dys[g])), out_dtype or dtype,
+                     on_gpu=True)

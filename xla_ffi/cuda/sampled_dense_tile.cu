@@ -1,5 +1,6 @@
 // jbs_sampled for small blocks (bs 8, 16), 16-bit inputs and long reductions, as dense tiles
-// (experiment `sampled_dense_tiles`, benchmarks/NOTES.md v12).
+// (benchmarks/NOTES.md v12: adopted at bs 8, where it halved the time; at bs 16 the per-block
+// kernel won).
 //
 // Why: the per-block kernel (sampled_tensor_core.cu) reads a bs-wide slice of b for every
 // block, as 16- or 32-byte row pieces spread over M rows, and runs an m16 mma on an 8-row

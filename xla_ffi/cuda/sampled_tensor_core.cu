@@ -413,6 +413,12 @@ cudaError_t PickTiling(const SampledArgs& args, cudaStream_t stream) {
 template <typename T, typename O, int kBs>
 cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream) {
   if constexpr (kBs == 32 && !std::is_same_v<T, float>) {
+    // Experiment `wgmma_tma_sampled` (NOTES v23): pairs of blocks on TMA boxes and wgmma.
+    static const bool wgmma_tma_sampled = ExperimentEnabled("wgmma_tma_sampled");
+    if (wgmma_tma_sampled && args.rows >= 2048) {
+      const cudaError_t status = LaunchSampledWgmmaTma<T, O>(args, stream);
+      if (status != cudaErrorNotSupported) return status;
+    }
     // Persistent warps for short reductions, up to 64 rows: 1.3-1.4x at seed d = 1/4 and 1/16
     // (NOTES v5b), 1.1-1.5x at seed64 (v7e).
     if (args.rows <= 64) {

@@ -23,7 +23,14 @@ cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream
 template <typename T, typename O>
 cudaError_t LaunchSampledShortTensorCore(const SampledArgs& args, cudaStream_t stream);
 
-// sampled_dense_tile.cu (experiment `sampled_dense_tiles`): dense 128 x 128 tiles of a^T b,
+// sampled_wgmma_tma.cu (experiment `wgmma_tma_sampled`): pairs of blocks on TMA boxes and wgmma
+// for bs 32 on sm_90a; T in {__nv_bfloat16, __half} with O in {T, float} (cudaErrorNotSupported
+// for float), and cudaErrorNotSupported, having launched nothing, where WgmmaAvailable() does
+// not hold or the shapes exceed a tensor map's limits.
+template <typename T, typename O>
+cudaError_t LaunchSampledWgmmaTma(const SampledArgs& args, cudaStream_t stream);
+
+// sampled_dense_tile.cu: dense 128 x 128 tiles of a^T b,
 // whose blocks in the layout are written out; T in {__nv_bfloat16, __half}, O in {T, float},
 // kBs in {8, 16}. `coords` must be sorted row-major, as every Layout's is.
 template <typename T, typename O, int kBs>

@@ -96,10 +96,10 @@ __device__ __forceinline__ void FenceAccumulators(float (&d)[kN]) {
   for (int i = 0; i < kN; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
-// d (64 x 32 float, layout above) += A (64 x 16, K-major descriptor) * B (16 x 32, K-major
-// descriptor when kTransB is 0, MN-major when 1). Warpgroup-collective and asynchronous: d is
+// d (64 x 32 float, layout above) += A (64 x 16, K-major descriptor when kTransA is 0, MN-major
+// when 1) * B (16 x 32, K-major descriptor when kTransB is 0, MN-major when 1). Warpgroup-collective and asynchronous: d is
 // only valid after WgmmaCommit and WgmmaWait.
-template <typename Elem, int kTransB>
+template <typename Elem, int kTransB, int kTransA = 0>
 __device__ __forceinline__ void Wgmma64x32x16(float (&d)[16], uint64_t a_descriptor,
                                               uint64_t b_descriptor) {
   static_assert(std::is_same_v<Elem, __nv_bfloat16> || std::is_same_v<Elem, __half>,
@@ -112,18 +112,58 @@ __device__ __forceinline__ void Wgmma64x32x16(float (&d)[16], uint64_t a_descrip
       "setp.ne.b32 accumulate, %18, 0;\n"                                                    \
       "wgmma.mma_async.sync.aligned.m64n32k16.f32." TYPE "." TYPE " "                        \
       "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15}, "             \
-      "%16, %17, accumulate, 1, 1, 0, %19;\n"                                                \
+      "%16, %17, accumulate, 1, 1, %20, %19;\n"                                              \
       "}\n"                                                                                  \
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), \
         "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),          \
         "+f"(d[13]), "+f"(d[14]), "+f"(d[15])                                                \
-      : "l"(a_descriptor), "l"(b_descriptor), "r"(1), "n"(kTransB))
+      : "l"(a_descriptor), "l"(b_descriptor), "r"(1), "n"(kTransB), "n"(kTransA))
   if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
     JBS_WGMMA_64x32x16("bf16");
   } else {
     JBS_WGMMA_64x32x16("f16");
   }
 #undef JBS_WGMMA_64x32x16
+#else
+  (void)d;
+  (void)a_descriptor;
+  (void)b_descriptor;
+  __trap();
+#endif
+}
+
+// d (64 x 64 float, layout above) += A (64 x 16) * B (16 x 64); B is K-major when kTransB is
+// 0 and MN-major when 1, A likewise with kTransA (the template order of Wgmma64x32x16).
+// Warpgroup-collective and asynchronous, as Wgmma64x32x16.
+template <typename Elem, int kTransB, int kTransA = 0>
+__device__ __forceinline__ void Wgmma64x64x16(float (&d)[32], uint64_t a_descriptor,
+                                              uint64_t b_descriptor) {
+  static_assert(std::is_same_v<Elem, __nv_bfloat16> || std::is_same_v<Elem, __half>,
+                "16-bit inputs");
+#if JBS_WGMMA_DEVICE
+#define JBS_WGMMA_64x64x16(TYPE)                                                             \
+  asm volatile(                                                                              \
+      "{\n"                                                                                  \
+      ".reg .pred accumulate;\n"                                                             \
+      "setp.ne.b32 accumulate, %34, 0;\n"                                                    \
+      "wgmma.mma_async.sync.aligned.m64n64k16.f32." TYPE "." TYPE " "                        \
+      "{%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, "    \
+      "%18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, "              \
+      "%32, %33, accumulate, 1, 1, %35, %36;\n"                                              \
+      "}\n"                                                                                  \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]),  \
+        "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),           \
+        "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]),        \
+        "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]),        \
+        "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]),        \
+        "+f"(d[31])                                                                          \
+      : "l"(a_descriptor), "l"(b_descriptor), "r"(1), "n"(kTransA), "n"(kTransB))
+  if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
+    JBS_WGMMA_64x64x16("bf16");
+  } else {
+    JBS_WGMMA_64x64x16("f16");
+  }
+#undef JBS_WGMMA_64x64x16
 #else
   (void)d;
   (void)a_descriptor;
