@@ -1,5 +1,6 @@
 """One launch of each kernel the issues' benchmarks time, for Nsight Compute
-(``benchmarks/gpu_run.sh profile``): seed bf16 matmul at d = 1/4 and 1/16 and sampled_matmul at
+(``benchmarks/gpu_run.sh profile``): seed bf16 matmul at d = 1/4, 1/16 and 1/64, matmul_t at
+1/64 (where torch's Triton kernel was faster than matmul on the H200) and sampled_matmul at
 d = 1/4 (M = 32), seed float32 HIGHEST matmul at d = 1/4 (3xTF32, at 36% of the card's bandwidth
 in session 5's run), wide bf16 matmul at d = 1/4, small bs 16 and bs 8 matmul and sampled_matmul
 (M = 2048, d = 1/8), and the issue's convolution (forward and filter
@@ -29,10 +30,13 @@ def normal(shape):
 
 cases = []
 for name, m, size, density in [("seed 1/4", 32, 12288, 1 / 4), ("seed 1/16", 32, 12288, 1 / 16),
-                               ("wide 1/4", 8192, 4096, 1 / 4)]:
+                               ("seed 1/64", 32, 12288, 1 / 64), ("wide 1/4", 8192, 4096, 1 / 4)]:
     layout = jbs.Layout(random_mask(size // 32, density), 32)
     x, w = normal((m, size)), normal(layout.w_shape)
     cases.append((f"{name} matmul", jax.jit(lambda x, w, l=layout: jbs.matmul(x, w, l)), (x, w)))
+    if name == "seed 1/64":
+        cases.append((f"{name} matmul_t", jax.jit(lambda x, w, l=layout: jbs.matmul_t(x, w, l)),
+                      (x, w)))
     if name == "seed 1/4":
         cases.append((f"{name} sampled_matmul",
                       jax.jit(lambda x, l=layout: jbs.sampled_matmul(x, x, l)), (x,)))
