@@ -285,20 +285,27 @@ def _check_conv_weight(name, dense, w, layout, kernel):
     _expect(dense.dtype == w.dtype, name, "operands must share a dtype", dense, w)
 
 
+def _conv_product_abstract(name, dense, what, w, layout, kernel, dense_dims, out_dims, out_dtype):
+    """The forward convolution and its input gradient: `dense` (x or dy) times the filter `w`.
+    dense_dims and out_dims are each (spatial, features): in_spatial with the layout's rows on
+    the x side, out_spatial with its columns on the dy side."""
+    _check_conv_dense(name, dense, *dense_dims, what, dense, w)
+    _check_conv_weight(name, dense, w, layout, kernel)
+    out_spatial, out_features = out_dims
+    return _compat.ShapedArray((dense.shape[0], dense.shape[1], *out_spatial, out_features),
+                               out_dtype)
+
+
 def _conv_abstract(x, w, *, layout, kernel, in_spatial, out_spatial, out_dtype, **_):
-    name = "blocksparse_conv"
     rows, cols = layout.shape
-    _check_conv_dense(name, x, in_spatial, rows, "x", x, w)
-    _check_conv_weight(name, x, w, layout, kernel)
-    return _compat.ShapedArray((x.shape[0], x.shape[1], *out_spatial, cols), out_dtype)
+    return _conv_product_abstract("blocksparse_conv", x, "x", w, layout, kernel,
+                                  (in_spatial, rows), (out_spatial, cols), out_dtype)
 
 
 def _conv_dx_abstract(dy, w, *, layout, kernel, in_spatial, out_spatial, out_dtype, **_):
-    name = "blocksparse_conv_dx"
     rows, cols = layout.shape
-    _check_conv_dense(name, dy, out_spatial, cols, "dy", dy, w)
-    _check_conv_weight(name, dy, w, layout, kernel)
-    return _compat.ShapedArray((dy.shape[0], dy.shape[1], *in_spatial, rows), out_dtype)
+    return _conv_product_abstract("blocksparse_conv_dx", dy, "dy", w, layout, kernel,
+                                  (out_spatial, cols), (in_spatial, rows), out_dtype)
 
 
 def _conv_dw_abstract(x, dy, *, layout, kernel, in_spatial, out_spatial, out_dtype, **_):

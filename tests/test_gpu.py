@@ -17,6 +17,16 @@ def _put(a):
     return jax.device_put(a, GPUS[0])
 
 
+def _check_sampled_per_group(x, dys, layout, mask, out_dtype, dtype):
+    """sampled_matmul(x, dy) vmapped over the groups dy of dys, against float64 per group."""
+    dws = jax.vmap(lambda dy: jbs.sampled_matmul(x, dy, layout,
+                                                 preferred_element_type=out_dtype))(dys)
+    assert dws.dtype == np.dtype(out_dtype or dtype)
+    for g in range(dys.shape[0]):
+        assert_close(dws[g], blocks_of(mask, layout.block_size, f64(x).T @ f64(dys[g])),
+                     out_dtype or dtype, on_gpu=True)
+
+
 def test_cuda_kernels_are_built():
     assert jbs.kernels_available("cuda"), jbs.unavailable_reason("cuda")
 
@@ -116,12 +126,7 @@ def test_sampled_dense_gemm_route(rng, out_dtype, dtype):
     x = _put(random_array(rng, (m, C), dtype))
     dys = _put(random_array(rng, (2, m, N), dtype))
     assert lowering._dense_sampled_applies(x[None], layout)
-    dws = jax.vmap(lambda dy: jbs.sampled_matmul(x, dy, layout,
-                                                 preferred_element_type=out_dtype))(dys)
-    assert dws.dtype == np.dtype(out_dtype or dtype)
-    for g in range(2):
-        assert_close(dws[g], blocks_of(mask, 32, f64(x).T @ f64(dys[g])), out_dtype or dtype,
-                     on_gpu=True)
+    _check_sampled_per_group(x, dys, layout, mask, out_dtype, dtype)
 
 
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
@@ -562,9 +567,4 @@ def test_sampled_long_reduction_over_block_pairs(rng, out_dtype, dtype):
     C, N = layout.shape
     x = _put(random_array(rng, (2100, C), dtype))
     dys = _put(random_array(rng, (2, 2100, N), dtype))
-    dws = jax.vmap(lambda dy: jbs.sampled_matmul(x, dy, layout,
-                                                 preferred_element_type=out_dtype))(dys)
-    assert dws.dtype == np.dtype(out_dtype or dtype)
-    for g in range(2):
-        assert_close(dws[g], blocks_of(mask, 32, f64(x).T @ f64(dys[g])), out_dtype or dtype,
-                     on_gpu=True)
+    _check_sampled_per_group(x, dys, layout, mask, out_dtype, dtype)

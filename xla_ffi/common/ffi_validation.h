@@ -101,6 +101,120 @@ inline ffi::Error CheckPrecision(const char* target, int32_t precision) {
                                      std::to_string(precision));
 }
 
+// The checks below are shared by the two families of targets: the products (jbs_bsmm, jbs_conv:
+// a, w, offsets, entries -> out) and the sampled ones (jbs_sampled, jbs_conv_dw: a, b, coords ->
+// out). Each runs at the same point of every validator of its family, so that a call breaking
+// several rules reports the same rule on every target.
+namespace detail {
+
+inline std::string DescribeProductOperands(const ffi::AnyBuffer& a, const ffi::AnyBuffer& w,
+                                           const ffi::AnyBuffer& offsets,
+                                           const ffi::AnyBuffer& entries,
+                                           const ffi::AnyBuffer& out) {
+  return Describe("a", a) + ", " + Describe("w", w) + ", " + Describe("offsets", offsets) + ", " +
+         Describe("entries", entries) + ", " + Describe("out", out);
+}
+
+inline std::string DescribeSampledOperands(const ffi::AnyBuffer& a, const ffi::AnyBuffer& b,
+                                           const ffi::AnyBuffer& coords,
+                                           const ffi::AnyBuffer& out) {
+  return Describe("a", a) + ", " + Describe("b", b) + ", " + Describe("coords", coords) + ", " +
+         Describe("out", out);
+}
+
+// `a` and `other` (w or b) are the two value inputs.
+template <typename DescribeOperands>
+inline ffi::Error CheckValueDtypes(const char* target, const ffi::AnyBuffer& a,
+                                   const ffi::AnyBuffer& other, const ffi::AnyBuffer& out,
+                                   int32_t precision, const DescribeOperands& operands) {
+  if (a.element_type() != other.element_type() ||
+      !IsSupportedTypePair(a.element_type(), out.element_type())) {
+    return Invalid(target, kTypeRule, operands);
+  }
+  return CheckPrecision(target, precision);
+}
+
+template <typename DescribeOperands>
+inline ffi::Error CheckProductDtypes(const char* target, const ffi::AnyBuffer& a,
+                                     const ffi::AnyBuffer& w, const ffi::AnyBuffer& offsets,
+                                     const ffi::AnyBuffer& entries, const ffi::AnyBuffer& out,
+                                     int32_t precision, const DescribeOperands& operands) {
+  if (offsets.element_type() != ffi::DataType::S32 || entries.element_type() != ffi::DataType::S32) {
+    return Invalid(target, "offsets and entries must be int32", operands);
+  }
+  return CheckValueDtypes(target, a, w, out, precision, operands);
+}
+
+template <typename DescribeOperands>
+inline ffi::Error CheckSampledDtypes(const char* target, const ffi::AnyBuffer& a,
+                                     const ffi::AnyBuffer& b, const ffi::AnyBuffer& coords,
+                                     const ffi::AnyBuffer& out, int32_t precision,
+                                     const DescribeOperands& operands) {
+  if (coords.element_type() != ffi::DataType::S32) {
+    return Invalid(target, "coords must be int32", operands);
+  }
+  return CheckValueDtypes(target, a, b, out, precision, operands);
+}
+
+// The blocks of `blocks_operand` (w of a product, out of a sampled target) are its last two
+// dimensions, block_rows x block_cols.
+template <typename DescribeOperands>
+inline ffi::Error CheckBlockSize(const char* target, const char* blocks_operand,
+                                 int64_t block_rows, int64_t block_cols,
+                                 const DescribeOperands& operands) {
+  if (block_cols != block_rows || !IsSupportedBlockSize(block_rows)) {
+    return Invalid(target, std::string(blocks_operand) + " " + kBlockRule, operands);
+  }
+  return ffi::Error::Success();
+}
+
+// `other` (w or b) is the operand that shares the group dimension G with a and out.
+template <typename DescribeOperands>
+inline ffi::Error CheckGroups(const char* target, const char* other, int64_t groups,
+                              int64_t other_groups, int64_t out_groups,
+                              const DescribeOperands& operands) {
+  if (other_groups != groups || out_groups != groups) {
+    return Invalid(target,
+                   std::string("the group dimension G must agree across a, ") + other + " and out",
+                   operands);
+  }
+  return ffi::Error::Success();
+}
+
+// a_cols: a's last dimension; out_cols: out's last dimension.
+template <typename DescribeOperands>
+inline ffi::Error CheckProductColumns(const char* target, int64_t a_cols, int64_t out_cols,
+                                      int64_t out_blocks, int64_t nnz, int64_t bs,
+                                      const ffi::AnyBuffer& entries,
+                                      const DescribeOperands& operands) {
+  if (a_cols % bs != 0) {
+    return Invalid(target, "a's last dimension must be a multiple of bs", operands);
+  }
+  if (out_blocks < 0 || out_cols != out_blocks * bs) {
+    return Invalid(target, "out's last dimension must be (len(offsets) - 1) * bs", operands);
+  }
+  if (entries.dimensions()[0] != nnz || entries.dimensions()[1] != 2) {
+    return Invalid(target, "entries must have shape (nnz, 2) with nnz = w.shape[1]", operands);
+  }
+  return ffi::Error::Success();
+}
+
+// a_cols, b_cols: the last dimensions of a and b.
+template <typename DescribeOperands>
+inline ffi::Error CheckSampledColumns(const char* target, int64_t a_cols, int64_t b_cols,
+                                      int64_t nnz, int64_t bs, const ffi::AnyBuffer& coords,
+                                      const DescribeOperands& operands) {
+  if (a_cols % bs != 0 || b_cols % bs != 0) {
+    return Invalid(target, "the last dimensions of a and b must be multiples of bs", operands);
+  }
+  if (coords.dimensions()[0] != nnz || coords.dimensions()[1] != 2) {
+    return Invalid(target, "coords must have shape (nnz, 2) with nnz = out.shape[1]", operands);
+  }
+  return ffi::Error::Success();
+}
+
+}  // namespace detail
+
 // Fills `problem` when the call satisfies the contract. (Not ffi::ErrorOr: its converting
 // constructors differ across the supported jaxlib versions.)
 inline ffi::Error ValidateBsmm(const char* target, const ffi::AnyBuffer& a, const ffi::AnyBuffer& w,
@@ -108,21 +222,16 @@ inline ffi::Error ValidateBsmm(const char* target, const ffi::AnyBuffer& a, cons
                                const ffi::AnyBuffer& out, int32_t precision, BsmmProblem& problem) {
   using detail::Invalid;
   const auto operands = [&] {
-    return Describe("a", a) + ", " + Describe("w", w) + ", " +
-           Describe("offsets", offsets) + ", " +
-           Describe("entries", entries) + ", " + Describe("out", out);
+    return detail::DescribeProductOperands(a, w, offsets, entries, out);
   };
   if (!detail::HasRanks({{&a, 3}, {&w, 4}, {&offsets, 1}, {&entries, 2}, {&out, 3}})) {
     return Invalid(target, "expected ranks a:3, w:4, offsets:1, entries:2, out:3", operands);
   }
-  if (offsets.element_type() != ffi::DataType::S32 || entries.element_type() != ffi::DataType::S32) {
-    return Invalid(target, "offsets and entries must be int32", operands);
+  if (ffi::Error error =
+          detail::CheckProductDtypes(target, a, w, offsets, entries, out, precision, operands);
+      error.failure()) {
+    return error;
   }
-  if (a.element_type() != w.element_type() ||
-      !IsSupportedTypePair(a.element_type(), out.element_type())) {
-    return Invalid(target, detail::kTypeRule, operands);
-  }
-  if (ffi::Error error = CheckPrecision(target, precision); error.failure()) return error;
 
   const auto a_dims = a.dimensions();
   const auto w_dims = w.dimensions();
@@ -130,23 +239,18 @@ inline ffi::Error ValidateBsmm(const char* target, const ffi::AnyBuffer& a, cons
   problem = BsmmProblem{a_dims[0], a_dims[1], a_dims[2], offsets.dimensions()[0] - 1, w_dims[1],
                         w_dims[2], a.element_type(), out.element_type()};
   const int64_t bs = problem.block_size;
-  if (w_dims[3] != bs || !IsSupportedBlockSize(bs)) {
-    return Invalid(target, std::string("w ") + detail::kBlockRule, operands);
+  if (ffi::Error error = detail::CheckBlockSize(target, "w", bs, w_dims[3], operands);
+      error.failure()) {
+    return error;
   }
-  if (w_dims[0] != problem.groups || out_dims[0] != problem.groups) {
-    return Invalid(target, "the group dimension G must agree across a, w and out", operands);
+  if (ffi::Error error =
+          detail::CheckGroups(target, "w", problem.groups, w_dims[0], out_dims[0], operands);
+      error.failure()) {
+    return error;
   }
   if (out_dims[1] != problem.rows) return Invalid(target, "a and out must have the same M", operands);
-  if (problem.a_cols % bs != 0) {
-    return Invalid(target, "a's last dimension must be a multiple of bs", operands);
-  }
-  if (problem.out_blocks < 0 || out_dims[2] != problem.out_blocks * bs) {
-    return Invalid(target, "out's last dimension must be (len(offsets) - 1) * bs", operands);
-  }
-  if (entries.dimensions()[0] != problem.nnz || entries.dimensions()[1] != 2) {
-    return Invalid(target, "entries must have shape (nnz, 2) with nnz = w.shape[1]", operands);
-  }
-  return ffi::Error::Success();
+  return detail::CheckProductColumns(target, problem.a_cols, out_dims[2], problem.out_blocks,
+                                     problem.nnz, bs, entries, operands);
 }
 
 inline ffi::Error ValidateSampled(const char* target, const ffi::AnyBuffer& a,
@@ -154,21 +258,15 @@ inline ffi::Error ValidateSampled(const char* target, const ffi::AnyBuffer& a,
                                   const ffi::AnyBuffer& out, int32_t precision,
                                   SampledProblem& problem) {
   using detail::Invalid;
-  const auto operands = [&] {
-    return Describe("a", a) + ", " + Describe("b", b) + ", " +
-           Describe("coords", coords) + ", " + Describe("out", out);
-  };
+  const auto operands = [&] { return detail::DescribeSampledOperands(a, b, coords, out); };
   if (!detail::HasRanks({{&a, 3}, {&b, 3}, {&coords, 2}, {&out, 4}})) {
     return Invalid(target, "expected ranks a:3, b:3, coords:2, out:4", operands);
   }
-  if (coords.element_type() != ffi::DataType::S32) {
-    return Invalid(target, "coords must be int32", operands);
+  if (ffi::Error error =
+          detail::CheckSampledDtypes(target, a, b, coords, out, precision, operands);
+      error.failure()) {
+    return error;
   }
-  if (a.element_type() != b.element_type() ||
-      !IsSupportedTypePair(a.element_type(), out.element_type())) {
-    return Invalid(target, detail::kTypeRule, operands);
-  }
-  if (ffi::Error error = CheckPrecision(target, precision); error.failure()) return error;
 
   const auto a_dims = a.dimensions();
   const auto b_dims = b.dimensions();
@@ -176,20 +274,18 @@ inline ffi::Error ValidateSampled(const char* target, const ffi::AnyBuffer& a,
   problem = SampledProblem{a_dims[0], a_dims[1], a_dims[2], b_dims[2], out_dims[1], out_dims[2],
                            a.element_type(), out.element_type()};
   const int64_t bs = problem.block_size;
-  if (out_dims[3] != bs || !IsSupportedBlockSize(bs)) {
-    return Invalid(target, std::string("out ") + detail::kBlockRule, operands);
+  if (ffi::Error error = detail::CheckBlockSize(target, "out", bs, out_dims[3], operands);
+      error.failure()) {
+    return error;
   }
-  if (b_dims[0] != problem.groups || out_dims[0] != problem.groups) {
-    return Invalid(target, "the group dimension G must agree across a, b and out", operands);
+  if (ffi::Error error =
+          detail::CheckGroups(target, "b", problem.groups, b_dims[0], out_dims[0], operands);
+      error.failure()) {
+    return error;
   }
   if (b_dims[1] != problem.rows) return Invalid(target, "a and b must have the same M", operands);
-  if (problem.a_cols % bs != 0 || problem.b_cols % bs != 0) {
-    return Invalid(target, "the last dimensions of a and b must be multiples of bs", operands);
-  }
-  if (coords.dimensions()[0] != problem.nnz || coords.dimensions()[1] != 2) {
-    return Invalid(target, "coords must have shape (nnz, 2) with nnz = out.shape[1]", operands);
-  }
-  return ffi::Error::Success();
+  return detail::CheckSampledColumns(target, problem.a_cols, problem.b_cols, problem.nnz, bs,
+                                     coords, operands);
 }
 
 // -- convolution (jbs_conv, jbs_conv_dw) -----------------------------------------------------
@@ -241,6 +337,27 @@ inline std::string DescribeSpan(const char* name, ffi::Span<const int64_t> value
   return text + ")";
 }
 
+// `filter` (w of jbs_conv, out of jbs_conv_dw) is laid out (G, nnz, T, bs, bs): the checks of
+// its bs x bs blocks and of its taps T.
+template <typename DescribeOperands>
+inline ffi::Error CheckFilterShape(const char* target, const char* filter_name,
+                                   ffi::Span<const int64_t> filter_dims, int64_t taps,
+                                   ffi::Span<const int64_t> kernel,
+                                   const DescribeOperands& operands) {
+  if (ffi::Error error =
+          CheckBlockSize(target, filter_name, filter_dims[3], filter_dims[4], operands);
+      error.failure()) {
+    return error;
+  }
+  if (filter_dims[2] != taps) {
+    return Invalid(target, std::string(filter_name) +
+                               "'s third dimension must be the number of taps T = prod(kernel) = " +
+                               std::to_string(taps) + " (" + DescribeSpan("kernel", kernel) + ")",
+                   operands);
+  }
+  return ffi::Error::Success();
+}
+
 }  // namespace detail
 
 // kernel, strides and dilation: 3 positive ints each; pad_lo: 3 ints (negative crops).
@@ -283,23 +400,18 @@ inline ffi::Error ValidateConv(const char* target, const ffi::AnyBuffer& a, cons
                                ConvProblem& problem) {
   using detail::Invalid;
   const auto operands = [&] {
-    return Describe("a", a) + ", " + Describe("w", w) + ", " +
-           Describe("offsets", offsets) + ", " +
-           Describe("entries", entries) + ", " + Describe("out", out);
+    return detail::DescribeProductOperands(a, w, offsets, entries, out);
   };
   if (!detail::HasRanks({{&a, 6}, {&w, 5}, {&offsets, 1}, {&entries, 2}, {&out, 6}})) {
     return Invalid(target, "expected ranks a:6, w:5, offsets:1, entries:2, out:6", operands);
   }
-  if (offsets.element_type() != ffi::DataType::S32 || entries.element_type() != ffi::DataType::S32) {
-    return Invalid(target, "offsets and entries must be int32", operands);
+  if (ffi::Error error =
+          detail::CheckProductDtypes(target, a, w, offsets, entries, out, precision, operands);
+      error.failure()) {
+    return error;
   }
-  if (a.element_type() != w.element_type() ||
-      !IsSupportedTypePair(a.element_type(), out.element_type())) {
-    return Invalid(target, detail::kTypeRule, operands);
-  }
-  if (ffi::Error error = CheckPrecision(target, precision); error.failure()) return error;
-  if (ffi::Error error = ValidateConvGeometry(target, kernel, strides, dilation, pad_lo,
-                                              problem.geometry);
+  ConvGeometry geometry;
+  if (ffi::Error error = ValidateConvGeometry(target, kernel, strides, dilation, pad_lo, geometry);
       error.failure()) {
     return error;
   }
@@ -307,44 +419,24 @@ inline ffi::Error ValidateConv(const char* target, const ffi::AnyBuffer& a, cons
   const auto a_dims = a.dimensions();
   const auto w_dims = w.dimensions();
   const auto out_dims = out.dimensions();
-  problem.groups = a_dims[0];
-  problem.batch = a_dims[1];
-  problem.a_channels = a_dims[5];
-  for (int i = 0; i < 3; ++i) {
-    problem.a_spatial[i] = a_dims[2 + i];
-    problem.out_spatial[i] = out_dims[2 + i];
+  problem = ConvProblem{a_dims[0], a_dims[1], {a_dims[2], a_dims[3], a_dims[4]}, a_dims[5],
+                        {out_dims[2], out_dims[3], out_dims[4]}, offsets.dimensions()[0] - 1,
+                        w_dims[1], w_dims[3], a.element_type(), out.element_type(), geometry};
+  if (ffi::Error error = detail::CheckFilterShape(target, "w", w_dims, geometry.taps, kernel,
+                                                  operands);
+      error.failure()) {
+    return error;
   }
-  problem.out_blocks = offsets.dimensions()[0] - 1;
-  problem.nnz = w_dims[1];
-  problem.block_size = w_dims[3];
-  problem.input = a.element_type();
-  problem.output = out.element_type();
-  const int64_t bs = problem.block_size;
-  if (w_dims[4] != bs || !IsSupportedBlockSize(bs)) {
-    return Invalid(target, std::string("w ") + detail::kBlockRule, operands);
-  }
-  if (w_dims[2] != problem.geometry.taps) {
-    return Invalid(target, "w's third dimension must be the number of taps T = prod(kernel) = " +
-                               std::to_string(problem.geometry.taps) + " (" +
-                               detail::DescribeSpan("kernel", kernel) + ")",
-                   operands);
-  }
-  if (w_dims[0] != problem.groups || out_dims[0] != problem.groups) {
-    return Invalid(target, "the group dimension G must agree across a, w and out", operands);
+  if (ffi::Error error =
+          detail::CheckGroups(target, "w", problem.groups, w_dims[0], out_dims[0], operands);
+      error.failure()) {
+    return error;
   }
   if (out_dims[1] != problem.batch) {
     return Invalid(target, "a and out must have the same batch Nb", operands);
   }
-  if (problem.a_channels % bs != 0) {
-    return Invalid(target, "a's last dimension must be a multiple of bs", operands);
-  }
-  if (problem.out_blocks < 0 || out_dims[5] != problem.out_blocks * bs) {
-    return Invalid(target, "out's last dimension must be (len(offsets) - 1) * bs", operands);
-  }
-  if (entries.dimensions()[0] != problem.nnz || entries.dimensions()[1] != 2) {
-    return Invalid(target, "entries must have shape (nnz, 2) with nnz = w.shape[1]", operands);
-  }
-  return ffi::Error::Success();
+  return detail::CheckProductColumns(target, problem.a_channels, out_dims[5], problem.out_blocks,
+                                     problem.nnz, problem.block_size, entries, operands);
 }
 
 // jbs_conv_dw: a = x (G, Nb, D, H, W, C), b = dy (G, Nb, Do, Ho, Wo, N), coords (nnz, 2)
@@ -356,23 +448,17 @@ inline ffi::Error ValidateConvDw(const char* target, const ffi::AnyBuffer& a,
                                  ffi::Span<const int64_t> dilation,
                                  ffi::Span<const int64_t> pad_lo, ConvDwProblem& problem) {
   using detail::Invalid;
-  const auto operands = [&] {
-    return Describe("a", a) + ", " + Describe("b", b) + ", " +
-           Describe("coords", coords) + ", " + Describe("out", out);
-  };
+  const auto operands = [&] { return detail::DescribeSampledOperands(a, b, coords, out); };
   if (!detail::HasRanks({{&a, 6}, {&b, 6}, {&coords, 2}, {&out, 5}})) {
     return Invalid(target, "expected ranks a:6, b:6, coords:2, out:5", operands);
   }
-  if (coords.element_type() != ffi::DataType::S32) {
-    return Invalid(target, "coords must be int32", operands);
+  if (ffi::Error error =
+          detail::CheckSampledDtypes(target, a, b, coords, out, precision, operands);
+      error.failure()) {
+    return error;
   }
-  if (a.element_type() != b.element_type() ||
-      !IsSupportedTypePair(a.element_type(), out.element_type())) {
-    return Invalid(target, detail::kTypeRule, operands);
-  }
-  if (ffi::Error error = CheckPrecision(target, precision); error.failure()) return error;
-  if (ffi::Error error = ValidateConvGeometry(target, kernel, strides, dilation, pad_lo,
-                                              problem.geometry);
+  ConvGeometry geometry;
+  if (ffi::Error error = ValidateConvGeometry(target, kernel, strides, dilation, pad_lo, geometry);
       error.failure()) {
     return error;
   }
@@ -380,41 +466,24 @@ inline ffi::Error ValidateConvDw(const char* target, const ffi::AnyBuffer& a,
   const auto a_dims = a.dimensions();
   const auto b_dims = b.dimensions();
   const auto out_dims = out.dimensions();
-  problem.groups = a_dims[0];
-  problem.batch = a_dims[1];
-  problem.x_channels = a_dims[5];
-  problem.dy_channels = b_dims[5];
-  for (int i = 0; i < 3; ++i) {
-    problem.x_spatial[i] = a_dims[2 + i];
-    problem.dy_spatial[i] = b_dims[2 + i];
+  problem = ConvDwProblem{a_dims[0], a_dims[1], {a_dims[2], a_dims[3], a_dims[4]}, a_dims[5],
+                          {b_dims[2], b_dims[3], b_dims[4]}, b_dims[5], out_dims[1], out_dims[3],
+                          a.element_type(), out.element_type(), geometry};
+  if (ffi::Error error = detail::CheckFilterShape(target, "out", out_dims, geometry.taps, kernel,
+                                                  operands);
+      error.failure()) {
+    return error;
   }
-  problem.nnz = out_dims[1];
-  problem.block_size = out_dims[3];
-  problem.input = a.element_type();
-  problem.output = out.element_type();
-  const int64_t bs = problem.block_size;
-  if (out_dims[4] != bs || !IsSupportedBlockSize(bs)) {
-    return Invalid(target, std::string("out ") + detail::kBlockRule, operands);
-  }
-  if (out_dims[2] != problem.geometry.taps) {
-    return Invalid(target, "out's third dimension must be the number of taps T = prod(kernel) = " +
-                               std::to_string(problem.geometry.taps) + " (" +
-                               detail::DescribeSpan("kernel", kernel) + ")",
-                   operands);
-  }
-  if (b_dims[0] != problem.groups || out_dims[0] != problem.groups) {
-    return Invalid(target, "the group dimension G must agree across a, b and out", operands);
+  if (ffi::Error error =
+          detail::CheckGroups(target, "b", problem.groups, b_dims[0], out_dims[0], operands);
+      error.failure()) {
+    return error;
   }
   if (b_dims[1] != problem.batch) {
     return Invalid(target, "a and b must have the same batch Nb", operands);
   }
-  if (problem.x_channels % bs != 0 || problem.dy_channels % bs != 0) {
-    return Invalid(target, "the last dimensions of a and b must be multiples of bs", operands);
-  }
-  if (coords.dimensions()[0] != problem.nnz || coords.dimensions()[1] != 2) {
-    return Invalid(target, "coords must have shape (nnz, 2) with nnz = out.shape[1]", operands);
-  }
-  return ffi::Error::Success();
+  return detail::CheckSampledColumns(target, problem.x_channels, problem.dy_channels, problem.nnz,
+                                     problem.block_size, coords, operands);
 }
 
 }  // namespace jbs::ffi_validation

@@ -8,11 +8,16 @@
 #include <type_traits>
 
 #include "xla/ffi/api/ffi.h"
+#include "xla_ffi/common/ffi_bindings.h"
 #include "xla_ffi/common/ffi_validation.h"
 #include "xla_ffi/cpu/blocksparse_cpu_kernels.h"
 #include "xla_ffi/cpu/conv_cpu_kernels.h"
 
 namespace ffi = xla::ffi;
+
+using jbs::ffi_bindings::BindConvGeometry;
+using jbs::ffi_bindings::BindProductOperands;
+using jbs::ffi_bindings::BindSampledOperands;
 
 namespace {
 
@@ -40,6 +45,20 @@ void DispatchDtypes(ffi::DataType in, ffi::DataType out, Fn&& fn) {
                       : fn(static_cast<F16Bits*>(nullptr), static_cast<F16Bits*>(nullptr));
     default: return;
   }
+}
+
+// Calls fn(a_data, b_data, out_data) with the data of the two value inputs (a and w, or a and
+// b) and of out typed by the validated dtypes, so that fn's kernel call deduces its
+// instantiation from them.
+template <typename Fn>
+void WithTypedData(ffi::DataType input, ffi::DataType output, const ffi::AnyBuffer& a,
+                   const ffi::AnyBuffer& b, const ffi::AnyBuffer& out, Fn&& fn) {
+  DispatchDtypes(input, output, [&](auto* in_tag, auto* out_tag) {
+    using In = std::remove_pointer_t<decltype(in_tag)>;
+    using Out = std::remove_pointer_t<decltype(out_tag)>;
+    fn(static_cast<const In*>(a.untyped_data()), static_cast<const In*>(b.untyped_data()),
+       static_cast<Out*>(out.untyped_data()));
+  });
 }
 
 ffi::Error OutOfRange(const char* target, const std::string& what) {
@@ -103,13 +122,11 @@ ffi::Error BsmmImpl(ffi::AnyBuffer a, ffi::AnyBuffer w, ffi::AnyBuffer offsets,
   const jbs::cpu::BsmmShape shape{p.groups, p.rows, p.a_cols, p.out_blocks, p.nnz, p.block_size,
                                   transpose_w};
   // precision only selects TF32 on GPU; the CPU kernels always accumulate at full precision.
-  DispatchDtypes(p.input, p.output, [&](auto* in_tag, auto* out_tag) {
-    using In = std::remove_pointer_t<decltype(in_tag)>;
-    using Out = std::remove_pointer_t<decltype(out_tag)>;
-    jbs::cpu::BlockSparseMatmul<In, Out>(static_cast<const In*>(a.untyped_data()),
-                                         static_cast<const In*>(w.untyped_data()), offset_data,
-                                         entry_data, static_cast<Out*>(out->untyped_data()), shape);
-  });
+  WithTypedData(p.input, p.output, a, w, *out,
+                [&](auto* a_data, auto* w_data, auto* out_data) {
+                  jbs::cpu::BlockSparseMatmul(a_data, w_data, offset_data, entry_data, out_data,
+                                              shape);
+                });
   return ffi::Error::Success();
 }
 
@@ -129,13 +146,10 @@ ffi::Error SampledImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::AnyBuffer coords
     return error;
   }
   const jbs::cpu::SampledShape shape{p.groups, p.rows, p.a_cols, p.b_cols, p.nnz, p.block_size};
-  DispatchDtypes(p.input, p.output, [&](auto* in_tag, auto* out_tag) {
-    using In = std::remove_pointer_t<decltype(in_tag)>;
-    using Out = std::remove_pointer_t<decltype(out_tag)>;
-    jbs::cpu::SampledDenseDense<In, Out>(static_cast<const In*>(a.untyped_data()),
-                                         static_cast<const In*>(b.untyped_data()), coord_data,
-                                         static_cast<Out*>(out->untyped_data()), shape);
-  });
+  WithTypedData(p.input, p.output, a, b, *out,
+                [&](auto* a_data, auto* b_data, auto* out_data) {
+                  jbs::cpu::SampledDenseDense(a_data, b_data, coord_data, out_data, shape);
+                });
   return ffi::Error::Success();
 }
 
@@ -170,27 +184,17 @@ ffi::Error ConvImpl(ffi::AnyBuffer a, ffi::AnyBuffer w, ffi::AnyBuffer offsets,
       error.failure()) {
     return error;
   }
-  jbs::cpu::ConvShape shape{};
-  shape.groups = p.groups;
-  shape.batch = p.batch;
-  shape.a_channels = p.a_channels;
-  for (int i = 0; i < 3; ++i) {
-    shape.a_spatial[i] = p.a_spatial[i];
-    shape.out_spatial[i] = p.out_spatial[i];
-  }
-  shape.n_out_blocks = p.out_blocks;
-  shape.nnz = p.nnz;
-  shape.block_size = p.block_size;
-  shape.transpose_w = transpose_w;
-  shape.geometry = CpuGeometry(p.geometry);
+  const jbs::cpu::ConvShape shape{
+      p.groups,     p.batch,    {p.a_spatial[0], p.a_spatial[1], p.a_spatial[2]},
+      p.a_channels, {p.out_spatial[0], p.out_spatial[1], p.out_spatial[2]},
+      p.out_blocks, p.nnz,      p.block_size,
+      transpose_w,  CpuGeometry(p.geometry)};
   // precision only selects TF32 on GPU; the CPU kernels always accumulate at full precision.
-  DispatchDtypes(p.input, p.output, [&](auto* in_tag, auto* out_tag) {
-    using In = std::remove_pointer_t<decltype(in_tag)>;
-    using Out = std::remove_pointer_t<decltype(out_tag)>;
-    jbs::cpu::BlockSparseConv<In, Out>(static_cast<const In*>(a.untyped_data()),
-                                       static_cast<const In*>(w.untyped_data()), offset_data,
-                                       entry_data, static_cast<Out*>(out->untyped_data()), shape);
-  });
+  WithTypedData(p.input, p.output, a, w, *out,
+                [&](auto* a_data, auto* w_data, auto* out_data) {
+                  jbs::cpu::BlockSparseConv(a_data, w_data, offset_data, entry_data, out_data,
+                                            shape);
+                });
   return ffi::Error::Success();
 }
 
@@ -212,70 +216,33 @@ ffi::Error ConvDwImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::AnyBuffer coords,
       error.failure()) {
     return error;
   }
-  jbs::cpu::ConvDwShape shape{};
-  shape.groups = p.groups;
-  shape.batch = p.batch;
-  shape.x_channels = p.x_channels;
-  shape.dy_channels = p.dy_channels;
-  for (int i = 0; i < 3; ++i) {
-    shape.x_spatial[i] = p.x_spatial[i];
-    shape.dy_spatial[i] = p.dy_spatial[i];
-  }
-  shape.nnz = p.nnz;
-  shape.block_size = p.block_size;
-  shape.geometry = CpuGeometry(p.geometry);
-  DispatchDtypes(p.input, p.output, [&](auto* in_tag, auto* out_tag) {
-    using In = std::remove_pointer_t<decltype(in_tag)>;
-    using Out = std::remove_pointer_t<decltype(out_tag)>;
-    jbs::cpu::BlockSparseConvDw<In, Out>(static_cast<const In*>(a.untyped_data()),
-                                         static_cast<const In*>(b.untyped_data()), coord_data,
-                                         static_cast<Out*>(out->untyped_data()), shape);
-  });
+  const jbs::cpu::ConvDwShape shape{
+      p.groups,      p.batch, {p.x_spatial[0], p.x_spatial[1], p.x_spatial[2]},
+      p.x_channels,  {p.dy_spatial[0], p.dy_spatial[1], p.dy_spatial[2]},
+      p.dy_channels, p.nnz,   p.block_size,
+      CpuGeometry(p.geometry)};
+  WithTypedData(p.input, p.output, a, b, *out,
+                [&](auto* x_data, auto* dy_data, auto* out_data) {
+                  jbs::cpu::BlockSparseConvDw(x_data, dy_data, coord_data, out_data, shape);
+                });
   return ffi::Error::Success();
 }
 
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsBsmmCpu, BsmmImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()  // a
-                                  .Arg<ffi::AnyBuffer>()  // w
-                                  .Arg<ffi::AnyBuffer>()  // offsets
-                                  .Arg<ffi::AnyBuffer>()  // entries
-                                  .Ret<ffi::AnyBuffer>()  // out
+                              BindProductOperands(ffi::Ffi::Bind())
                                   .Attr<bool>("transpose_w")
                                   .Attr<int32_t>("precision"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsSampledCpu, SampledImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()  // a
-                                  .Arg<ffi::AnyBuffer>()  // b
-                                  .Arg<ffi::AnyBuffer>()  // coords
-                                  .Ret<ffi::AnyBuffer>()  // out
-                                  .Attr<int32_t>("precision"));
+                              BindSampledOperands(ffi::Ffi::Bind()).Attr<int32_t>("precision"));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsConvCpu, ConvImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()  // a
-                                  .Arg<ffi::AnyBuffer>()  // w
-                                  .Arg<ffi::AnyBuffer>()  // offsets
-                                  .Arg<ffi::AnyBuffer>()  // entries
-                                  .Ret<ffi::AnyBuffer>()  // out
-                                  .Attr<bool>("transpose_w")
-                                  .Attr<int32_t>("precision")
-                                  .Attr<ffi::Span<const int64_t>>("kernel")
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("dilation")
-                                  .Attr<ffi::Span<const int64_t>>("pad_lo"));
+                              BindConvGeometry(BindProductOperands(ffi::Ffi::Bind())
+                                                   .Attr<bool>("transpose_w")
+                                                   .Attr<int32_t>("precision")));
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsConvDwCpu, ConvDwImpl,
-                              ffi::Ffi::Bind()
-                                  .Arg<ffi::AnyBuffer>()  // a = x
-                                  .Arg<ffi::AnyBuffer>()  // b = dy
-                                  .Arg<ffi::AnyBuffer>()  // coords
-                                  .Ret<ffi::AnyBuffer>()  // out
-                                  .Attr<int32_t>("precision")
-                                  .Attr<ffi::Span<const int64_t>>("kernel")
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("dilation")
-                                  .Attr<ffi::Span<const int64_t>>("pad_lo"));
+                              BindConvGeometry(BindSampledOperands(ffi::Ffi::Bind())
+                                                   .Attr<int32_t>("precision")));

@@ -84,13 +84,7 @@ void BsmmImpl(const In* a, const In* w, const int32_t* offsets, const int32_t* e
             const In* w_block = w_group + entries[2 * (e0 + s) + 1] * BS * BS;
             if (pack_w) {
               Acc* dst = w_pack.data() + s * BS * BS;
-              if (shape.transpose_w) {
-                for (int t = 0; t < BS; ++t) {
-                  for (int c = 0; c < BS; ++c) dst[t * BS + c] = Widen(w_block[c * BS + t]);
-                }
-              } else {
-                WidenRows<BS>(w_block, BS, BS, dst, BS);
-              }
+              PackWeightBlock<BS>(w_block, shape.transpose_w, dst);
               w_ptr[s] = dst;
             } else {
               w_ptr[s] = reinterpret_cast<const Acc*>(w_block);

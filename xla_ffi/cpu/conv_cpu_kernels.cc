@@ -145,13 +145,7 @@ void ConvImpl(const In* a, const In* w, const int32_t* offsets, const int32_t* e
             const int64_t a_block = entries[2 * e];
             const In* w_block = w_group + (entries[2 * e + 1] * taps + t) * BS * BS;
             Acc* w_dst = w_pack.data() + s * BS * BS;
-            if (shape.transpose_w) {
-              for (int r = 0; r < BS; ++r) {
-                for (int c = 0; c < BS; ++c) w_dst[r * BS + c] = Widen(w_block[c * BS + r]);
-              }
-            } else {
-              WidenRows<BS>(w_block, BS, BS, w_dst, BS);
-            }
+            PackWeightBlock<BS>(w_block, shape.transpose_w, w_dst);
             w_ptr[s] = w_dst;
             // Segment s occupies columns [s*BS, (s+1)*BS) of a rows x (n_seg*BS) panel.
             Acc* a_dst = a_pack.data() + s * BS;

@@ -172,6 +172,19 @@ inline void WidenRows(const In* src, int64_t src_stride, int64_t rows, Acc* dst,
   }
 }
 
+// Widens a BS x BS weight block into dst (row stride BS), transposed when `transpose`, so that
+// the micro-kernels always read the block's rows contiguously.
+template <int BS, typename In, typename Acc>
+inline void PackWeightBlock(const In* block, bool transpose, Acc* dst) {
+  if (transpose) {
+    for (int r = 0; r < BS; ++r) {
+      for (int c = 0; c < BS; ++c) dst[r * BS + c] = Widen(block[c * BS + r]);
+    }
+  } else {
+    WidenRows<BS>(block, BS, BS, dst, BS);
+  }
+}
+
 template <int BS, typename Acc, typename Out>
 inline void StoreRows(const Acc* acc, int64_t rows, Out* dst, int64_t dst_stride) {
   for (int64_t r = 0; r < rows; ++r) {

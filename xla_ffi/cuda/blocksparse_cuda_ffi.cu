@@ -15,11 +15,19 @@
 #include "bsmm_tensor_core.h"
 #include "conv_halo_tensor_core.h"
 #include "xla/ffi/api/ffi.h"
+#include "xla_ffi/common/ffi_bindings.h"
 #include "xla_ffi/common/ffi_validation.h"
 
 namespace ffi = xla::ffi;
 
+using jbs::ffi_bindings::BindConvGeometry;
+using jbs::ffi_bindings::BindProductOperands;
+using jbs::ffi_bindings::BindSampledOperands;
+
 namespace {
+
+// Every CUDA handler runs on the stream XLA passes first.
+auto BindStream() { return ffi::Ffi::Bind().Ctx<ffi::PlatformStream<cudaStream_t>>(); }
 
 using jbs::ffi_validation::BsmmProblem;
 using jbs::ffi_validation::ConvDwProblem;
@@ -254,54 +262,23 @@ ffi::Error ConvDwHaloImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer 
 }  // namespace
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsBsmmCuda, BsmmImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<ffi::AnyBuffer>()  // a
-                                  .Arg<ffi::AnyBuffer>()  // w
-                                  .Arg<ffi::AnyBuffer>()  // offsets
-                                  .Arg<ffi::AnyBuffer>()  // entries
-                                  .Ret<ffi::AnyBuffer>()  // out
+                              BindProductOperands(BindStream())
                                   .Attr<bool>("transpose_w")
                                   .Attr<int32_t>("precision"),
                               {ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsSampledCuda, SampledImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<ffi::AnyBuffer>()  // a
-                                  .Arg<ffi::AnyBuffer>()  // b
-                                  .Arg<ffi::AnyBuffer>()  // coords
-                                  .Ret<ffi::AnyBuffer>()  // out
-                                  .Attr<int32_t>("precision"),
+                              BindSampledOperands(BindStream()).Attr<int32_t>("precision"),
                               {ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsConvCuda, ConvImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<ffi::AnyBuffer>()  // a
-                                  .Arg<ffi::AnyBuffer>()  // w
-                                  .Arg<ffi::AnyBuffer>()  // offsets
-                                  .Arg<ffi::AnyBuffer>()  // entries
-                                  .Ret<ffi::AnyBuffer>()  // out
-                                  .Attr<bool>("transpose_w")
-                                  .Attr<int32_t>("precision")
-                                  .Attr<ffi::Span<const int64_t>>("kernel")
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("dilation")
-                                  .Attr<ffi::Span<const int64_t>>("pad_lo"),
+                              BindConvGeometry(BindProductOperands(BindStream())
+                                                   .Attr<bool>("transpose_w")
+                                                   .Attr<int32_t>("precision")),
                               {ffi::Traits::kCmdBufferCompatible});
 
 XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsConvDwHaloCuda, ConvDwHaloImpl,
-                              ffi::Ffi::Bind()
-                                  .Ctx<ffi::PlatformStream<cudaStream_t>>()
-                                  .Arg<ffi::AnyBuffer>()  // a = x
-                                  .Arg<ffi::AnyBuffer>()  // b = dy
-                                  .Arg<ffi::AnyBuffer>()  // coords
-                                  .Ret<ffi::AnyBuffer>()  // out
-                                  .Ret<ffi::AnyBuffer>()  // partials
-                                  .Attr<int32_t>("precision")
-                                  .Attr<ffi::Span<const int64_t>>("kernel")
-                                  .Attr<ffi::Span<const int64_t>>("strides")
-                                  .Attr<ffi::Span<const int64_t>>("dilation")
-                                  .Attr<ffi::Span<const int64_t>>("pad_lo"),
+                              BindConvGeometry(BindSampledOperands(BindStream())
+                                                   .Ret<ffi::AnyBuffer>()  // partials
+                                                   .Attr<int32_t>("precision")),
                               {ffi::Traits::kCmdBufferCompatible});
