@@ -100,14 +100,20 @@ def _ffi_sampled(x, dy, *, layout, precision, out_dtype, platform):
 # 16-bit operands, M >= DENSE_SAMPLED_MIN_ROWS, density >= DENSE_SAMPLED_MIN_DENSITY. On an
 # H200 at M = 8192, C = N = 4096 the block kernel took ~250 us at d = 1/16 and ~500 at 1/4, the
 # dense path ~405 at both (benchmarks/NOTES.md v20): crossover near d = 0.16. Measured at
-# M = 8192 only, hence the conservative row bound.
+# M = 8192 only, hence the conservative row bound. The dense float32 temporary (G x C x N) is
+# capped, so that a very wide layout (a 20k-unit recurrent layer: 1.7 GB per group) keeps the
+# block kernel's memory use instead of trading it for a speedup measured at 4096 x 4096.
 DENSE_SAMPLED_MIN_ROWS = 4096
 DENSE_SAMPLED_MIN_DENSITY = 3 / 16
+DENSE_SAMPLED_MAX_TEMP_BYTES = 1 << 30
 
 
 def _dense_sampled_applies(x, layout):
+    rows, cols = layout.shape
+    temp_bytes = x.shape[0] * rows * cols * 4
     return (x.dtype in (jnp.bfloat16, jnp.float16) and x.shape[1] >= DENSE_SAMPLED_MIN_ROWS
-            and layout.density >= DENSE_SAMPLED_MIN_DENSITY)
+            and layout.density >= DENSE_SAMPLED_MIN_DENSITY
+            and temp_bytes <= DENSE_SAMPLED_MAX_TEMP_BYTES)
 
 
 def _dense_small_blocks_applies(a, layout):

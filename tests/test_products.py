@@ -129,6 +129,26 @@ def test_seed_interface(rng):
                  on_gpu=ON_GPU)
 
 
+def test_dense_sampled_gate():
+    """Where the CUDA lowering takes the dense path for sampled_matmul: 16-bit, long reductions,
+    dense enough layouts, and a float32 temporary of at most DENSE_SAMPLED_MAX_TEMP_BYTES."""
+    from jax_blocksparse import lowering
+    m = lowering.DENSE_SAMPLED_MIN_ROWS
+    dense_enough = jbs.Layout(np.ones((4, 4), bool), 32)
+    sparse = jbs.Layout(np.eye(16, dtype=bool), 32)
+    x = lambda groups, rows, dtype=jnp.bfloat16: jax.ShapeDtypeStruct((groups, rows, 128), dtype)
+    assert lowering._dense_sampled_applies(x(1, m), dense_enough)
+    assert lowering._dense_sampled_applies(x(2, m, jnp.float16), dense_enough)
+    assert not lowering._dense_sampled_applies(x(1, m - 1), dense_enough)
+    assert not lowering._dense_sampled_applies(x(1, m, jnp.float32), dense_enough)
+    assert not lowering._dense_sampled_applies(jax.ShapeDtypeStruct((1, m, 512), jnp.bfloat16),
+                                               sparse)
+    # G x C x N x 4 bytes: 128 x 128 x 4 = 64 KiB per group.
+    cap_groups = lowering.DENSE_SAMPLED_MAX_TEMP_BYTES // (128 * 128 * 4)
+    assert lowering._dense_sampled_applies(x(cap_groups, m), dense_enough)
+    assert not lowering._dense_sampled_applies(x(cap_groups + 1, m), dense_enough)
+
+
 @pytest.mark.parametrize("layout_name", [n for n in LAYOUT_NAMES if n != "no_blocks"])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16, np.float32],
                          ids=lambda d: np.dtype(d).name)
