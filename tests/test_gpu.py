@@ -6,8 +6,8 @@ import jax.numpy as jnp
 
 import jax_blocksparse as jbs
 from conftest import gpu_devices
-from helpers import (BLOCK_SIZES, DTYPES, assert_close, blocks_of, dense_weight, f64, random_array,
-                     random_mask)
+from helpers import (BLOCK_SIZES, DTYPES, assert_close, blocks_of, dense_weight, f64, named_masks,
+                     random_array, random_mask)
 
 GPUS = gpu_devices()
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not GPUS, reason="no GPU visible to JAX")]
@@ -87,9 +87,11 @@ def test_large_batch_over_tall_layouts(rng, bs, out_dtype, dtype):
 def test_large_batch_over_many_block_columns(rng, out_dtype, dtype):
     """bs 32, 16-bit, 300 rows (a 256-row tile and a partial one) and 330 output block-columns
     of ~19 blocks both ways: 660 tiles of 256 rows, enough for 2 CTAs per SM on any card up to
-    330 SMs, and columns of >= 16 blocks on average, so matmul and matmul_t take the 256-row
-    tile (sparser or smaller outputs take the 128-row one, covered above). Empty block-rows and
-    block-columns, and a full block-row."""
+    330 SMs, and columns of >= 16 blocks on average, so matmul and matmul_t take the mma.sync
+    256-row tile (sparser or smaller outputs take the 128-row one, covered above). On an sm_90a
+    build and card the TMA-fed wgmma tile takes every M > 128 instead; JBS_CUDA_EXPERIMENT=
+    no_wgmma brings the mma.sync tiles back there. Empty block-rows and block-columns, and a
+    full block-row."""
     mask = random_mask(rng, 24, 330, density=0.8)
     mask[:, 4] = False
     mask[2, :] = False
@@ -175,7 +177,35 @@ def test_64_row_w_streaming(rng, m, bs, dtype):
     assert_close(jbs.matmul_t(dy, w, layout), f64(dy) @ Wd.T, dtype, on_gpu=True)
 
 
-@pytest.mark.parametrize("m", [20, 129])  # the <= 32-row kernels and the row-tiled ones
+@pytest.mark.parametrize("bs", [32, 64, 128])
+def test_64_row_w_streaming_over_a_weight_stack_to_float32(rng, bs):
+    """40 rows, float16, bs >= 32, columns and rows averaging >= 16 blocks (the 64-row
+    W-streaming tile: rows <= 64 and nnz >= 16 * out_blocks), writing float32
+    (preferred_element_type) over two weight stacks (G = 2), for matmul and matmul_t, with an
+    empty block-row and block-column. No list is a hub, so no split table changes out_blocks."""
+    grid = 40 if bs == 32 else 24
+    mask = random_mask(rng, grid, grid, density=0.8)
+    mask[:, 3] = False  # an empty block-column
+    mask[5, :] = False  # an empty block-row
+    layout = jbs.Layout(mask, bs)
+    assert layout.nnz >= 16 * grid  # the launcher's condition for this tile, both products
+    assert layout.split_table() is None and layout.split_table(transpose=True) is None
+    C, N = layout.shape
+    x = _put(random_array(rng, (40, C), np.float16))
+    dys = _put(random_array(rng, (2, 40, N), np.float16))
+    ws = _put(random_array(rng, (2, *layout.w_shape), np.float16))
+    f32 = dict(preferred_element_type=jnp.float32)
+    ys = jax.vmap(lambda w: jbs.matmul(x, w, layout, **f32))(ws)
+    dxs = jax.vmap(lambda dy, w: jbs.matmul_t(dy, w, layout, **f32))(dys, ws)
+    assert ys.dtype == dxs.dtype == jnp.float32
+    for g in range(2):
+        Wd = dense_weight(mask, bs, f64(ws[g]))
+        assert_close(ys[g], f64(x) @ Wd, np.float32, on_gpu=True)
+        assert_close(dxs[g], f64(dys[g]) @ Wd.T, np.float32, on_gpu=True)
+
+
+# the <= 32-row kernels and the row-tiled ones (on sm_90a the wgmma tile, unless no_wgmma)
+@pytest.mark.parametrize("m", [20, 129])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_float32_output_from_16_bit_inputs(rng, dtype, m):
     layout = jbs.Layout(random_mask(rng, 6, 6), 32)
@@ -226,6 +256,45 @@ def test_16_bit_kernels_over_a_weight_stack(rng, m):
         assert_close(ys[b], f64(x) @ Wd, jnp.bfloat16, on_gpu=True)
         assert_close(dxs[b], f64(dys[b]) @ Wd.T, jnp.bfloat16, on_gpu=True)
         assert_close(dws[b], blocks_of(mask, 32, f64(x).T @ f64(dys[b])), jnp.bfloat16, on_gpu=True)
+
+
+EDGE_LAYOUTS = ("single_block", "dense", "empty_rows_and_columns", "one_long_column")
+
+
+# m = 1: the <= 32-row W-streaming kernels (and at bs 32 the short sampled kernel). 16-bit, bs 8,
+# m = 100 and 300: the union panels (rows > 64). 16-bit, bs 32: m = 100 the 128-row tile (rows
+# > 64 but not > 128), m = 300 on sm_90a the TMA-fed wgmma tile (rows > 128: a 256-row tile and a
+# 44-row tail). float32 (3xTF32) takes the row-tiled kernel past 32 rows, float64 the SIMT one.
+@pytest.mark.parametrize("m", [1, 100, 300])
+@pytest.mark.parametrize("bs", [8, 32])
+@pytest.mark.parametrize("layout_name", EDGE_LAYOUTS)
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float32, np.float64],
+                         ids=lambda d: np.dtype(d).name)
+def test_edge_layouts_over_a_weight_stack(rng, m, bs, layout_name, dtype):
+    """A single block, a fully dense layout, empty block-rows and block-columns, and one long
+    block-column, for all three products vmapped over two weight stacks / two dy (G = 2), at
+    M = 1 and at M not a multiple of the kernels' row tiles. 16-bit matmul_t writes float32
+    (preferred_element_type), matmul the input dtype. These layouts are too small for the
+    64-row W-streaming tile (nnz < 16 * out_blocks) and for a split table."""
+    mask = named_masks(rng)[layout_name]
+    layout = jbs.Layout(mask, bs)
+    assert layout.split_table() is None and layout.split_table(transpose=True) is None
+    C, N = layout.shape
+    x = _put(random_array(rng, (m, C), dtype))
+    dys = _put(random_array(rng, (2, m, N), dtype))
+    ws = _put(random_array(rng, (2, *layout.w_shape), dtype))
+    dx_dtype = jnp.float32 if np.dtype(dtype).itemsize == 2 else None
+    kw = dict(precision="highest")
+    ys = jax.vmap(lambda w: jbs.matmul(x, w, layout, **kw))(ws)
+    dxs = jax.vmap(lambda dy, w: jbs.matmul_t(dy, w, layout, preferred_element_type=dx_dtype,
+                                              **kw))(dys, ws)
+    dws = jax.vmap(lambda dy: jbs.sampled_matmul(x, dy, layout, **kw))(dys)
+    assert ys.dtype == dws.dtype == np.dtype(dtype) and dxs.dtype == np.dtype(dx_dtype or dtype)
+    for g in range(2):
+        Wd = dense_weight(mask, bs, f64(ws[g]))
+        assert_close(ys[g], f64(x) @ Wd, dtype, on_gpu=True)
+        assert_close(dxs[g], f64(dys[g]) @ Wd.T, dx_dtype or dtype, on_gpu=True)
+        assert_close(dws[g], blocks_of(mask, bs, f64(x).T @ f64(dys[g])), dtype, on_gpu=True)
 
 
 def test_large_layout_with_long_column(rng):
@@ -476,6 +545,88 @@ def test_conv_stride_one_halo_kernels(rng, batch, kernel_size, dilation, padding
     check(y, ref)
     check(dx, ref_dx)
     check(dw, ref_dw)
+
+
+@pytest.mark.parametrize("bs,batch", [(8, 1), (16, 1), (32, 1), (64, 1), (128, 1), (128, 3)])
+@pytest.mark.parametrize("dtype,precision", [(np.float32, "default"), (np.float32, "highest"),
+                                             (jnp.bfloat16, "default"), (np.float16, "default")],
+                         ids=["f32-tf32", "f32-highest", "bf16", "f16"])
+def test_conv_gather_kernels_over_a_weight_stack(rng, bs, batch, dtype, precision):
+    """The implicit-GEMM convolution kernel (strided: never the halo tiles) vmapped over two
+    weight stacks (G = 2). Batch 1: 15 output rows forward and 30 for the input gradient, so
+    both take the <= 32-row tile (test_conv_kernel_variants' input gradient has >= 42 rows);
+    bs 128 in both regimes (batch 3: 45 and 90 rows). Forward, input and filter gradients,
+    with an empty output block-column, against float64 dense convolution."""
+    from test_conv import dense_conv, dense_filter
+    mask = random_mask(rng, 3, 2, density=0.5)
+    mask[:, 0] = False  # an empty output block-column
+    mask[1, 1] = True
+    layout = jbs.Layout(mask, bs)
+    C, K = layout.shape
+    strides, dilation, padding = (2, 1), (1, 2), ((1, 2), (0, 1))
+    x = _put(random_array(rng, (batch, 5, 6, C), dtype))
+    ws = _put(random_array(rng, (2, *jbs.conv_weight_shape(layout, (3, 2))), dtype))
+    conv = lambda x, w: jbs.conv(x, w, layout, strides=strides, padding=padding,
+                                 dilation=dilation, precision=precision)
+    y_shape = jax.eval_shape(conv, x, ws[0]).shape
+    assert y_shape == (batch, 3, 5, K)  # 15 output positions per image; the input has 30
+    dys = _put(random_array(rng, (2, *y_shape), dtype))
+
+    def forward_and_back(w, dy):
+        y, vjp = jax.vjp(conv, x, w)
+        return (y, *vjp(dy))
+
+    ys, dxs, dws = jax.vmap(forward_and_back)(ws, dys)
+    check = lambda out, expected: assert_close(out, expected, dtype, precision, on_gpu=True)
+    for g in range(2):
+        filt = dense_filter(mask, bs, ws[g])
+        ref, ref_vjp = jax.vjp(lambda x, f: dense_conv(x, f, strides, padding, dilation),
+                               f64(x), filt)
+        ref_dx, ref_filt = ref_vjp(f64(dys[g]))
+        ref_dw = np.stack([blocks_of(mask, bs, np.asarray(ref_filt)[tap])
+                           for tap in np.ndindex(3, 2)], axis=1).reshape(ws.shape[1:])
+        check(ys[g], ref)
+        check(dxs[g], ref_dx)
+        check(dws[g], ref_dw)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_conv_halo_kernels_over_a_weight_stack(rng, dtype):
+    """Stride 1, 16-bit, bs 32 (the halo-tile kernels), vmapped over two weight stacks (G = 2):
+    the forward written as float32 (preferred_element_type; the input gradient and the filter
+    gradient come back in the input dtype), the filter gradient in two segments of output tiles
+    (17 images of one 9 x 7 tile each), with an empty output block-column, against float64."""
+    from jax_blocksparse import lowering
+    from test_conv import dense_conv, dense_filter
+    mask = random_mask(rng, 3, 2, density=0.5)
+    mask[:, 0] = False  # an empty output block-column
+    mask[1, 1] = True
+    layout = jbs.Layout(mask, 32)
+    C, K = layout.shape
+    batch = 17
+    assert lowering.halo_filter_grad_segments(2, layout.nnz, batch, kernel=(1, 3, 3),
+                                              dilation=(1, 1, 1), out_spatial=(1, 9, 7)) == 2
+    x = _put(random_array(rng, (batch, 9, 7, C), dtype))
+    ws = _put(random_array(rng, (2, *jbs.conv_weight_shape(layout, (3, 3))), dtype))
+    dys = _put(random_array(rng, (2, batch, 9, 7, K), dtype))
+    conv = lambda x, w: jbs.conv(x, w, layout, strides=1, padding="SAME",
+                                 preferred_element_type=jnp.float32)
+
+    def forward_and_back(w, dy):
+        y, vjp = jax.vjp(conv, x, w)
+        return (y, *vjp(dy.astype(jnp.float32)))  # exact: dy holds 16-bit values
+
+    ys, dxs, dws = jax.vmap(forward_and_back)(ws, dys)
+    assert ys.dtype == jnp.float32 and dxs.dtype == dws.dtype == np.dtype(dtype)
+    for g in range(2):
+        filt = dense_filter(mask, 32, ws[g])
+        ref, ref_vjp = jax.vjp(lambda x, f: dense_conv(x, f, (1, 1), "SAME", (1, 1)), f64(x), filt)
+        ref_dx, ref_filt = ref_vjp(f64(dys[g]))
+        ref_dw = np.stack([blocks_of(mask, 32, np.asarray(ref_filt)[tap])
+                           for tap in np.ndindex(3, 3)], axis=1).reshape(ws.shape[1:])
+        assert_close(ys[g], ref, np.float32, on_gpu=True)
+        assert_close(dxs[g], ref_dx, dtype, on_gpu=True)
+        assert_close(dws[g], ref_dw, dtype, on_gpu=True)
 
 
 STRIDE_ONE_CONV_CASES = [  # spatial, kernel, padding, dilation: output tiles of 256 positions

@@ -34,6 +34,8 @@ int MultiprocessorCount() {
 
 bool WgmmaAvailable() {
 #if defined(JBS_BUILT_FOR_SM90A)
+  static const bool switched_off = ExperimentEnabled("no_wgmma");
+  if (switched_off) return false;
   static std::atomic<int> cache[kMaxDevices];  // major * 10 + minor; 0: not asked yet
   int device = 0;
   if (cudaGetDevice(&device) != cudaSuccess || device < 0 || device >= kMaxDevices) return false;

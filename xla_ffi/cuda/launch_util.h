@@ -22,7 +22,8 @@ int MultiprocessorCount();
 // Whether kernels that use sm_90a-only instructions (wgmma.cuh) can run on the current device:
 // the build holds sm_90a SASS (CMake defines JBS_BUILT_FOR_SM90A) and the device is compute
 // capability 9.0, which runs it. Elsewhere (sm_80, newer GPUs that JIT the compute_90 PTX) those
-// kernels would trap.
+// kernels would trap. JBS_CUDA_EXPERIMENT=no_wgmma makes it false, so that a Hopper card runs
+// and tests the mma.sync kernels that other cards take.
 bool WgmmaAvailable();
 
 // Raises `kernel`'s dynamic shared memory limit to `bytes` on the current device, once per
