@@ -479,6 +479,27 @@ def test_sampled_small_blocks_over_partial_tiles(rng, bs, out_dtype, dtype):
         assert_close(out[g], np.einsum("mki,mkj->kij", xb, db), out_dtype or dtype, on_gpu=True)
 
 
+def _conv_mask(rng):
+    """3 x 2 input x output blocks, with an empty output block-column."""
+    mask = random_mask(rng, 3, 2, density=0.5)
+    mask[:, 0] = False
+    mask[1, 1] = True
+    return mask
+
+
+def _dense_conv_references(mask, bs, filt, x, dy, strides, padding, dilation):
+    """float64 dense convolution of x with the dense filter `filt`, its input gradient for dy,
+    and its filter gradient cut into the layout's blocks, laid out as the block filter
+    (nnz, *kernel, bs, bs)."""
+    from test_conv import dense_conv
+    y, vjp = jax.vjp(lambda x, f: dense_conv(x, f, strides, padding, dilation), f64(x), filt)
+    dx, dfilt = vjp(f64(dy))
+    kernel = dfilt.shape[:-2]
+    dw = np.stack([blocks_of(mask, bs, np.asarray(dfilt)[tap]) for tap in np.ndindex(*kernel)],
+                  axis=1)
+    return y, dx, dw.reshape(-1, *kernel, bs, bs)
+
+
 @pytest.mark.parametrize("batch", [1, 5])  # 12 and 60 output rows: both kernel regimes
 @pytest.mark.parametrize("bs", [8, 16, 32, 64])
 @pytest.mark.parametrize("dtype,precision", [(np.float32, "default"), (np.float32, "highest"),
@@ -488,10 +509,8 @@ def test_sampled_small_blocks_over_partial_tiles(rng, bs, out_dtype, dtype):
 def test_conv_kernel_variants(rng, batch, bs, dtype, precision):
     """The implicit-GEMM CUDA convolution (forward and input gradient) and the filter gradient,
     with stride, dilation and asymmetric padding, against float64 dense convolution."""
-    from test_conv import dense_conv, dense_filter
-    mask = random_mask(rng, 3, 2, density=0.5)
-    mask[:, 0] = False  # an empty output block-column
-    mask[1, 1] = True
+    from test_conv import dense_filter
+    mask = _conv_mask(rng)
     layout = jbs.Layout(mask, bs)
     C, K = layout.shape
     strides, dilation, padding = (2, 1), (1, 2), ((1, 2), (0, 1))
@@ -503,11 +522,8 @@ def test_conv_kernel_variants(rng, batch, bs, dtype, precision):
     y, vjp = jax.vjp(conv, x, w)
     dy = _put(random_array(rng, y.shape, dtype))
     dx, dw = vjp(dy)
-    ref, ref_vjp = jax.vjp(lambda x, f: dense_conv(x, f, strides, padding, dilation),
-                           f64(x), filt)
-    ref_dx, ref_filt = ref_vjp(f64(dy))
-    ref_dw = np.stack([blocks_of(mask, bs, np.asarray(ref_filt)[tap])
-                       for tap in np.ndindex(3, 2)], axis=1).reshape(w.shape)
+    ref, ref_dx, ref_dw = _dense_conv_references(mask, bs, filt, x, dy, strides, padding,
+                                                 dilation)
     check = lambda out, expected: assert_close(out, expected, dtype, precision, on_gpu=True)
     check(y, ref)
     check(dx, ref_dx)
@@ -524,10 +540,8 @@ def test_conv_kernel_variants(rng, batch, bs, dtype, precision):
 def test_conv_stride_one_halo_kernels(rng, batch, kernel_size, dilation, padding, dtype):
     """Stride 1, 16-bit, bs 32: the halo-tile kernels (forward, input gradient, and the filter
     gradient in one segment or several), against float64 dense."""
-    from test_conv import dense_conv, dense_filter
-    mask = random_mask(rng, 3, 2, density=0.5)
-    mask[:, 0] = False  # an empty output block-column
-    mask[1, 1] = True
+    from test_conv import dense_filter
+    mask = _conv_mask(rng)
     layout = jbs.Layout(mask, 32)
     C, K = layout.shape
     x = _put(random_array(rng, (batch, 9, 7, C), dtype))
@@ -537,10 +551,8 @@ def test_conv_stride_one_halo_kernels(rng, batch, kernel_size, dilation, padding
     y, vjp = jax.vjp(conv, x, w)
     dy = _put(random_array(rng, y.shape, dtype))
     dx, dw = vjp(dy)
-    ref, ref_vjp = jax.vjp(lambda x, f: dense_conv(x, f, (1, 1), padding, dilation), f64(x), filt)
-    ref_dx, ref_filt = ref_vjp(f64(dy))
-    ref_dw = np.stack([blocks_of(mask, 32, np.asarray(ref_filt)[tap])
-                       for tap in np.ndindex(*kernel_size)], axis=1).reshape(w.shape)
+    ref, ref_dx, ref_dw = _dense_conv_references(mask, 32, filt, x, dy, (1, 1), padding,
+                                                 dilation)
     check = lambda out, expected: assert_close(out, expected, dtype, on_gpu=True)
     check(y, ref)
     check(dx, ref_dx)
@@ -557,10 +569,8 @@ def test_conv_gather_kernels_over_a_weight_stack(rng, bs, batch, dtype, precisio
     both take the <= 32-row tile (test_conv_kernel_variants' input gradient has >= 42 rows);
     bs 128 in both regimes (batch 3: 45 and 90 rows). Forward, input and filter gradients,
     with an empty output block-column, against float64 dense convolution."""
-    from test_conv import dense_conv, dense_filter
-    mask = random_mask(rng, 3, 2, density=0.5)
-    mask[:, 0] = False  # an empty output block-column
-    mask[1, 1] = True
+    from test_conv import dense_filter
+    mask = _conv_mask(rng)
     layout = jbs.Layout(mask, bs)
     C, K = layout.shape
     strides, dilation, padding = (2, 1), (1, 2), ((1, 2), (0, 1))
@@ -580,11 +590,8 @@ def test_conv_gather_kernels_over_a_weight_stack(rng, bs, batch, dtype, precisio
     check = lambda out, expected: assert_close(out, expected, dtype, precision, on_gpu=True)
     for g in range(2):
         filt = dense_filter(mask, bs, ws[g])
-        ref, ref_vjp = jax.vjp(lambda x, f: dense_conv(x, f, strides, padding, dilation),
-                               f64(x), filt)
-        ref_dx, ref_filt = ref_vjp(f64(dys[g]))
-        ref_dw = np.stack([blocks_of(mask, bs, np.asarray(ref_filt)[tap])
-                           for tap in np.ndindex(3, 2)], axis=1).reshape(ws.shape[1:])
+        ref, ref_dx, ref_dw = _dense_conv_references(mask, bs, filt, x, dys[g], strides,
+                                                     padding, dilation)
         check(ys[g], ref)
         check(dxs[g], ref_dx)
         check(dws[g], ref_dw)
@@ -597,10 +604,8 @@ def test_conv_halo_kernels_over_a_weight_stack(rng, dtype):
     gradient come back in the input dtype), the filter gradient in two segments of output tiles
     (17 images of one 9 x 7 tile each), with an empty output block-column, against float64."""
     from jax_blocksparse import lowering
-    from test_conv import dense_conv, dense_filter
-    mask = random_mask(rng, 3, 2, density=0.5)
-    mask[:, 0] = False  # an empty output block-column
-    mask[1, 1] = True
+    from test_conv import dense_filter
+    mask = _conv_mask(rng)
     layout = jbs.Layout(mask, 32)
     C, K = layout.shape
     batch = 17
@@ -620,10 +625,8 @@ def test_conv_halo_kernels_over_a_weight_stack(rng, dtype):
     assert ys.dtype == jnp.float32 and dxs.dtype == dws.dtype == np.dtype(dtype)
     for g in range(2):
         filt = dense_filter(mask, 32, ws[g])
-        ref, ref_vjp = jax.vjp(lambda x, f: dense_conv(x, f, (1, 1), "SAME", (1, 1)), f64(x), filt)
-        ref_dx, ref_filt = ref_vjp(f64(dys[g]))
-        ref_dw = np.stack([blocks_of(mask, 32, np.asarray(ref_filt)[tap])
-                           for tap in np.ndindex(3, 3)], axis=1).reshape(ws.shape[1:])
+        ref, ref_dx, ref_dw = _dense_conv_references(mask, 32, filt, x, dys[g], (1, 1), "SAME",
+                                                     (1, 1))
         assert_close(ys[g], ref, np.float32, on_gpu=True)
         assert_close(dxs[g], ref_dx, dtype, on_gpu=True)
         assert_close(dws[g], ref_dw, dtype, on_gpu=True)

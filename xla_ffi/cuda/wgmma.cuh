@@ -97,8 +97,8 @@ __device__ __forceinline__ void FenceAccumulators(float (&d)[kN]) {
 }
 
 // d (64 x 32 float, layout above) += A (64 x 16, K-major descriptor when kTransA is 0, MN-major
-// when 1) * B (16 x 32, K-major descriptor when kTransB is 0, MN-major when 1). Warpgroup-collective and asynchronous: d is
-// only valid after WgmmaCommit and WgmmaWait.
+// when 1) * B (16 x 32, K-major descriptor when kTransB is 0, MN-major when 1).
+// Warpgroup-collective and asynchronous: d is only valid after WgmmaCommit and WgmmaWait.
 template <typename Elem, int kTransB, int kTransA = 0>
 __device__ __forceinline__ void Wgmma64x32x16(float (&d)[16], uint64_t a_descriptor,
                                               uint64_t b_descriptor) {
