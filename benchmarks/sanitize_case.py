@@ -2,7 +2,7 @@
 
 Paths: tensor-core 16-bit (bf16), TF32 (float32 DEFAULT), 3xTF32 (float32 HIGHEST), and the SIMT
 kernels (float64); block sizes 8, 32 and 128; M <= 32 and 48 (the W-streaming tiles), M with
-tile tails, 256-row tiles and M > 512 (split-M sampled, 8 slices and fewer); and the CUDA convolution in bf16 and float32: forward
+tile tails, 100 rows (the 128-row tile), 256-row tiles and M > 512 (split-M sampled, 8 slices and fewer); and the CUDA convolution in bf16 and float32: forward
 and input gradient strided, dilated and padded (the gather kernel), and the stride-1 halo-tile
 kernels (forward, input gradient, filter gradient in one segment and in two), and stride-1
 convolutions over a 16 x 16 image. Then a jitted
@@ -79,6 +79,15 @@ layout = jbs.Layout(np.ones((16, 2), bool), 32)
 x = jnp.asarray(rng.standard_normal((48, 512)), jnp.bfloat16)
 w = jnp.asarray(rng.standard_normal(layout.w_shape), jnp.bfloat16)
 jax.block_until_ready(jbs.matmul(x, w, layout))
+# 100 rows, bs 32, 16-bit: the 128-row tile capped for 4 CTAs per SM (on sm_90a the rows 65-128
+# that the wgmma tile leaves), over two weight stacks
+layout = jbs.Layout(rng.random((4, 3)) < 0.6, 32)
+layout = jbs.Layout(np.logical_or(layout.mask, np.eye(4, 3, dtype=bool)), 32)
+x = jnp.asarray(rng.standard_normal((100, layout.shape[0])), jnp.bfloat16)
+dy = jnp.asarray(rng.standard_normal((100, layout.shape[1])), jnp.bfloat16)
+ws = jnp.asarray(rng.standard_normal((2, *layout.w_shape)), jnp.bfloat16)
+jax.block_until_ready((jax.vmap(lambda w: jbs.matmul(x, w, layout))(ws),
+                       jax.vmap(lambda w: jbs.matmul_t(dy, w, layout))(ws)))
 for bs in (16, 32):
     for dtype in (jnp.bfloat16, jnp.float32):
         mask = rng.random((3, 2)) < 0.6
