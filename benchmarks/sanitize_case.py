@@ -65,7 +65,8 @@ x, dy = (jnp.asarray(rng.standard_normal((2100, d)), jnp.bfloat16) for d in layo
 jax.block_until_ready(jbs.sampled_matmul(x, dy, layout))
 # Small blocks, M >= 512, a fifth of the blocks present: 128 x 128 dense tiles at bs 8, the
 # per-block kernel at bs 16 (12 x 12 tiles, the last row and column partial, one tile
-# without blocks)
+# without blocks); the products too (the union panels at bs 8; at bs 16 the 256-row TMA tile
+# of `wgmma_tma_bs16` on sm_90a, 520 rows leaving the third tile 8)
 for bs in (8, 16):
     t = 128 // bs
     mask = rng.random((1480 // bs, 1480 // bs)) < 0.2
@@ -73,7 +74,9 @@ for bs in (8, 16):
     layout = jbs.Layout(mask, bs)
     x, dy = (jnp.asarray(rng.standard_normal((520, layout.shape[0])), jnp.bfloat16)
              for _ in range(2))
-    jax.block_until_ready(jbs.sampled_matmul(x, dy, layout))
+    w = jnp.asarray(rng.standard_normal(layout.w_shape), jnp.bfloat16)
+    jax.block_until_ready((jbs.sampled_matmul(x, dy, layout), jbs.matmul(x, w, layout),
+                           jbs.matmul_t(dy, w, layout)))
 # 48 rows over columns of >= 16 blocks: the 64-row W-streaming tile
 layout = jbs.Layout(np.ones((16, 2), bool), 32)
 x = jnp.asarray(rng.standard_normal((48, 512)), jnp.bfloat16)

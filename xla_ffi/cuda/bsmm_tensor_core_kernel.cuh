@@ -667,6 +667,15 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
                                                                         stream);
     }
   }
+  if constexpr (kHalf && !kConv && kBs == 16) {
+    // Experiment `wgmma_tma_bs16` (NOTES v25): v17's TMA + wgmma tile below at bs 16, against
+    // the mma.sync row tile at the end (small d = 1/8: 179 us on an H200, 0.47x of dense).
+    static const bool wgmma_tma_bs16 = ExperimentEnabled("wgmma_tma_bs16");
+    if (wgmma_tma_bs16 && args.rows > 128 && WgmmaAvailable()) {
+      const cudaError_t status = LaunchWgmmaTmaRows<kKind, kTransW, 16>(args, out_f32, stream);
+      if (status != cudaErrorNotSupported) return status;
+    }
+  }
   if constexpr (kHalf && !kConv && kBs == 8) {
     // 128 x 128 output tiles over the union of 16 block-columns, as dense 32-wide k panels
     // (bsmm_union_panel_kernel.cuh): small bs 8 d = 1/8 matmul 493 -> 256 us. At bs 16 it tied

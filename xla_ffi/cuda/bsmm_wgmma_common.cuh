@@ -1,4 +1,4 @@
-// What the TMA-fed wgmma kernels of jbs_bsmm share (sm_90a, 16-bit, bs 32): the tensor maps
+// What the TMA-fed wgmma kernels of jbs_bsmm share (sm_90a, 16-bit, bs 32 and 16): the tensor maps
 // their producer warps load boxes through, their launch, and the epilogue from the wgmma
 // accumulator layout.
 #ifndef JAX_BLOCKSPARSE_XLA_FFI_CUDA_BSMM_WGMMA_COMMON_CUH_
@@ -35,13 +35,14 @@ struct ColumnEntries {
   }
 };
 
+template <int kBs = 32>
 __device__ __forceinline__ ColumnEntries LoadColumnEntries(const BsmmArgs& args, int64_t column) {
   const int64_t nnz = args.nnz;
   const int64_t begin =
       min(max(static_cast<int64_t>(__ldg(args.offsets + column)), int64_t{0}), nnz);
   const int64_t end =
       min(max(static_cast<int64_t>(__ldg(args.offsets + column + 1)), begin), nnz);
-  return {reinterpret_cast<const int2*>(args.entries) + begin, end - begin, args.a_cols / 32,
+  return {reinterpret_cast<const int2*>(args.entries) + begin, end - begin, args.a_cols / kBs,
           nnz};
 }
 
@@ -57,21 +58,21 @@ __device__ __forceinline__ void InitTmaRing(uint32_t full_barriers, uint32_t emp
   tma::FenceMbarrierInit();
 }
 
-// Stores a warp's 16 x 32 share of a wgmma accumulator's 32 columns (layout in wgmma.cuh: float
-// j in n8 tile j / 4) at block-column `column` of a row-major output with out_cols columns:
-// the warp's local row i (0..15) goes to output row out_row(i), or nowhere where that is
-// negative.
-template <typename Elem, typename OutRow>
+// Stores a warp's 16 x bs share of a wgmma accumulator's bs = 2 kFloats columns (layout in
+// wgmma.cuh: float j in n8 tile j / 4) at block-column `column` of a row-major output with
+// out_cols columns: the warp's local row i (0..15) goes to output row out_row(i), or nowhere
+// where that is negative.
+template <typename Elem, int kFloats, typename OutRow>
 __device__ __forceinline__ void StoreWgmmaWarpRows(void* out, int64_t out_cols,
-                                                   const float (&acc)[16], OutRow&& out_row,
+                                                   const float (&acc)[kFloats], OutRow&& out_row,
                                                    int64_t column, int lane, bool out_f32) {
-  constexpr int kBs = 32;
+  constexpr int kBs = 2 * kFloats;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int64_t row = out_row((lane >> 2) + 8 * h);
     if (row < 0) continue;
 #pragma unroll
-    for (int nt = 0; nt < 4; ++nt) {
+    for (int nt = 0; nt < kBs / 8; ++nt) {
       const int64_t offset = row * out_cols + column * kBs + nt * 8 + 2 * (lane & 3);
       const float lo = acc[nt * 4 + 2 * h];
       const float hi = acc[nt * 4 + 2 * h + 1];
@@ -87,42 +88,43 @@ __device__ __forceinline__ void StoreWgmmaWarpRows(void* out, int64_t out_cols,
 
 // The matmul case: rows [row_base, row_base + 16) of group g's output, rows past the end left
 // out.
-template <typename Elem>
-__device__ __forceinline__ void StoreWgmmaWarpTile(const BsmmArgs& args, const float (&acc)[16],
-                                                   int64_t g, int64_t row_base, int64_t column,
-                                                   int lane, bool out_f32) {
+template <typename Elem, int kFloats>
+__device__ __forceinline__ void StoreWgmmaWarpTile(const BsmmArgs& args,
+                                                   const float (&acc)[kFloats], int64_t g,
+                                                   int64_t row_base, int64_t column, int lane,
+                                                   bool out_f32) {
   StoreWgmmaWarpRows<Elem>(
-      args.out, args.out_blocks * 32, acc,
+      args.out, args.out_blocks * 2 * kFloats, acc,
       [&](int i) { return row_base + i < args.rows ? g * args.rows + row_base + i : int64_t{-1}; },
       column, lane, out_f32);
 }
 
-// w as (groups, blocks * 32, 32): a box is one 32 x 32 block, landing with the 64-byte swizzle.
-template <MmaKind kKind>
+// w as (groups, blocks * bs, bs): a box is one bs x bs block, landing with the swizzle of its
+// row width (64 bytes at bs 32, 32 at bs 16).
+template <MmaKind kKind, uint64_t kBs = 32>
 bool EncodeWeightBlockMap(CUtensorMap* map, const void* w, int64_t blocks, int64_t groups) {
-  constexpr uint64_t kBs = 32;
   if (blocks * kBs > INT32_MAX || groups > INT32_MAX) return false;
   const uint64_t dims[3] = {kBs, static_cast<uint64_t>(blocks) * kBs,
                             static_cast<uint64_t>(groups)};
   const uint64_t strides[2] = {kBs * 2, static_cast<uint64_t>(blocks) * kBs * kBs * 2};
   const uint32_t box[3] = {kBs, kBs, 1};
-  return tma::EncodeSwizzled64(map, kKind == MmaKind::kBf16, 3, w, dims, strides, box);
+  return tma::EncodeSwizzled(map, kKind == MmaKind::kBf16, 3, w, dims, strides, box);
 }
 
 // Launches a TMA-fed wgmma kernel taking (args, x_map, w_map, row_tiles, out_f32): one CTA per
 // (column tile, row tile of tile_rows, operand group), the last two clamped to the grid's
 // limits (the kernels stride over the rest). The maps are encoded here, per call: pure host
 // work, no allocation and no synchronization, so the call stays capturable in a command buffer.
-//   x_map: x as (groups, a_rows, a_cols), innermost first; a box is one block-row's 32 columns
+//   x_map: x as (groups, a_rows, a_cols), innermost first; a box is one block-row's bs columns
 //     of a tile_rows-row tile (rows past a_rows read as zeros).
-//   w_map: w as (groups, nnz * 32, 32); a box is one 32 x 32 block.
-// Both land with the 64-byte swizzle. cudaErrorNotSupported where the shapes exceed a tensor
-// map's or the grid's limits, so that the caller falls back to the mma.sync kernels.
-template <MmaKind kKind, typename Kernel>
+//   w_map: w as (groups, nnz * bs, bs); a box is one bs x bs block.
+// Both land with the swizzle of their row width (EncodeSwizzled). cudaErrorNotSupported where
+// the shapes exceed a tensor map's or the grid's limits, so that the caller falls back to the
+// mma.sync kernels.
+template <MmaKind kKind, uint32_t kBs = 32, typename Kernel>
 cudaError_t LaunchWgmmaTma(Kernel kernel, std::atomic<uint64_t>& done_devices, int threads,
                            int smem_bytes, int64_t column_tiles, uint32_t tile_rows,
                            const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
-  constexpr uint32_t kBs = 32;
   constexpr bool kBf16 = kKind == MmaKind::kBf16;
   if (column_tiles > kMaxGridX || args.nnz * kBs > INT32_MAX || args.a_cols > INT32_MAX ||
       args.a_rows > INT32_MAX || args.groups > INT32_MAX) {
@@ -137,11 +139,11 @@ cudaError_t LaunchWgmmaTma(Kernel kernel, std::atomic<uint64_t>& done_devices, i
     const uint64_t strides[2] = {static_cast<uint64_t>(args.a_cols) * 2,
                                  static_cast<uint64_t>(args.a_rows * args.a_cols) * 2};
     const uint32_t box[3] = {kBs, tile_rows, 1};
-    if (!tma::EncodeSwizzled64(&x_map, kBf16, 3, args.a, dims, strides, box)) {
+    if (!tma::EncodeSwizzled(&x_map, kBf16, 3, args.a, dims, strides, box)) {
       return cudaErrorNotSupported;
     }
   }
-  if (!EncodeWeightBlockMap<kKind>(&w_map, args.w, args.nnz, args.groups)) {
+  if (!EncodeWeightBlockMap<kKind, kBs>(&w_map, args.w, args.nnz, args.groups)) {
     return cudaErrorNotSupported;
   }
   if (OptInSharedMemory(reinterpret_cast<const void*>(kernel), smem_bytes, done_devices) !=

@@ -1,7 +1,9 @@
 // Tensor-core jbs_bsmm for large batches on sm_90a (benchmarks/NOTES.md v17): 16-bit inputs,
 // bs 32, matmul and matmul_t. One CTA owns a 256-row x 32-column tile of one output
 // block-column; two warpgroups multiply with wgmma.mma_async.m64n32k16 (two m64 slabs each),
-// their stages filled by the bulk tensor copy engine (TMA).
+// their stages filled by the bulk tensor copy engine (TMA). The same kernel at bs 16
+// (experiment `wgmma_tma_bs16`, NOTES v25) takes 32-byte box rows with the 32-byte swizzle,
+// m64n16k16, and twice the stages of half the size.
 //
 // Why: wgmma issues a 64 x 32 x 16 product per instruction and runs asynchronously, where the
 // mma.sync kernels spend their issue slots on ldmatrix and m16n8k16. Fed by cp.async (every
@@ -48,30 +50,37 @@
 namespace jbs {
 namespace bsmm_tc {
 
+template <int kBlockSize>
 struct WgmmaTmaTiling {
-  static constexpr int kBs = 32;
+  static_assert(kBlockSize == 16 || kBlockSize == 32, "one block row is one swizzle row");
+  static constexpr int kBs = kBlockSize;
   static constexpr int kWarpGroups = 2;
   static constexpr int kConsumerThreads = 128 * kWarpGroups;
   static constexpr int kThreads = kConsumerThreads + 32;  // and one producer warp
   static constexpr int kSlabs = 2;  // m64 slabs per warpgroup
   static constexpr int kTM = 64 * kSlabs * kWarpGroups;
-  static constexpr uint32_t kRowBytes = kBs * 2;                    // 64: one swizzle row
-  static constexpr uint32_t kAtomBytes = 8 * kRowBytes;             // 512: one swizzle atom
-  static constexpr uint32_t kABytes = kTM * kRowBytes;              // 16 KB
-  static constexpr uint32_t kBBytes = kBs * kRowBytes;              // 2 KB
-  static constexpr uint32_t kStageBytes = kABytes + kBBytes;        // 18 KB, 1 KB aligned
-  static constexpr int kStages = 4;
+  static constexpr uint32_t kRowBytes = kBs * 2;                    // one swizzle row
+  static constexpr uint32_t kAtomBytes = 8 * kRowBytes;             // one swizzle atom
+  static constexpr uint32_t kABytes = kTM * kRowBytes;              // 16 KB at bs 32, 8 at 16
+  static constexpr uint32_t kBBytes = kBs * kRowBytes;              // 2 KB at bs 32, 512 B at 16
+  static constexpr uint32_t kLoadBytes = kABytes + kBBytes;         // a step's two boxes
   static constexpr uint32_t kAlign = 1024;
+  static constexpr uint32_t kStageBytes =                           // 18 KB at bs 32, 9 at 16
+      (kLoadBytes + kAlign - 1) / kAlign * kAlign;
+  // About 70 KB in flight per CTA either way: a bs-16 step carries half the bytes.
+  static constexpr int kStages = kBs == 32 ? 4 : 8;
   static constexpr uint32_t kBarrierBytes = 2 * kStages * 8;
   // Dynamic shared memory is only 16-byte aligned: room to align the stages up to 1 KB.
   static constexpr int kSmemBytes = kAlign + kStages * kStageBytes + kBarrierBytes;
   static constexpr int kMinCtas = 3;
+  static constexpr int kAccumulators = kBs / 2;  // floats per thread of an m64 x bs slab
   static_assert(kStageBytes % kAlign == 0 && kABytes % kAlign == 0, "aligned atoms");
   static_assert(3 * (kSmemBytes + 1024) <= 228 * 1024, "3 CTAs per SM");
 };
 
-template <MmaKind kKind, bool kTransW>
-__global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMinCtas)
+template <MmaKind kKind, bool kTransW, int kBlockSize>
+__global__ void __launch_bounds__(WgmmaTmaTiling<kBlockSize>::kThreads,
+                                  WgmmaTmaTiling<kBlockSize>::kMinCtas)
     BsmmWgmmaTmaKernel(BsmmArgs args, const __grid_constant__ CUtensorMap x_map,
                        const __grid_constant__ CUtensorMap w_map, int64_t row_tiles,
                        bool out_f32) {
@@ -79,8 +88,9 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
   // a stub, which also keeps their compile time down.
 #if JBS_WGMMA_DEVICE
   using Elem = ElemOf<kKind>;
-  using Tiling = WgmmaTmaTiling;
+  using Tiling = WgmmaTmaTiling<kBlockSize>;
   constexpr int kBs = Tiling::kBs;
+  constexpr int kAcc = Tiling::kAccumulators;
   constexpr int kStages = Tiling::kStages;
 
   extern __shared__ __align__(16) unsigned char smem_raw[];
@@ -95,7 +105,7 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
   const int lane = tid & 31;
 
   const int64_t out_block = blockIdx.x;
-  const ColumnEntries column = LoadColumnEntries(args, out_block);
+  const ColumnEntries column = LoadColumnEntries<kBs>(args, out_block);
   const int64_t steps = column.count;
   const int2* entries = column.pairs;
   if (tid == 0) InitTmaRing(full_barriers, empty_barriers, kStages, Tiling::kConsumerThreads);
@@ -119,7 +129,7 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
           const bool valid = column.Valid(pair);
           const uint32_t full = full_barriers + 8 * stage;
           const uint32_t a_dst = smem_base + stage * Tiling::kStageBytes;
-          tma::MbarrierArriveExpectTx(full, Tiling::kStageBytes);
+          tma::MbarrierArriveExpectTx(full, Tiling::kLoadBytes);
           tma::Load3D(a_dst, &x_map, full, valid ? pair.x * kBs : 0,
                       static_cast<int32_t>(tile * Tiling::kTM), static_cast<int32_t>(g));
           tma::Load3D(a_dst + Tiling::kABytes, &w_map, full, 0, valid ? pair.y * kBs : 0,
@@ -130,22 +140,26 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
     return;
   }
 
-  // Descriptor strides (wgmma.cuh, DescriptorSwizzled64): x and a w block stored [n][k]
-  // (matmul_t) are K-major, a k16 step 32 bytes into the atom; a block stored [k][n] (matmul) is
-  // MN-major, a k16 step two atoms.
+  // Descriptor strides (wgmma.cuh, DescriptorSwizzled64 / 32): x and a w block stored [n][k]
+  // (matmul_t) are K-major, a k16 step 32 bytes into the row; a block stored [k][n] (matmul) is
+  // MN-major, a k16 step two atoms. At bs 16 a block is one k16 step.
   constexpr uint32_t kAStep = 32;
   constexpr uint32_t kBStep = kTransW ? 32 : 2 * Tiling::kAtomBytes;
   constexpr uint32_t kBLeading = kTransW ? 16 : Tiling::kBBytes;
+  const auto descriptor = [](uint32_t address, uint32_t leading, uint32_t stride) {
+    return kBs == 32 ? wg::DescriptorSwizzled64(address, leading, stride)
+                     : wg::DescriptorSwizzled32(address, leading, stride);
+  };
 
   int64_t base = 0;  // global number of this CTA's first step in the current tile
   for (int64_t g = blockIdx.z; g < args.groups; g += gridDim.z) {
     for (int64_t tile = blockIdx.y; tile < row_tiles; tile += gridDim.y) {
       const int64_t row0 = tile * Tiling::kTM;
-      float acc[Tiling::kSlabs][16];
+      float acc[Tiling::kSlabs][kAcc];
 #pragma unroll
       for (int s = 0; s < Tiling::kSlabs; ++s)
 #pragma unroll
-        for (int i = 0; i < 16; ++i) acc[s][i] = 0.0f;
+        for (int i = 0; i < kAcc; ++i) acc[s][i] = 0.0f;
 
       int2 next = steps > 0 ? __ldg(entries) : make_int2(-1, -1);
       for (int64_t i = 0; i < steps; ++i) {
@@ -162,15 +176,18 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
           wg::WgmmaFence();
 #pragma unroll
           for (int k16 = 0; k16 < kBs / 16; ++k16) {
-            const uint64_t b_descriptor = wg::DescriptorSwizzled64(
-                b_stage + k16 * kBStep, kBLeading, Tiling::kAtomBytes);
+            const uint64_t b_descriptor =
+                descriptor(b_stage + k16 * kBStep, kBLeading, Tiling::kAtomBytes);
 #pragma unroll
             for (int s = 0; s < Tiling::kSlabs; ++s) {
               const uint32_t slab = (warpgroup * Tiling::kSlabs + s) * 64 * Tiling::kRowBytes;
-              wg::Wgmma64x32x16<Elem, kTransW ? 0 : 1>(
-                  acc[s],
-                  wg::DescriptorSwizzled64(a_stage + slab + k16 * kAStep, 16, Tiling::kAtomBytes),
-                  b_descriptor);
+              const uint64_t a_descriptor =
+                  descriptor(a_stage + slab + k16 * kAStep, 16, Tiling::kAtomBytes);
+              if constexpr (kBs == 32) {
+                wg::Wgmma64x32x16<Elem, kTransW ? 0 : 1>(acc[s], a_descriptor, b_descriptor);
+              } else {
+                wg::Wgmma64x16x16<Elem, kTransW ? 0 : 1>(acc[s], a_descriptor, b_descriptor);
+              }
             }
           }
           wg::WgmmaCommit();
@@ -205,11 +222,11 @@ __global__ void __launch_bounds__(WgmmaTmaTiling::kThreads, WgmmaTmaTiling::kMin
 #endif
 }
 
-template <MmaKind kKind, bool kTransW>
+template <MmaKind kKind, bool kTransW, int kBs = 32>
 cudaError_t LaunchWgmmaTmaRows(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
-  using Tiling = WgmmaTmaTiling;
+  using Tiling = WgmmaTmaTiling<kBs>;
   static std::atomic<uint64_t> done_devices{0};
-  return LaunchWgmmaTma<kKind>(BsmmWgmmaTmaKernel<kKind, kTransW>, done_devices,
+  return LaunchWgmmaTma<kKind, kBs>(BsmmWgmmaTmaKernel<kKind, kTransW, kBs>, done_devices,
                                Tiling::kThreads, Tiling::kSmemBytes, args.out_blocks, Tiling::kTM,
                                args, out_f32, stream);
 }

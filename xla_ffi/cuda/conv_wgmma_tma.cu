@@ -375,7 +375,7 @@ cudaError_t LaunchHeight(const BsmmArgs& args, const ConvGather& conv, const Con
     const uint64_t strides[4] = {c * 2, wa * c * 2, ha * wa * c * 2, da * ha * wa * c * 2};
     const uint32_t box[5] = {kBs, 1u << geo.tile_w_log2, static_cast<uint32_t>(geo.box_h), 1, 1};
     if (args.a_cols > INT32_MAX ||
-        !tma::EncodeSwizzled64(&x_map, kKind == MmaKind::kBf16, 5, args.a, dims, strides, box)) {
+        !tma::EncodeSwizzled(&x_map, kKind == MmaKind::kBf16, 5, args.a, dims, strides, box)) {
       return cudaErrorNotSupported;
     }
   }

@@ -16,11 +16,13 @@ namespace tma {
 // --- host ------------------------------------------------------------------------------------
 
 // A tiled tensor map over a row-major 16-bit tensor, innermost dimension first, whose boxes
-// land in shared memory with the 64-byte swizzle (box rows must be 64 bytes). Out-of-bounds
-// elements read as zero. Pure host encoding: no allocation, no synchronization. Returns false
-// when the driver lacks the entry point or rejects the layout.
-bool EncodeSwizzled64(CUtensorMap* map, bool bf16, int rank, const void* base,
-                      const uint64_t* dims, const uint64_t* byte_strides, const uint32_t* box);
+// land in shared memory swizzled by their row width: box rows of 64 bytes (32 elements) with
+// the 64-byte swizzle, of 32 bytes (16 elements) with the 32-byte one, the layouts that wgmma
+// descriptors of the same swizzle read (wgmma.cuh). Out-of-bounds elements read as zero. Pure
+// host encoding: no allocation, no synchronization. Returns false when the driver lacks the
+// entry point or rejects the layout.
+bool EncodeSwizzled(CUtensorMap* map, bool bf16, int rank, const void* base,
+                    const uint64_t* dims, const uint64_t* byte_strides, const uint32_t* box);
 
 // --- device ----------------------------------------------------------------------------------
 

@@ -241,7 +241,7 @@ bool EncodeOperandMap(CUtensorMap* map, bool bf16, const void* base, int64_t row
   const uint64_t strides[2] = {static_cast<uint64_t>(cols) * 2,
                                static_cast<uint64_t>(rows * cols) * 2};
   const uint32_t box[3] = {kBs, kStepRows, 1};
-  return tma::EncodeSwizzled64(map, bf16, 3, base, dims, strides, box);
+  return tma::EncodeSwizzled(map, bf16, 3, base, dims, strides, box);
 }
 
 template <typename Elem, typename Out>

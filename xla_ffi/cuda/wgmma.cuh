@@ -59,6 +59,17 @@ __device__ __forceinline__ uint64_t DescriptorSwizzled64(uint32_t address, uint3
   return DescriptorFields(address, leading_bytes, stride_bytes) | (uint64_t{2} << 62);
 }
 
+// The same for the 32-byte swizzle (mode 3), in which TMA boxes of 32-byte rows (16 elements,
+// one block row at bs 16) land: 8-row atoms of 256 bytes, piece c of row r at c ^ ((r / 4) % 2).
+//   K-major: rows 32 bytes apart, SBO 256 bytes to the next 8 rows, one k16 step per row.
+//   MN-major: rows of K are 32 bytes of 16 M/N elements, SBO 256 bytes to the next 8 k, LBO to
+//     the next 16 M/N elements (unused at N = 16).
+// The atoms must start at 256-byte aligned addresses.
+__device__ __forceinline__ uint64_t DescriptorSwizzled32(uint32_t address, uint32_t leading_bytes,
+                                                         uint32_t stride_bytes) {
+  return DescriptorFields(address, leading_bytes, stride_bytes) | (uint64_t{3} << 62);
+}
+
 // Orders this thread's earlier register and shared-memory accesses before the warpgroup's
 // next wgmma.mma_async (warpgroup-collective).
 __device__ __forceinline__ void WgmmaFence() {
@@ -124,6 +135,39 @@ __device__ __forceinline__ void Wgmma64x32x16(float (&d)[16], uint64_t a_descrip
     JBS_WGMMA_64x32x16("f16");
   }
 #undef JBS_WGMMA_64x32x16
+#else
+  (void)d;
+  (void)a_descriptor;
+  (void)b_descriptor;
+  __trap();
+#endif
+}
+
+// d (64 x 16 float, layout above) += A (64 x 16) * B (16 x 16), transpose flags as in
+// Wgmma64x32x16. Warpgroup-collective and asynchronous, as Wgmma64x32x16.
+template <typename Elem, int kTransB, int kTransA = 0>
+__device__ __forceinline__ void Wgmma64x16x16(float (&d)[8], uint64_t a_descriptor,
+                                              uint64_t b_descriptor) {
+  static_assert(std::is_same_v<Elem, __nv_bfloat16> || std::is_same_v<Elem, __half>,
+                "16-bit inputs");
+#if JBS_WGMMA_DEVICE
+#define JBS_WGMMA_64x16x16(TYPE)                                                              \
+  asm volatile(                                                                              \
+      "{\n"                                                                                  \
+      ".reg .pred accumulate;\n"                                                             \
+      "setp.ne.b32 accumulate, %10, 0;\n"                                                    \
+      "wgmma.mma_async.sync.aligned.m64n16k16.f32." TYPE "." TYPE " "                        \
+      "{%0, %1, %2, %3, %4, %5, %6, %7}, %8, %9, accumulate, 1, 1, %11, %12;\n"             \
+      "}\n"                                                                                  \
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), \
+        "+f"(d[7])                                                                           \
+      : "l"(a_descriptor), "l"(b_descriptor), "r"(1), "n"(kTransA), "n"(kTransB))
+  if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
+    JBS_WGMMA_64x16x16("bf16");
+  } else {
+    JBS_WGMMA_64x16x16("f16");
+  }
+#undef JBS_WGMMA_64x16x16
 #else
   (void)d;
   (void)a_descriptor;
