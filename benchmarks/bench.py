@@ -17,6 +17,9 @@ import datetime
 import json
 import os
 import re
+import subprocess
+import sys
+import tempfile
 
 import numpy as np
 import jax
@@ -91,50 +94,26 @@ def _reduction_chain(product, steps):
     return jax.jit(run)
 
 
-def torch_peers(mask, bs, w_dense_np, m, dtype_name):
-    """Per-product microseconds of torch's Triton BSR and cuSPARSE CSR, or {} when unavailable."""
-    try:
-        import torch
-        from torch.sparse._triton_ops import bsr_dense_mm
-        from triton.testing import do_bench_cudagraph
-    except Exception:
-        return {}
-    if not torch.cuda.is_available():
-        return {}
-    dt = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype_name]
-    # Column form as in the peers' baseline: yT <- W.T @ yT.
-    a = torch.from_numpy(np.ascontiguousarray(w_dense_np.T)).to("cuda", dt)
-    y0 = torch.randn(a.shape[1], m, device="cuda", dtype=dt)
-    out = {}
-    variants = {}
-    try:
-        a_bsr = a.to_sparse_bsr((bs, bs))
-        variants["torch_bsr_triton"] = lambda y: bsr_dense_mm(a_bsr, y)
-    except Exception as err:
-        print("  torch BSR unavailable:", err)
-    if mask.mean() <= 0.25 and dtype_name != "float16":
+def torch_peers(mask, bs, m, dtype_name):
+    """Per-product microseconds of torch's Triton BSR and cuSPARSE CSR on this layout, or {} when
+    unavailable: timed by torch_peers.py in a process of its own (why: its docstring)."""
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_peers.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        mask_path = os.path.join(tmp, "mask.npy")
+        np.save(mask_path, mask)
         try:
-            a_csr = a.to_sparse_csr()
-            variants["torch_csr_cusparse"] = lambda y: a_csr @ y
-        except Exception as err:
-            print("  torch CSR unavailable:", err)
-    for name, op in variants.items():
-        def chain(op=op):
-            y = y0
-            for _ in range(STEPS):
-                y = op(y)
-            return y
-        try:
-            # Compile (Triton) outside the graph capture: a first call inside the capture
-            # invalidates it and leaves the CUDA context in an error state for JAX as well.
-            chain()
-            torch.cuda.synchronize()
-            out[name] = do_bench_cudagraph(chain, rep=100, return_mode="median") / STEPS * 1e3
-        except Exception as err:
-            print(f"  {name} failed: {type(err).__name__}: {str(err)[:120]}")
-    del a, y0
-    torch.cuda.empty_cache()
-    return out
+            run = subprocess.run([sys.executable, script, mask_path, str(bs), str(m), dtype_name,
+                                  str(STEPS)], capture_output=True, text=True, timeout=600)
+        except subprocess.TimeoutExpired:
+            print("  peers: timed out")
+            return {}
+    lines = run.stdout.strip().splitlines()
+    for line in lines[:-1]:
+        print(line)
+    if run.returncode != 0 or not lines:
+        print(f"  peers: exit {run.returncode}: {run.stderr.strip()[-300:]}")
+        return {}
+    return json.loads(lines[-1])
 
 
 def relative_error(ours, reference):
@@ -171,12 +150,7 @@ def bench_config(config, m, size, bs, density, dtype_name, precision, layout_kin
         "matmul_t": (chain_square(lambda y, w: jnp.dot(y, w.T, precision=prec)), (x, w_dense)),
         "sampled_matmul": (chain_reduction(lambda a, b: jnp.dot(a.T, b, precision=prec)), (x, x)),
     }
-    # torch captures the peers' chains in CUDA graphs in global mode: JAX work still in flight
-    # then (x's host-to-device copy, say) invalidates the capture and leaves JAX's stream in an
-    # error state (session 6: cudaErrorStreamCaptureInvalidated, then "Callback registry is
-    # closed" on the next JAX read). So JAX goes idle first.
-    jax.block_until_ready((x, w, w_dense))
-    peers = torch_peers(mask, bs, np.asarray(w_dense, np.float32), m, dtype_name) if with_peers else {}
+    peers = torch_peers(mask, bs, m, dtype_name) if with_peers else {}
     single = {
         "matmul": (jbs.matmul(x, w, layout, precision=precision), jnp.dot(x, w_dense, precision=prec)),
         "matmul_t": (jbs.matmul_t(x, w, layout, precision=precision), jnp.dot(x, w_dense.T, precision=prec)),

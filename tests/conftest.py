@@ -25,3 +25,18 @@ def gpu_devices():
         return jax.devices("gpu")
     except RuntimeError:
         return []
+
+
+def pytest_collection_modifyitems(config, items):
+    """JBS_TEST_SHARD=i/n keeps every n-th collected test from the i-th: benchmarks/gpu_run.sh
+    runs n shards side by side on one GPU, since the GPU suite is bound by XLA compiles on the
+    host's cores (one process ran past the device's 10-minute call limit on an H100)."""
+    shard = os.environ.get("JBS_TEST_SHARD")
+    if not shard:
+        return
+    index, count = (int(part) for part in shard.split("/"))
+    if not 0 <= index < count:
+        raise pytest.UsageError(f"JBS_TEST_SHARD={shard}: want i/n with 0 <= i < n")
+    kept = [item for k, item in enumerate(items) if k % count == index]
+    config.hook.pytest_deselected(items=[item for k, item in enumerate(items) if k % count != index])
+    items[:] = kept
