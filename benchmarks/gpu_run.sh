@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # One call on the GPU machine: build, GPU test suite, benchmark, sanitizers; examples on request.
-#   benchmarks/gpu_run.sh [all|test|bench|sanitize|examples|ab|abtest|profile|overhead]...
+#   benchmarks/gpu_run.sh [all|test|bench|sanitize|examples|ab|abtest|profile|overhead|probe]...
 #   (default: all)
 # ab: seed / conv timings with each kernel experiment (JBS_CUDA_EXPERIMENT) alone against the defaults,
 #     in the same build. abtest: the GPU tests and the sanitizers with all of them on. Neither is
@@ -124,6 +124,16 @@ if [[ " $steps " == *" profile "* ]]; then
       --section LaunchStats --section SchedulerStats --section WarpStateStats \
       python3 profile_case.py > "$out/ncu.txt" 2>&1)
   echo "ncu exit: $? ($(grep -c 'Section: GPU Speed Of Light' "$out/ncu.txt") kernels profiled)"
+fi
+if [[ " $steps " == *" probe "* ]]; then
+  # Device probes (benchmarks/probes/*.cu): standalone programs that measure one hardware rate.
+  nvcc_bin=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+  for probe in benchmarks/probes/*.cu; do
+    name=$(basename "$probe" .cu)
+    "$nvcc_bin" -std=c++17 -O3 -arch=sm_90a "$probe" -o "/tmp/$name" > "$out/probe_$name.log" 2>&1 &&
+      timeout "${JBS_PROBE_TIMEOUT:-120}" "/tmp/$name" >> "$out/probe_$name.log" 2>&1
+    echo "probe $name: exit $?"; tail -n 20 "$out/probe_$name.log"
+  done
 fi
 if [[ " $steps " == *" overhead "* ]]; then
   # Per-product cost of chains of 1 / 16 / 64 products, with and without command buffers.

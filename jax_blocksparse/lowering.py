@@ -36,6 +36,9 @@ from .shapes import HIGHEST
 _PRECISION_CODE = {"default": 0, HIGHEST: 1}
 
 BSMM_TARGET = "jbs_bsmm"
+# jbs_bsmm's contract with the dense operand stored transposed, (G, Ka, M): CUDA, sm_90a,
+# 16-bit, bs 16 and 32 only (experiment ``wgmma_tma_at``).
+BSMM_AT_TARGET = "jbs_bsmm_at"
 SAMPLED_TARGET = "jbs_sampled"
 CONV_TARGET = "jbs_conv"
 CONV_DW_TARGET = "jbs_conv_dw"
@@ -49,7 +52,8 @@ CONV_DW_HALO_TARGET = "jbs_conv_dw_halo"
 SPLIT_LIST_PLATFORMS = frozenset({"cuda"})
 
 
-def _ffi_bsmm(dense, w, *, layout, precision, out_dtype, transpose, platform):
+def _ffi_bsmm(dense, w, *, layout, precision, out_dtype, transpose, platform,
+              wgmma_available=None):
     groups, rows_m, _ = dense.shape
     bs = layout.block_size
     table = layout.row_table if transpose else layout.column_table
@@ -65,12 +69,28 @@ def _ffi_bsmm(dense, w, *, layout, precision, out_dtype, transpose, platform):
     # Segments of a cut list are summed in float32 (float64 for float64), then rounded once.
     call_dtype = out_dtype if split is None else np.promote_types(out_dtype, np.float32)
     call_shape = (groups, rows_m, (offsets.shape[0] - 1) * bs)
-    call = jax.ffi.ffi_call(BSMM_TARGET, jax.ShapeDtypeStruct(call_shape, call_dtype))
-    out = call(dense, w, jnp.asarray(offsets), jnp.asarray(table.entries),
+    target, operand = BSMM_TARGET, dense
+    if platform == "cuda" and _transposed_operand_applies(dense, layout, wgmma_available):
+        target, operand = BSMM_AT_TARGET, jnp.swapaxes(dense, 1, 2)
+    call = jax.ffi.ffi_call(target, jax.ShapeDtypeStruct(call_shape, call_dtype))
+    out = call(operand, w, jnp.asarray(offsets), jnp.asarray(table.entries),
                transpose_w=bool(transpose), precision=np.int32(_PRECISION_CODE[precision]))
     if split is None:
         return out
     return _add_segments(out, split.gather, bs).astype(out_dtype)
+
+
+def _transposed_operand_applies(dense, layout, wgmma_available):
+    """Experiment ``wgmma_tma_at`` (benchmarks/NOTES.md v26): the product reads its dense operand
+    transposed (one XLA transpose per call), so that the TMA + wgmma tile's boxes have 128-byte
+    rows. v25 measured that tile's L2 traffic bound by box rows (32-byte rows at bs 16 moved half
+    the bytes per second of 64-byte rows at bs 32). Only where the kernel exists: a device that
+    runs this build's sm_90a image (``wgmma_available``), 16-bit, bs 16 or 32, more than 128 rows,
+    a multiple of 8 (x^T's rows must be 16-byte multiples for a tensor map)."""
+    rows = dense.shape[1]
+    return (wgmma_available is not None and cuda_experiment_enabled("wgmma_tma_at")
+            and layout.block_size in (16, 32) and dense.dtype in (jnp.bfloat16, jnp.float16)
+            and rows > 128 and rows % 8 == 0 and wgmma_available())
 
 
 def _add_segments(parts, gather, bs):
@@ -286,13 +306,17 @@ def conv_implementations(targets, float64_kernels=True):
     return {ops.conv_p: forward, ops.conv_dx_p: input_grad, ops.conv_dw_p: filter_grad}
 
 
-def _ffi_rules(targets, platform):
+def _ffi_rules(targets, platform, wgmma_available=None):
+    """``wgmma_available``: the CUDA module's query, where it registers ``jbs_bsmm_at``."""
     float64_conv = platform == "cpu"
+    if BSMM_AT_TARGET not in targets:
+        wgmma_available = None
+    bsmm = dict(platform=platform, wgmma_available=wgmma_available)
     return {
         ops.bsmm_p: _compat.lowering_from_function(
-            lambda x, w, **p: _ffi_bsmm(x, w, transpose=False, platform=platform, **p)),
+            lambda x, w, **p: _ffi_bsmm(x, w, transpose=False, **bsmm, **p)),
         ops.bsmm_t_p: _compat.lowering_from_function(
-            lambda dy, w, **p: _ffi_bsmm(dy, w, transpose=True, platform=platform, **p)),
+            lambda dy, w, **p: _ffi_bsmm(dy, w, transpose=True, **bsmm, **p)),
         ops.sampled_p: _compat.lowering_from_function(
             lambda x, dy, **p: _ffi_sampled(x, dy, platform=platform, **p)),
         **{primitive: _compat.lowering_from_function(fn)
@@ -348,7 +372,8 @@ def _install():
         if module is not None:
             targets = module.registrations()
             _compat.register_ffi_targets(targets, ffi_platform)
-            _register(lowering_platform, _ffi_rules(set(targets), lowering_platform))
+            _register(lowering_platform, _ffi_rules(set(targets), lowering_platform,
+                                                    getattr(module, "wgmma_available", None)))
         else:
             _register(lowering_platform, _fallback_rules())
         status[lowering_platform] = error

@@ -258,6 +258,36 @@ def test_16_bit_kernels_over_a_weight_stack(rng, m):
         assert_close(dws[b], blocks_of(mask, 32, f64(x).T @ f64(dys[b])), jnp.bfloat16, on_gpu=True)
 
 
+@pytest.mark.parametrize("bs", [16, 32])
+@pytest.mark.parametrize("out_dtype", [None, jnp.float32], ids=["same", "float32"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_transposed_operand_tile_over_a_weight_stack(rng, monkeypatch, bs, out_dtype, dtype):
+    """Experiment `wgmma_tma_at` (NOTES v26), named for this test only: on sm_90a, matmul and
+    matmul_t read their dense operand transposed (`jbs_bsmm_at`). 264 rows: a 256-row tile and
+    one of 8 rows whose last three m64 slabs lie wholly past the end; two weight stacks; an empty
+    block-column and block-row. Elsewhere the lowering must keep `jbs_bsmm`."""
+    from jax_blocksparse import _jbs_cuda
+    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "wgmma_tma_at")
+    mask = random_mask(rng, 11, 9, density=0.4)
+    mask[:, 3] = False
+    mask[5, :] = False
+    layout = jbs.Layout(mask, bs)
+    C, N = layout.shape
+    ws = _put(random_array(rng, (2, *layout.w_shape), dtype))
+    x = _put(random_array(rng, (264, C), dtype))
+    dys = _put(random_array(rng, (2, 264, N), dtype))
+    kw = dict(preferred_element_type=out_dtype)
+    forward = jax.jit(jax.vmap(lambda w: jbs.matmul(x, w, layout, **kw)))
+    backward = jax.jit(jax.vmap(lambda dy, w: jbs.matmul_t(dy, w, layout, **kw)))
+    for fn, args in ((forward, (ws,)), (backward, (dys, ws))):
+        assert ("jbs_bsmm_at" in fn.lower(*args).as_text()) == _jbs_cuda.wgmma_available()
+    ys, dxs = forward(ws), backward(dys, ws)
+    for g in range(2):
+        Wd = dense_weight(mask, bs, f64(ws[g]))
+        assert_close(ys[g], f64(x) @ Wd, out_dtype or dtype, on_gpu=True)
+        assert_close(dxs[g], f64(dys[g]) @ Wd.T, out_dtype or dtype, on_gpu=True)
+
+
 EDGE_LAYOUTS = ("single_block", "dense", "empty_rows_and_columns", "one_long_column")
 
 

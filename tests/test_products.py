@@ -149,6 +149,28 @@ def test_dense_sampled_gate():
     assert not lowering._dense_sampled_applies(x(cap_groups + 1, m), dense_enough)
 
 
+def test_transposed_operand_gate(monkeypatch):
+    """Where the CUDA lowering hands matmul / matmul_t their dense operand transposed
+    (``jbs_bsmm_at``, experiment ``wgmma_tma_at``): only when named, on a device that runs the
+    sm_90a kernels, for 16-bit operands, bs 16 or 32, and more than 128 rows in multiples of 8."""
+    from jax_blocksparse import lowering
+    operand = lambda rows, dtype=jnp.bfloat16: jax.ShapeDtypeStruct((2, rows, 64), dtype)
+    layout = lambda bs: jbs.Layout(np.ones((64 // bs, 2), bool), bs)
+    hopper, other = (lambda: True), (lambda: False)
+    assert not lowering._transposed_operand_applies(operand(264), layout(16), hopper)
+    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "dense_small_blocks,wgmma_tma_at")
+    for bs in (16, 32):
+        assert lowering._transposed_operand_applies(operand(264), layout(bs), hopper)
+        assert lowering._transposed_operand_applies(operand(136, np.float16), layout(bs), hopper)
+    assert not lowering._transposed_operand_applies(operand(264), layout(16), other)
+    assert not lowering._transposed_operand_applies(operand(264), layout(16), None)
+    assert not lowering._transposed_operand_applies(operand(128), layout(16), hopper)
+    assert not lowering._transposed_operand_applies(operand(260), layout(16), hopper)
+    assert not lowering._transposed_operand_applies(operand(264, np.float32), layout(16), hopper)
+    for bs in (8, 64):
+        assert not lowering._transposed_operand_applies(operand(264), layout(bs), hopper)
+
+
 @pytest.mark.parametrize("layout_name", [n for n in LAYOUT_NAMES if n != "no_blocks"])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16, np.float32],
                          ids=lambda d: np.dtype(d).name)

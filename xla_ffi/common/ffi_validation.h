@@ -219,7 +219,8 @@ inline ffi::Error CheckSampledColumns(const char* target, int64_t a_cols, int64_
 // constructors differ across the supported jaxlib versions.)
 inline ffi::Error ValidateBsmm(const char* target, const ffi::AnyBuffer& a, const ffi::AnyBuffer& w,
                                const ffi::AnyBuffer& offsets, const ffi::AnyBuffer& entries,
-                               const ffi::AnyBuffer& out, int32_t precision, BsmmProblem& problem) {
+                               const ffi::AnyBuffer& out, int32_t precision, BsmmProblem& problem,
+                               bool a_transposed = false) {
   using detail::Invalid;
   const auto operands = [&] {
     return detail::DescribeProductOperands(a, w, offsets, entries, out);
@@ -236,7 +237,10 @@ inline ffi::Error ValidateBsmm(const char* target, const ffi::AnyBuffer& a, cons
   const auto a_dims = a.dimensions();
   const auto w_dims = w.dimensions();
   const auto out_dims = out.dimensions();
-  problem = BsmmProblem{a_dims[0], a_dims[1], a_dims[2], offsets.dimensions()[0] - 1, w_dims[1],
+  // jbs_bsmm_at takes a as (G, Ka, M): the dense operand stored transposed.
+  const int64_t a_rows = a_dims[a_transposed ? 2 : 1];
+  const int64_t a_cols = a_dims[a_transposed ? 1 : 2];
+  problem = BsmmProblem{a_dims[0], a_rows, a_cols, offsets.dimensions()[0] - 1, w_dims[1],
                         w_dims[2], a.element_type(), out.element_type()};
   const int64_t bs = problem.block_size;
   if (ffi::Error error = detail::CheckBlockSize(target, "w", bs, w_dims[3], operands);

@@ -69,13 +69,15 @@ jbs::BsmmArgs ProductArgs(const ffi::AnyBuffer& a, const ffi::AnyBuffer& w,
   return args;
 }
 
+// jbs_bsmm, and with kATransposed jbs_bsmm_at: the same product with a stored transposed.
+template <bool kATransposed>
 ffi::Error BsmmImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
                     ffi::AnyBuffer offsets, ffi::AnyBuffer entries,
                     ffi::Result<ffi::AnyBuffer> out, bool transpose_w, int32_t precision) {
-  constexpr const char* kTarget = "jbs_bsmm";
+  constexpr const char* kTarget = kATransposed ? "jbs_bsmm_at" : "jbs_bsmm";
   BsmmProblem p;
   if (ffi::Error error = jbs::ffi_validation::ValidateBsmm(kTarget, a, w, offsets, entries, *out,
-                                                           precision, p);
+                                                           precision, p, kATransposed);
       error.failure()) {
     return error;
   }
@@ -89,8 +91,19 @@ ffi::Error BsmmImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
   args.nnz = p.nnz;
   args.out_blocks = p.out_blocks;
   args.block_size = static_cast<int32_t>(p.block_size);
-  return LaunchStatus(kTarget, jbs::LaunchBsmm(ToElementType(p.input), ToElementType(p.output),
-                                               args, stream));
+  if constexpr (kATransposed) {
+    const cudaError_t status = jbs::LaunchBsmmTransposedA(ToElementType(p.input),
+                                                          ToElementType(p.output), args, stream);
+    if (status == cudaErrorNotSupported) {
+      return ffi::Error::InvalidArgument(
+          std::string(kTarget) + ": takes 16-bit inputs, bs 16 or 32, M a multiple of 8, on a "
+          "Hopper (sm_90a) build and device (the Python side routes nothing else here)");
+    }
+    return LaunchStatus(kTarget, status);
+  } else {
+    return LaunchStatus(kTarget, jbs::LaunchBsmm(ToElementType(p.input), ToElementType(p.output),
+                                                 args, stream));
+  }
 }
 
 ffi::Error SampledImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer b,
@@ -261,7 +274,13 @@ ffi::Error ConvDwHaloImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer 
 
 }  // namespace
 
-XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsBsmmCuda, BsmmImpl,
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsBsmmCuda, BsmmImpl<false>,
+                              BindProductOperands(BindStream())
+                                  .Attr<bool>("transpose_w")
+                                  .Attr<int32_t>("precision"),
+                              {ffi::Traits::kCmdBufferCompatible});
+
+XLA_FFI_DEFINE_HANDLER_SYMBOL(JbsBsmmAtCuda, BsmmImpl<true>,
                               BindProductOperands(BindStream())
                                   .Attr<bool>("transpose_w")
                                   .Attr<int32_t>("precision"),

@@ -6,6 +6,8 @@
 #include "xla/ffi/api/api.h"
 
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JbsBsmmCuda);
+// jbs_bsmm with the dense operand stored transposed (sm_90a, 16-bit, bs 16 and 32 only).
+XLA_FFI_DECLARE_HANDLER_SYMBOL(JbsBsmmAtCuda);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JbsSampledCuda);
 XLA_FFI_DECLARE_HANDLER_SYMBOL(JbsConvCuda);
 // jbs_conv_dw (plus a partial-sum result) for the halo-tile cases only.

@@ -20,6 +20,11 @@ cudaError_t LaunchBsmmTensorCore(ElementType input, ElementType output, const Bs
 // (entry, tap) pairs and the rows of `a` are gathered per tap (implicit GEMM). args.rows counts
 // the output rows (batch x output positions) and args.a_rows those of `a`. Same return
 // convention; float64 is not supported here.
+// jbs_bsmm_at: args.a holds the dense operand transposed, (groups, a_cols, rows); sm_90a,
+// 16-bit, bs 16 and 32 only (cudaErrorNotSupported otherwise: no other kernel reads it).
+cudaError_t LaunchBsmmTransposedA(ElementType input, ElementType output, const BsmmArgs& args,
+                                  cudaStream_t stream);
+
 cudaError_t LaunchConvTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
                                  const ConvGather& conv, cudaStream_t stream);
 

@@ -118,10 +118,13 @@ bool EncodeWeightBlockMap(CUtensorMap* map, const void* w, int64_t blocks, int64
 //   x_map: x as (groups, a_rows, a_cols), innermost first; a box is one block-row's bs columns
 //     of a tile_rows-row tile (rows past a_rows read as zeros).
 //   w_map: w as (groups, nnz * bs, bs); a box is one bs x bs block.
+//   With kATransposed, x_map is x^T as (groups, a_cols, a_rows): a box is bs rows of k, each
+//     64 rows of x (128 bytes), one per m64 slab (rows past a_rows read as zeros); a_rows must
+//     be a multiple of 8 (a tensor map's 16-byte strides).
 // Both land with the swizzle of their row width (EncodeSwizzled). cudaErrorNotSupported where
 // the shapes exceed a tensor map's or the grid's limits, so that the caller falls back to the
 // mma.sync kernels.
-template <MmaKind kKind, uint32_t kBs = 32, typename Kernel>
+template <MmaKind kKind, uint32_t kBs = 32, bool kATransposed = false, typename Kernel>
 cudaError_t LaunchWgmmaTma(Kernel kernel, std::atomic<uint64_t>& done_devices, int threads,
                            int smem_bytes, int64_t column_tiles, uint32_t tile_rows,
                            const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
@@ -133,13 +136,14 @@ cudaError_t LaunchWgmmaTma(Kernel kernel, std::atomic<uint64_t>& done_devices, i
   CUtensorMap x_map;
   CUtensorMap w_map;
   {
-    const uint64_t dims[3] = {static_cast<uint64_t>(args.a_cols),
-                              static_cast<uint64_t>(args.a_rows),
+    const uint64_t cols = static_cast<uint64_t>(args.a_cols);
+    const uint64_t rows = static_cast<uint64_t>(args.a_rows);
+    const uint64_t dims[3] = {kATransposed ? rows : cols, kATransposed ? cols : rows,
                               static_cast<uint64_t>(args.groups)};
-    const uint64_t strides[2] = {static_cast<uint64_t>(args.a_cols) * 2,
-                                 static_cast<uint64_t>(args.a_rows * args.a_cols) * 2};
-    const uint32_t box[3] = {kBs, tile_rows, 1};
-    if (!tma::EncodeSwizzled(&x_map, kBf16, 3, args.a, dims, strides, box)) {
+    const uint64_t strides[2] = {(kATransposed ? rows : cols) * 2, rows * cols * 2};
+    const uint32_t box[3] = {kATransposed ? 64u : kBs, kATransposed ? kBs : tile_rows, 1};
+    if ((kATransposed && rows % 8 != 0) ||
+        !tma::EncodeSwizzled(&x_map, kBf16, 3, args.a, dims, strides, box)) {
       return cudaErrorNotSupported;
     }
   }

@@ -3,7 +3,10 @@
 // block-column; two warpgroups multiply with wgmma.mma_async.m64n32k16 (two m64 slabs each),
 // their stages filled by the bulk tensor copy engine (TMA). The same kernel at bs 16
 // (experiment `wgmma_tma_bs16`, NOTES v25) takes 32-byte box rows with the 32-byte swizzle,
-// m64n16k16, and twice the stages of half the size.
+// m64n16k16, and twice the stages of half the size. With x stored transposed (x^T, experiment
+// `wgmma_tma_at`, NOTES v26) each m64 slab's box is bs rows of 128 bytes (64 rows of x), read
+// MN-major through the 128-byte swizzle: a quarter of the box rows of bs 16, half of bs 32's,
+// for the same bytes.
 //
 // Why: wgmma issues a 64 x 32 x 16 product per instruction and runs asynchronously, where the
 // mma.sync kernels spend their issue slots on ldmatrix and m16n8k16. Fed by cp.async (every
@@ -62,6 +65,7 @@ struct WgmmaTmaTiling {
   static constexpr uint32_t kRowBytes = kBs * 2;                    // one swizzle row
   static constexpr uint32_t kAtomBytes = 8 * kRowBytes;             // one swizzle atom
   static constexpr uint32_t kABytes = kTM * kRowBytes;              // 16 KB at bs 32, 8 at 16
+  static constexpr uint32_t kSlabABytes = 64 * kRowBytes;           // one m64 slab's share
   static constexpr uint32_t kBBytes = kBs * kRowBytes;              // 2 KB at bs 32, 512 B at 16
   static constexpr uint32_t kLoadBytes = kABytes + kBBytes;         // a step's two boxes
   static constexpr uint32_t kAlign = 1024;
@@ -78,7 +82,7 @@ struct WgmmaTmaTiling {
   static_assert(3 * (kSmemBytes + 1024) <= 228 * 1024, "3 CTAs per SM");
 };
 
-template <MmaKind kKind, bool kTransW, int kBlockSize>
+template <MmaKind kKind, bool kTransW, int kBlockSize, bool kATransposed>
 __global__ void __launch_bounds__(WgmmaTmaTiling<kBlockSize>::kThreads,
                                   WgmmaTmaTiling<kBlockSize>::kMinCtas)
     BsmmWgmmaTmaKernel(BsmmArgs args, const __grid_constant__ CUtensorMap x_map,
@@ -130,8 +134,18 @@ __global__ void __launch_bounds__(WgmmaTmaTiling<kBlockSize>::kThreads,
           const uint32_t full = full_barriers + 8 * stage;
           const uint32_t a_dst = smem_base + stage * Tiling::kStageBytes;
           tma::MbarrierArriveExpectTx(full, Tiling::kLoadBytes);
-          tma::Load3D(a_dst, &x_map, full, valid ? pair.x * kBs : 0,
-                      static_cast<int32_t>(tile * Tiling::kTM), static_cast<int32_t>(g));
+          if constexpr (kATransposed) {
+            // x^T: per m64 slab, the entry's bs rows of k, each 64 rows of x (128 bytes).
+#pragma unroll
+            for (int slab = 0; slab < Tiling::kTM / 64; ++slab) {
+              tma::Load3D(a_dst + slab * Tiling::kSlabABytes, &x_map, full,
+                          static_cast<int32_t>(tile * Tiling::kTM + slab * 64),
+                          valid ? pair.x * kBs : 0, static_cast<int32_t>(g));
+            }
+          } else {
+            tma::Load3D(a_dst, &x_map, full, valid ? pair.x * kBs : 0,
+                        static_cast<int32_t>(tile * Tiling::kTM), static_cast<int32_t>(g));
+          }
           tma::Load3D(a_dst + Tiling::kABytes, &w_map, full, 0, valid ? pair.y * kBs : 0,
                       static_cast<int32_t>(g));
         }
@@ -149,6 +163,14 @@ __global__ void __launch_bounds__(WgmmaTmaTiling<kBlockSize>::kThreads,
   const auto descriptor = [](uint32_t address, uint32_t leading, uint32_t stride) {
     return kBs == 32 ? wg::DescriptorSwizzled64(address, leading, stride)
                      : wg::DescriptorSwizzled32(address, leading, stride);
+  };
+  // x^T's slab: bs rows of k, 128 bytes each (MN-major); a k16 step is 16 of them.
+  const auto a_descriptor_at = [&](uint32_t slab_base, int k16) {
+    if constexpr (kATransposed) {
+      return wg::DescriptorSwizzled128(slab_base + k16 * 16 * 128, Tiling::kSlabABytes, 1024);
+    } else {
+      return descriptor(slab_base + k16 * kAStep, 16, Tiling::kAtomBytes);
+    }
   };
 
   int64_t base = 0;  // global number of this CTA's first step in the current tile
@@ -180,13 +202,15 @@ __global__ void __launch_bounds__(WgmmaTmaTiling<kBlockSize>::kThreads,
                 descriptor(b_stage + k16 * kBStep, kBLeading, Tiling::kAtomBytes);
 #pragma unroll
             for (int s = 0; s < Tiling::kSlabs; ++s) {
-              const uint32_t slab = (warpgroup * Tiling::kSlabs + s) * 64 * Tiling::kRowBytes;
-              const uint64_t a_descriptor =
-                  descriptor(a_stage + slab + k16 * kAStep, 16, Tiling::kAtomBytes);
+              const uint32_t slab = (warpgroup * Tiling::kSlabs + s) * Tiling::kSlabABytes;
+              const uint64_t a_descriptor = a_descriptor_at(a_stage + slab, k16);
+              constexpr int kTransA = kATransposed ? 1 : 0;
               if constexpr (kBs == 32) {
-                wg::Wgmma64x32x16<Elem, kTransW ? 0 : 1>(acc[s], a_descriptor, b_descriptor);
+                wg::Wgmma64x32x16<Elem, kTransW ? 0 : 1, kTransA>(acc[s], a_descriptor,
+                                                                  b_descriptor);
               } else {
-                wg::Wgmma64x16x16<Elem, kTransW ? 0 : 1>(acc[s], a_descriptor, b_descriptor);
+                wg::Wgmma64x16x16<Elem, kTransW ? 0 : 1, kTransA>(acc[s], a_descriptor,
+                                                                  b_descriptor);
               }
             }
           }
@@ -222,11 +246,13 @@ __global__ void __launch_bounds__(WgmmaTmaTiling<kBlockSize>::kThreads,
 #endif
 }
 
-template <MmaKind kKind, bool kTransW, int kBs = 32>
+// kATransposed: args.a holds x^T, (groups, a_cols, rows) (jbs_bsmm_at).
+template <MmaKind kKind, bool kTransW, int kBs = 32, bool kATransposed = false>
 cudaError_t LaunchWgmmaTmaRows(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
   using Tiling = WgmmaTmaTiling<kBs>;
   static std::atomic<uint64_t> done_devices{0};
-  return LaunchWgmmaTma<kKind, kBs>(BsmmWgmmaTmaKernel<kKind, kTransW, kBs>, done_devices,
+  return LaunchWgmmaTma<kKind, kBs, kATransposed>(
+      BsmmWgmmaTmaKernel<kKind, kTransW, kBs, kATransposed>, done_devices,
                                Tiling::kThreads, Tiling::kSmemBytes, args.out_blocks, Tiling::kTM,
                                args, out_f32, stream);
 }

@@ -29,7 +29,7 @@ bool EncodeSwizzled(CUtensorMap* map, bool bf16, int rank, const void* base,
   const PFN_cuTensorMapEncodeTiled_v12000 encode = Encoder();
   if (encode == nullptr || rank < 1 || rank > 5) return false;
   const uint32_t row_bytes = box[0] * 2;
-  if (row_bytes != 32 && row_bytes != 64) return false;
+  if (row_bytes != 32 && row_bytes != 64 && row_bytes != 128) return false;
   cuuint64_t global_dims[5];
   cuuint64_t global_strides[4];
   cuuint32_t box_dims[5];
@@ -44,7 +44,9 @@ bool EncodeSwizzled(CUtensorMap* map, bool bf16, int rank, const void* base,
       map, bf16 ? CU_TENSOR_MAP_DATA_TYPE_BFLOAT16 : CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
       static_cast<cuuint32_t>(rank), const_cast<void*>(base), global_dims, global_strides,
       box_dims, element_strides, CU_TENSOR_MAP_INTERLEAVE_NONE,
-      row_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B : CU_TENSOR_MAP_SWIZZLE_32B,
+      row_bytes == 128  ? CU_TENSOR_MAP_SWIZZLE_128B
+      : row_bytes == 64 ? CU_TENSOR_MAP_SWIZZLE_64B
+                        : CU_TENSOR_MAP_SWIZZLE_32B,
       CU_TENSOR_MAP_L2_PROMOTION_L2_128B, CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE);
   return status == CUDA_SUCCESS;
 }

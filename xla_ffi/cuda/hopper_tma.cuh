@@ -16,9 +16,9 @@ namespace tma {
 // --- host ------------------------------------------------------------------------------------
 
 // A tiled tensor map over a row-major 16-bit tensor, innermost dimension first, whose boxes
-// land in shared memory swizzled by their row width: box rows of 64 bytes (32 elements) with
-// the 64-byte swizzle, of 32 bytes (16 elements) with the 32-byte one, the layouts that wgmma
-// descriptors of the same swizzle read (wgmma.cuh). Out-of-bounds elements read as zero. Pure
+// land in shared memory swizzled by their row width: box rows of 128, 64 or 32 bytes (64, 32
+// or 16 elements) with the swizzle of that width, the layouts that wgmma descriptors of the
+// same swizzle read (wgmma.cuh). Out-of-bounds elements read as zero. Pure
 // host encoding: no allocation, no synchronization. Returns false when the driver lacks the
 // entry point or rejects the layout.
 bool EncodeSwizzled(CUtensorMap* map, bool bf16, int rank, const void* base,

@@ -6,6 +6,7 @@
 #include <type_traits>
 
 #include "blocksparse_cuda_ffi.h"
+#include "launch_util.h"
 
 namespace nb = nanobind;
 
@@ -26,12 +27,17 @@ NB_MODULE(_jbs_cuda, m) {
       []() {
         nb::dict targets;
         targets["jbs_bsmm"] = HandlerCapsule(JbsBsmmCuda);
+        targets["jbs_bsmm_at"] = HandlerCapsule(JbsBsmmAtCuda);
         targets["jbs_sampled"] = HandlerCapsule(JbsSampledCuda);
         targets["jbs_conv"] = HandlerCapsule(JbsConvCuda);
         targets["jbs_conv_dw_halo"] = HandlerCapsule(JbsConvDwHaloCuda);
         return targets;
       },
       "FFI target name -> handler capsule, for platform 'CUDA'.");
+  m.def(
+      "wgmma_available", []() { return jbs::WgmmaAvailable(); },
+      "Whether the current device runs the sm_90a kernels (wgmma, TMA) of this build: what "
+      "jbs_bsmm_at needs.");
   m.def(
       "cuda_runtime_version",
       []() {

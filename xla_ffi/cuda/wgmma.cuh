@@ -70,6 +70,15 @@ __device__ __forceinline__ uint64_t DescriptorSwizzled32(uint32_t address, uint3
   return DescriptorFields(address, leading_bytes, stride_bytes) | (uint64_t{3} << 62);
 }
 
+// The same for the 128-byte swizzle (mode 1), used MN-major for an operand stored transposed
+// (x^T, `wgmma_tma_at`): rows of K are 128 bytes of 64 M/N elements, 8-row atoms of 1 KB (SBO
+// 1024 bytes to the next 8 k), LBO to the next 64 M/N elements (unused for one m64 slab). The
+// atoms must start at 1024-byte aligned addresses.
+__device__ __forceinline__ uint64_t DescriptorSwizzled128(uint32_t address, uint32_t leading_bytes,
+                                                          uint32_t stride_bytes) {
+  return DescriptorFields(address, leading_bytes, stride_bytes) | (uint64_t{1} << 62);
+}
+
 // Orders this thread's earlier register and shared-memory accesses before the warpgroup's
 // next wgmma.mma_async (warpgroup-collective).
 __device__ __forceinline__ void WgmmaFence() {
