@@ -164,8 +164,9 @@ __global__ void __launch_bounds__(WgmmaTmaTiling<kBlockSize>::kThreads,
     return kBs == 32 ? wg::DescriptorSwizzled64(address, leading, stride)
                      : wg::DescriptorSwizzled32(address, leading, stride);
   };
-  // x^T's slab: bs rows of k, 128 bytes each (MN-major); a k16 step is 16 of them.
-  const auto a_descriptor_at = [&](uint32_t slab_base, int k16) {
+  // An m64 slab of the A stage at a k16 step. x^T (kATransposed): bs rows of k, 128 bytes
+  // each, MN-major, a k16 step 16 of them.
+  const auto a_slab_descriptor = [&](uint32_t slab_base, int k16) {
     if constexpr (kATransposed) {
       return wg::DescriptorSwizzled128(slab_base + k16 * 16 * 128, Tiling::kSlabABytes, 1024);
     } else {
@@ -203,7 +204,7 @@ __global__ void __launch_bounds__(WgmmaTmaTiling<kBlockSize>::kThreads,
 #pragma unroll
             for (int s = 0; s < Tiling::kSlabs; ++s) {
               const uint32_t slab = (warpgroup * Tiling::kSlabs + s) * Tiling::kSlabABytes;
-              const uint64_t a_descriptor = a_descriptor_at(a_stage + slab, k16);
+              const uint64_t a_descriptor = a_slab_descriptor(a_stage + slab, k16);
               constexpr int kTransA = kATransposed ? 1 : 0;
               if constexpr (kBs == 32) {
                 wg::Wgmma64x32x16<Elem, kTransW ? 0 : 1, kTransA>(acc[s], a_descriptor,
