@@ -9,7 +9,8 @@
   (``halo_filter_grad_applies``), split into segments of output positions whose partial sums it
   adds in a fixed order. ``sampled_matmul`` of 16-bit operands over long reductions at high
   density is one dense GEMM plus a gather of the blocks (``dense_sampled``), which measured
-  faster than the block kernel there.
+  faster than the block kernel there. Under the experiment ``wgmma_tma_at``, 16-bit bs-16 / 32 products
+  over long batches on Hopper read their dense operand transposed (``jbs_bsmm_at``).
 * anything else, or an extension that is missing: the pure-jnp products of
   :mod:`jax_blocksparse.reference`.
 
