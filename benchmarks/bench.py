@@ -83,14 +83,16 @@ def per_product_us(make_chain, args):
 
 
 def _reduction_chain(product, steps):
+    # The last dy depends on every product. Until session 11 the chain also summed each dw's
+    # corner into a float total: likely a second small kernel per step, charged to ours and to
+    # dense alike, which weighs on the ratio where ours takes 6-17 us (seed); the next H100 run
+    # says by how much (benchmarks/NOTES.md, session 11).
     def run(x, dy):
-        total = jnp.zeros((), jnp.float32)
         for _ in range(steps):
             dw = product(x, dy)
             corner = dw.reshape(-1)[:1].astype(dy.dtype).reshape((1,) * dy.ndim)
             dy = lax.dynamic_update_slice(dy, corner, (0,) * dy.ndim)
-            total = total + dw.reshape(-1)[0].astype(jnp.float32)
-        return total
+        return dy
     return jax.jit(run)
 
 
