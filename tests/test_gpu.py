@@ -1,4 +1,6 @@
 """CUDA kernels: every variant, on the GPU. Skipped cleanly without a GPU."""
+import os
+
 import numpy as np
 import pytest
 import jax
@@ -267,7 +269,10 @@ def test_transposed_operand_tile_over_a_weight_stack(rng, monkeypatch, bs, out_d
     one of 8 rows whose last three m64 slabs lie wholly past the end; two weight stacks; an empty
     block-column and block-row. Elsewhere the lowering must keep `jbs_bsmm`."""
     from jax_blocksparse import _jbs_cuda
-    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "wgmma_tma_at")
+    # Added to what the run names, not instead: the C++ side reads the variable once per process
+    # (`no_wgmma`, say), possibly during this test.
+    named = os.environ.get("JBS_CUDA_EXPERIMENT", "")
+    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", f"{named},wgmma_tma_at" if named else "wgmma_tma_at")
     mask = random_mask(rng, 11, 9, density=0.4)
     mask[:, 3] = False
     mask[5, :] = False
