@@ -657,6 +657,17 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
                                                                            stream);
   }
   if constexpr (kHalf && kBs >= 32 && !kConv) {
+    // Experiment `w_stream_32_row_tiles` (NOTES v27): 33-64 rows over columns of fewer than 16
+    // blocks as two 32-row W-streaming tiles (grid.y = 2), the tile that runs seed d = 1/64 at
+    // 6.1 us for 32 rows, where the 128-row tile below took 12.4 us for 64 rows on an H100
+    // (torch's Triton BSR: 8.6).
+    static const bool w_stream_32_row_tiles = ExperimentEnabled("w_stream_32_row_tiles");
+    if (w_stream_32_row_tiles && args.rows <= 64 && args.nnz < 16 * args.out_blocks) {
+      return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
+                                                                        stream);
+    }
+  }
+  if constexpr (kHalf && kBs >= 32 && !kConv) {
     // W streaming up to 64 rows (4 single-warp k-groups over a 64-row tile), where the
     // row-tiled regime wastes half its 128 rows: 1.5x at M = 64, d = 1/4 and 1/16 (NOTES, v5d).
     // Columns averaging fewer than 16 blocks leave the four k-groups a chunk or two each, and
