@@ -116,15 +116,35 @@ __device__ __forceinline__ void FenceAccumulators(float (&d)[kN]) {
   for (int i = 0; i < kN; ++i) asm volatile("" : "+f"(d[i])::"memory");
 }
 
+// The frame the wgmma wrappers below share: the 16-bit element check, and ISSUE(TYPE) with
+// TYPE the PTX name of Elem on sm_90a (a trap elsewhere; launchers never get there). ISSUE is a
+// macro because the register lists of each shape must stand in an asm literal.
+template <typename Elem>
+inline constexpr bool kWgmmaElement =
+    std::is_same_v<Elem, __nv_bfloat16> || std::is_same_v<Elem, __half>;
+
+#if JBS_WGMMA_DEVICE
+#define JBS_WGMMA_BY_TYPE(ISSUE)                          \
+  if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {  \
+    ISSUE("bf16");                                      \
+  } else {                                              \
+    ISSUE("f16");                                       \
+  }
+#else
+#define JBS_WGMMA_BY_TYPE(ISSUE) \
+  (void)d;                       \
+  (void)a_descriptor;            \
+  (void)b_descriptor;            \
+  __trap();
+#endif
+
 // d (64 x 32 float, layout above) += A (64 x 16, K-major descriptor when kTransA is 0, MN-major
 // when 1) * B (16 x 32, K-major descriptor when kTransB is 0, MN-major when 1).
 // Warpgroup-collective and asynchronous: d is only valid after WgmmaCommit and WgmmaWait.
 template <typename Elem, int kTransB, int kTransA = 0>
 __device__ __forceinline__ void Wgmma64x32x16(float (&d)[16], uint64_t a_descriptor,
                                               uint64_t b_descriptor) {
-  static_assert(std::is_same_v<Elem, __nv_bfloat16> || std::is_same_v<Elem, __half>,
-                "16-bit inputs");
-#if JBS_WGMMA_DEVICE
+  static_assert(kWgmmaElement<Elem>, "16-bit inputs");
 #define JBS_WGMMA_64x32x16(TYPE)                                                              \
   asm volatile(                                                                              \
       "{\n"                                                                                  \
@@ -138,18 +158,8 @@ __device__ __forceinline__ void Wgmma64x32x16(float (&d)[16], uint64_t a_descrip
         "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]),          \
         "+f"(d[13]), "+f"(d[14]), "+f"(d[15])                                                \
       : "l"(a_descriptor), "l"(b_descriptor), "r"(1), "n"(kTransB), "n"(kTransA))
-  if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
-    JBS_WGMMA_64x32x16("bf16");
-  } else {
-    JBS_WGMMA_64x32x16("f16");
-  }
+  JBS_WGMMA_BY_TYPE(JBS_WGMMA_64x32x16)
 #undef JBS_WGMMA_64x32x16
-#else
-  (void)d;
-  (void)a_descriptor;
-  (void)b_descriptor;
-  __trap();
-#endif
 }
 
 // d (64 x 16 float, layout above) += A (64 x 16) * B (16 x 16), transpose flags as in
@@ -157,9 +167,7 @@ __device__ __forceinline__ void Wgmma64x32x16(float (&d)[16], uint64_t a_descrip
 template <typename Elem, int kTransB, int kTransA = 0>
 __device__ __forceinline__ void Wgmma64x16x16(float (&d)[8], uint64_t a_descriptor,
                                               uint64_t b_descriptor) {
-  static_assert(std::is_same_v<Elem, __nv_bfloat16> || std::is_same_v<Elem, __half>,
-                "16-bit inputs");
-#if JBS_WGMMA_DEVICE
+  static_assert(kWgmmaElement<Elem>, "16-bit inputs");
 #define JBS_WGMMA_64x16x16(TYPE)                                                              \
   asm volatile(                                                                              \
       "{\n"                                                                                  \
@@ -171,18 +179,8 @@ __device__ __forceinline__ void Wgmma64x16x16(float (&d)[8], uint64_t a_descript
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), \
         "+f"(d[7])                                                                           \
       : "l"(a_descriptor), "l"(b_descriptor), "r"(1), "n"(kTransA), "n"(kTransB))
-  if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
-    JBS_WGMMA_64x16x16("bf16");
-  } else {
-    JBS_WGMMA_64x16x16("f16");
-  }
+  JBS_WGMMA_BY_TYPE(JBS_WGMMA_64x16x16)
 #undef JBS_WGMMA_64x16x16
-#else
-  (void)d;
-  (void)a_descriptor;
-  (void)b_descriptor;
-  __trap();
-#endif
 }
 
 // d (64 x 64 float, layout above) += A (64 x 16) * B (16 x 64); B is K-major when kTransB is
@@ -191,9 +189,7 @@ __device__ __forceinline__ void Wgmma64x16x16(float (&d)[8], uint64_t a_descript
 template <typename Elem, int kTransB, int kTransA = 0>
 __device__ __forceinline__ void Wgmma64x64x16(float (&d)[32], uint64_t a_descriptor,
                                               uint64_t b_descriptor) {
-  static_assert(std::is_same_v<Elem, __nv_bfloat16> || std::is_same_v<Elem, __half>,
-                "16-bit inputs");
-#if JBS_WGMMA_DEVICE
+  static_assert(kWgmmaElement<Elem>, "16-bit inputs");
 #define JBS_WGMMA_64x64x16(TYPE)                                                             \
   asm volatile(                                                                              \
       "{\n"                                                                                  \
@@ -211,19 +207,11 @@ __device__ __forceinline__ void Wgmma64x64x16(float (&d)[32], uint64_t a_descrip
         "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]),        \
         "+f"(d[31])                                                                          \
       : "l"(a_descriptor), "l"(b_descriptor), "r"(1), "n"(kTransA), "n"(kTransB))
-  if constexpr (std::is_same_v<Elem, __nv_bfloat16>) {
-    JBS_WGMMA_64x64x16("bf16");
-  } else {
-    JBS_WGMMA_64x64x16("f16");
-  }
+  JBS_WGMMA_BY_TYPE(JBS_WGMMA_64x64x16)
 #undef JBS_WGMMA_64x64x16
-#else
-  (void)d;
-  (void)a_descriptor;
-  (void)b_descriptor;
-  __trap();
-#endif
 }
+
+#undef JBS_WGMMA_BY_TYPE
 
 }  // namespace wg
 }  // namespace jbs
