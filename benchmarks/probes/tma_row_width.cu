@@ -8,7 +8,7 @@
 // with no math. Box origins follow a pseudo-random block-row order, as the kernels' do; every
 // CTA keeps 64 KB in flight (the stages' count follows the box size), as v17 and v25 do.
 //
-//   nvcc -std=c++17 -O3 -arch=sm_90a benchmarks/probes/tma_row_width.cu -o /tmp/tma_row_width
+//   nvcc -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a benchmarks/probes/tma_row_width.cu -o /tmp/tma_row_width
 //   /tmp/tma_row_width            -> one line per (row bytes, rows per box, CTAs per SM)
 #include <cuda.h>
 #include <cuda_runtime.h>
