@@ -76,10 +76,11 @@ if [[ " $steps " == *" abtest "* ]]; then
       echo "$experiments, compute-sanitizer $tool exit: $? ($(grep 'SUMMARY' "$out/ab_sanitize_${tool}_$tag.log" | head -1))"
     done
   done
-  # Timing a kernel that failed its smoke run would only hang again.
-  [[ $smoke_failed -eq 0 ]] || { echo "skipping the remaining steps"; exit 3; }
+  # Timing a kernel that failed its smoke run would only hang again; the steps that run without
+  # the experiments (test, bench, probe, ...) still run.
+  [[ $smoke_failed -eq 0 ]] || { echo "skipping ab: a smoke run failed"; status=3; }
 fi
-if [[ " $steps " == *" ab "* ]]; then
+if [[ " $steps " == *" ab "* && ${smoke_failed:-0} -eq 0 ]]; then
   # Each experiment alone against the defaults, on the configurations it changes:
   # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
   # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). Listed in
@@ -103,8 +104,9 @@ if has test; then
   eval "pytest_args=(${JBS_PYTEST_ARGS:-})"
   test_paths=(); for path in ${JBS_TEST_PATH:-tests}; do test_paths+=("$repo/$path"); done
   run_pytest_sharded tests "${test_paths[@]}" "${pytest_args[@]}"
-  status=$?
-  echo "pytest exit: $status ($(( $(date +%s) - start )) s since start)"
+  code=$?
+  [[ $status -ne 0 ]] || status=$code
+  echo "pytest exit: $code ($(( $(date +%s) - start )) s since start)"
 fi
 if has bench; then
   timeout "${JBS_BENCH_TIMEOUT:-3000}" python3 benchmarks/bench.py ${JBS_BENCH_ARGS:-} 2>&1 | tee "$out/bench.log" | grep -v "^  " | tail -n 60

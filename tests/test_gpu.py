@@ -293,6 +293,42 @@ def test_transposed_operand_tile_over_a_weight_stack(rng, monkeypatch, bs, out_d
         assert_close(dxs[g], f64(dys[g]) @ Wd.T, out_dtype or dtype, on_gpu=True)
 
 
+@pytest.mark.parametrize("bs", [16, 32])
+@pytest.mark.parametrize("out_dtype", [None, jnp.float32], ids=["same", "float32"])
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_large_batch_over_partial_column_clusters(rng, bs, out_dtype, dtype):
+    """16-bit, bs 16 and 32, 300 rows (two 128-row tiles and a 44-row one whose last three
+    32-row slices lie wholly past the end), two weight stacks, matmul and matmul_t. The layout
+    has 70 block-columns: under `cluster_union` (NOTES v24; clusters of 4 CTAs over 32 columns
+    at bs 32, 64 at bs 16) its last cluster is partial and some of its CTAs own no column. An
+    empty block-column, a full one, an empty block-row and a block-row that only one column
+    uses. matmul_t runs over the transposed layout, whose 70 block-rows are its output
+    block-columns. On the default routes this is the TMA-fed one-column tile (sm_90a) or the
+    mma.sync tiles."""
+    mask = random_mask(rng, 20, 70, density=0.2)
+    mask[:, 11] = False
+    mask[:, 40] = True
+    mask[6, :] = False
+    mask[13, :] = False
+    mask[13, 66] = True
+    kw = dict(preferred_element_type=out_dtype)
+    for mask_now, product in ((mask, "matmul"), (mask.T, "matmul_t")):
+        layout = jbs.Layout(mask_now, bs)
+        C, N = layout.shape
+        ws = _put(random_array(rng, (2, *layout.w_shape), dtype))
+        if product == "matmul":
+            x = _put(random_array(rng, (300, C), dtype))
+            outs = jax.jit(jax.vmap(lambda w: jbs.matmul(x, w, layout, **kw)))(ws)
+        else:
+            x = _put(random_array(rng, (300, N), dtype))
+            outs = jax.jit(jax.vmap(lambda w: jbs.matmul_t(x, w, layout, **kw)))(ws)
+        assert outs.dtype == np.dtype(out_dtype or dtype)
+        for g in range(2):
+            Wd = dense_weight(mask_now, bs, f64(ws[g]))
+            want = f64(x) @ (Wd if product == "matmul" else Wd.T)
+            assert_close(outs[g], want, out_dtype or dtype, on_gpu=True)
+
+
 EDGE_LAYOUTS = ("single_block", "dense", "empty_rows_and_columns", "one_long_column")
 
 

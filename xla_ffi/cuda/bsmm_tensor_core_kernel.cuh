@@ -29,6 +29,7 @@
 
 #include "blocksparse_kernels.h"
 #include "bsmm_union_panel_kernel.cuh"
+#include "bsmm_wgmma_cluster_union_kernel.cuh"
 #include "bsmm_wgmma_tma_kernel.cuh"
 #include "bsmm_tc_common.cuh"
 #include "launch_util.h"
@@ -676,6 +677,17 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     if (args.rows <= 64 && args.nnz >= 16 * args.out_blocks) {
       return LaunchTc<kKind, kBs, kTransW, 64, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
                                                                         stream);
+    }
+  }
+  if constexpr (kHalf && !kConv && (kBs == 16 || kBs == 32)) {
+    // Experiment `cluster_union` (NOTES v24): clusters of 4 CTAs over 4 x 8 (bs 32) or 4 x 16
+    // (bs 16) block-columns walking their union, each x box multicast to the cluster, against
+    // the one-column TMA tiles below (wide d = 1/4 at L2's ceiling for them: 1.04x of dense on
+    // an H100).
+    static const bool cluster_union = ExperimentEnabled("cluster_union");
+    if (cluster_union && args.rows > 128 && WgmmaAvailable()) {
+      const cudaError_t status = LaunchWgmmaClusterUnion<kKind, kTransW, kBs>(args, out_f32, stream);
+      if (status != cudaErrorNotSupported) return status;
     }
   }
   if constexpr (kHalf && !kConv && kBs == 16) {

@@ -126,6 +126,66 @@ __device__ __forceinline__ void Load5D(uint32_t dst, const CUtensorMap* map, uin
 #endif
 }
 
+// Load3D delivered to every CTA of the cluster named in `cta_mask` (bit r: cluster rank r), at
+// the same shared-memory offset `dst` in each, completing the barrier at offset `bar` in each by
+// the box's bytes. The receivers' barriers must expect them (their own expect_tx).
+__device__ __forceinline__ void Load3DMulticast(uint32_t dst, const CUtensorMap* map,
+                                                uint32_t bar, int32_t c0, int32_t c1,
+                                                int32_t c2, uint16_t cta_mask) {
+#ifdef JBS_TMA_DEVICE
+  asm volatile(
+      "cp.async.bulk.tensor.3d.shared::cluster.global.mbarrier::complete_tx::bytes"
+      ".multicast::cluster [%0], [%1, {%2, %3, %4}], [%5], %6;\n" ::"r"(dst),
+      "l"(reinterpret_cast<uint64_t>(map)), "r"(c0), "r"(c1), "r"(c2), "r"(bar), "h"(cta_mask)
+      : "memory");
+#else
+  __trap();
+#endif
+}
+
+// --- clusters --------------------------------------------------------------------------------
+
+// This CTA's rank in its cluster (0 outside a cluster launch).
+__device__ __forceinline__ uint32_t ClusterCtaRank() {
+#ifdef JBS_TMA_DEVICE
+  uint32_t rank;
+  asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
+  return rank;
+#else
+  __trap();
+  return 0;
+#endif
+}
+
+// One arrival on the barrier at shared-memory offset `bar` of cluster CTA `rank` (this CTA's
+// own included): how a consumer releases a stage that peers' multicast copies fill. The default
+// semantics (release at CTA scope), as CUTLASS's cluster barriers use: `.release.cluster`
+// compiles to a MEMBAR.GPU before every arrival, hundreds of cycles per stage, and the reads it
+// would order are the consumers' wgmma, which their wait_group has already retired.
+__device__ __forceinline__ void MbarrierArriveCluster(uint32_t bar, uint32_t rank) {
+#ifdef JBS_TMA_DEVICE
+  asm volatile(
+      "{\n.reg .b32 remote;\nmapa.shared::cluster.u32 remote, %0, %1;\n"
+      "mbarrier.arrive.shared::cluster.b64 _, [remote];\n}\n" ::"r"(bar),
+      "r"(rank)
+      : "memory");
+#else
+  __trap();
+#endif
+}
+
+// Every non-exited thread of the cluster: this thread's earlier writes (barrier initialisation)
+// become visible to the cluster, and it waits until all the cluster's threads got here. Not
+// `.aligned`: the warp-specialized roles reach it divergently.
+__device__ __forceinline__ void ClusterSync() {
+#ifdef JBS_TMA_DEVICE
+  asm volatile("barrier.cluster.arrive.release;\n" ::: "memory");
+  asm volatile("barrier.cluster.wait.acquire;\n" ::: "memory");
+#else
+  __trap();
+#endif
+}
+
 }  // namespace tma
 }  // namespace jbs
 
