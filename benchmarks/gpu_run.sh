@@ -132,7 +132,7 @@ if [[ " $steps " == *" probe "* ]]; then
   nvcc_bin=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
   for probe in benchmarks/probes/*.cu; do
     name=$(basename "$probe" .cu)
-    "$nvcc_bin" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a "$probe" -o "/tmp/$name" > "$out/probe_$name.log" 2>&1 &&
+    "$nvcc_bin" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I xla_ffi/cuda "$probe" -o "/tmp/$name" > "$out/probe_$name.log" 2>&1 &&
       timeout "${JBS_PROBE_TIMEOUT:-120}" "/tmp/$name" >> "$out/probe_$name.log" 2>&1
     echo "probe $name: exit $?"; tail -n 20 "$out/probe_$name.log"
   done

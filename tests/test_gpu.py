@@ -297,7 +297,7 @@ def test_transposed_operand_tile_over_a_weight_stack(rng, monkeypatch, bs, out_d
 @pytest.mark.parametrize("out_dtype", [None, jnp.float32], ids=["same", "float32"])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_large_batch_over_partial_column_clusters(rng, bs, out_dtype, dtype):
-    """16-bit, bs 16 and 32, 300 rows (two 128-row tiles and a 44-row one whose last three
+    """16-bit, bs 16 and 32, 300 rows (two 128-row tiles and a 44-row one whose last two
     32-row slices lie wholly past the end), two weight stacks, matmul and matmul_t. The layout
     has 70 block-columns: under `cluster_union` (NOTES v24; clusters of 4 CTAs over 32 columns
     at bs 32, 64 at bs 16) its last cluster is partial and some of its CTAs own no column. An

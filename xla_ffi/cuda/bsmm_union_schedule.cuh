@@ -33,6 +33,38 @@
 namespace jbs {
 namespace bsmm_tc {
 
+// Where a thread's `mine` items go in a block-wide, thread-ordered compaction: `rank` is the
+// count of items of lower threads, `total` the block's. Every thread of the kWarps warps calls
+// it; `warp_counts` holds kWarps ints of shared memory. It contains a barrier (so that shared
+// memory read before it may be overwritten after it) and leaves warp_counts to be read by
+// every thread, so a barrier must come before the next use of warp_counts.
+struct BlockRank {
+  int rank;
+  int total;
+};
+
+template <int kWarps>
+__device__ __forceinline__ BlockRank RankAcrossBlock(int mine, int32_t* warp_counts) {
+  const int lane = static_cast<int>(threadIdx.x) & 31;
+  const int warp = static_cast<int>(threadIdx.x) >> 5;
+  int inclusive = mine;
+#pragma unroll
+  for (int step = 1; step < 32; step <<= 1) {
+    const int other = __shfl_up_sync(0xffffffffu, inclusive, step);
+    if (lane >= step) inclusive += other;
+  }
+  if (lane == 31) warp_counts[warp] = inclusive;
+  __syncthreads();
+  BlockRank ranked{inclusive - mine, 0};
+#pragma unroll
+  for (int w = 0; w < kWarps; ++w) {
+    const int count = warp_counts[w];
+    if (w < warp) ranked.rank += count;
+    ranked.total += count;
+  }
+  return ranked;
+}
+
 // Fills the union tables for block-rows [row_begin, row_begin + kWindow): slots[u][c] is the w
 // block of union entry u in column c (-1: absent), union_rows[u] its block-row; returns the
 // number of entries. Every thread calls it; it ends with a barrier.
@@ -83,25 +115,10 @@ __device__ __forceinline__ int BuildUnion(const BsmmArgs& args, int64_t first_co
       used[h] |= held[h][c] >= 0;
     }
   }
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
-  const int mine = used[0] + used[1];
-  int inclusive = mine;
-#pragma unroll
-  for (int step = 1; step < 32; step <<= 1) {
-    const int other = __shfl_up_sync(0xffffffffu, inclusive, step);
-    if (lane >= step) inclusive += other;
-  }
-  if (lane == 31) warp_counts[warp] = inclusive;
-  __syncthreads();  // also: every thread has read its rows of slots
-  int rank = inclusive - mine;
-  int total = 0;
-#pragma unroll
-  for (int w = 0; w < Tiling::kWarps; ++w) {
-    const int count = warp_counts[w];
-    if (w < warp) rank += count;
-    total += count;
-  }
+  // The barrier inside also means every thread has read its rows of slots.
+  const BlockRank ranked = RankAcrossBlock<Tiling::kWarps>(used[0] + used[1], warp_counts);
+  int rank = ranked.rank;
+  const int total = ranked.total;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     if (!used[h]) continue;

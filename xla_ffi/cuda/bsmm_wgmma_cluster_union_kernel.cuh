@@ -47,6 +47,7 @@
 
 #include "blocksparse_kernels.h"
 #include "bsmm_tc_common.cuh"
+#include "bsmm_union_schedule.cuh"
 #include "bsmm_wgmma_common.cuh"
 #include "hopper_tma.cuh"
 #include "launch_util.h"
@@ -63,7 +64,6 @@ struct ClusterUnionTiling {
   static constexpr int kGroup = kGroupColumns;  // block-columns per CTA
   static constexpr int kCluster = kClusterCtas;
   static constexpr int kClusterColumns = kGroup * kCluster;
-  static_assert(kClusterColumns <= 64, "one presence bit per cluster column");
   static_assert(kGroup <= 32, "one own-presence bit per column");
   static constexpr int kWarpGroups = kWarpGroupCount;
   static constexpr int kConsumerThreads = 128 * kWarpGroups;
@@ -81,8 +81,8 @@ struct ClusterUnionTiling {
       (kABytes + kGroup * kBBytes + kAlign - 1) / kAlign * kAlign;
   // Union tables (BuildClusterUnion gives each thread two block-rows of the window).
   static constexpr int kWindow = 2 * kThreads;
-  static constexpr uint32_t kTableBytes = kWindow * (kGroup * 4 + 4 + 4 + 8) + kWarps * 4 +
-                                          (kClusterColumns + 1) * 8;
+  static constexpr uint32_t kTableBytes = (kClusterColumns + 1) * 8 +
+                                          kWindow * (kGroup * 4 + 4 + 4 + 4) + kWarps * 4;
   static constexpr uint32_t kSmemLimit = 227 * 1024;
   static constexpr int kStagesThatFit =
       static_cast<int>((kSmemLimit - kAlign - kTableBytes) / (kStageBytes + 16));
@@ -102,14 +102,14 @@ struct ClusterUnionTiling {
 // block-row, own_bits[u] which of this CTA's kGroup columns hold a block there and slots[u][c]
 // that block (-1: absent), for the union over the cluster's kClusterColumns columns from
 // cluster_first_column; this CTA's columns start at own_first (relative). Returns the union's
-// size. Every thread calls it; it ends with a barrier. Presence across the cluster is an
-// integer OR, so every CTA of the cluster builds the same union whatever the order.
+// size. Every thread calls it; it ends with a barrier. A block-row is in the union when any
+// thread stores 1 to its flag (the same value whoever writes it), so every CTA of the cluster
+// builds the same union whatever the order of the scatter.
 template <typename Tiling>
 __device__ __forceinline__ int BuildClusterUnion(const BsmmArgs& args,
                                                  int64_t cluster_first_column, int own_first,
                                                  int32_t* slots, int32_t* union_rows,
-                                                 uint32_t* own_bits,
-                                                 unsigned long long* row_masks,
+                                                 uint32_t* own_bits, int32_t* row_used,
                                                  int32_t* warp_counts, int64_t* bounds) {
   constexpr int kGroup = Tiling::kGroup;
   constexpr int kColumns = Tiling::kClusterColumns;
@@ -117,7 +117,7 @@ __device__ __forceinline__ int BuildClusterUnion(const BsmmArgs& args,
   const int tid = static_cast<int>(threadIdx.x);
   const int64_t a_blocks = args.a_cols / Tiling::kBs;
   for (int i = tid; i < kWindow * kGroup; i += Tiling::kThreads) slots[i] = -1;
-  for (int i = tid; i < kWindow; i += Tiling::kThreads) row_masks[i] = 0;
+  for (int i = tid; i < kWindow; i += Tiling::kThreads) row_used[i] = 0;
   if (tid == 0) {
     // The cluster's columns are consecutive in the table: bounds[c] to bounds[c + 1] are
     // column c's entries (empty past the last column), clamped to be monotone within [0, nnz].
@@ -142,7 +142,7 @@ __device__ __forceinline__ int BuildClusterUnion(const BsmmArgs& args,
     // A corrupt pair is dropped (a zero block), as the other kernels do.
     const bool valid = pair.x >= 0 && pair.x < a_blocks && pair.y >= 0 && pair.y < args.nnz;
     if (!valid || pair.x >= kWindow) continue;
-    atomicOr(row_masks + pair.x, 1ull << c);
+    row_used[pair.x] = 1;
     const int own = c - own_first;
     if (own >= 0 && own < kGroup) slots[pair.x * kGroup + own] = pair.y;
   }
@@ -155,7 +155,7 @@ __device__ __forceinline__ int BuildClusterUnion(const BsmmArgs& args,
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     const int r = 2 * tid + h;
-    used[h] = row_masks[r] != 0;
+    used[h] = row_used[r] != 0;
     bits[h] = 0;
 #pragma unroll
     for (int c = 0; c < kGroup; ++c) {
@@ -163,25 +163,10 @@ __device__ __forceinline__ int BuildClusterUnion(const BsmmArgs& args,
       bits[h] |= (held[h][c] >= 0 ? 1u : 0u) << c;
     }
   }
-  const int lane = tid & 31;
-  const int warp = tid >> 5;
-  const int mine = used[0] + used[1];
-  int inclusive = mine;
-#pragma unroll
-  for (int step = 1; step < 32; step <<= 1) {
-    const int other = __shfl_up_sync(0xffffffffu, inclusive, step);
-    if (lane >= step) inclusive += other;
-  }
-  if (lane == 31) warp_counts[warp] = inclusive;
-  __syncthreads();  // also: every thread has read its rows of slots
-  int rank = inclusive - mine;
-  int total = 0;
-#pragma unroll
-  for (int w = 0; w < Tiling::kWarps; ++w) {
-    const int count = warp_counts[w];
-    if (w < warp) rank += count;
-    total += count;
-  }
+  // The barrier inside also means every thread has read its rows of slots.
+  const BlockRank ranked = RankAcrossBlock<Tiling::kWarps>(used[0] + used[1], warp_counts);
+  int rank = ranked.rank;
+  const int total = ranked.total;
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
     if (!used[h]) continue;
@@ -215,20 +200,23 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
   const uint32_t smem_base = (raw_base + Tiling::kAlign - 1) & ~(Tiling::kAlign - 1);
   const uint32_t full_barriers = smem_base + kStages * Tiling::kStageBytes;
   const uint32_t empty_barriers = full_barriers + kStages * 8;
-  // Tables, 8-byte aligned (the barriers' end is): 64-bit ones first.
+  // Tables, 8-byte aligned (the barriers' end is): the 64-bit bounds first.
   unsigned char* tables =
       smem_raw + (smem_base - raw_base) + kStages * Tiling::kStageBytes + Tiling::kBarrierBytes;
-  unsigned long long* row_masks = reinterpret_cast<unsigned long long*>(tables);
-  int64_t* bounds = reinterpret_cast<int64_t*>(row_masks + Tiling::kWindow);
+  int64_t* bounds = reinterpret_cast<int64_t*>(tables);
   int32_t* slots = reinterpret_cast<int32_t*>(bounds + Tiling::kClusterColumns + 1);
   int32_t* union_rows = slots + Tiling::kWindow * kGroup;
   uint32_t* own_bits = reinterpret_cast<uint32_t*>(union_rows + Tiling::kWindow);
-  int32_t* warp_counts = reinterpret_cast<int32_t*>(own_bits + Tiling::kWindow);
+  int32_t* row_used = reinterpret_cast<int32_t*>(own_bits + Tiling::kWindow);
+  int32_t* warp_counts = row_used + Tiling::kWindow;
 
   const int tid = static_cast<int>(threadIdx.x);
   const int warpgroup = tid / 128;
   const int warp = (tid % 128) / 32;
   const int lane = tid & 31;
+  // Launched only by LaunchWgmmaClusterUnion, with clusters of kCluster along x; any other
+  // launch would wait forever on peers that are not there.
+  if (tma::ClusterCtaCount() != kCluster) __trap();
   const uint32_t rank = tma::ClusterCtaRank();
   const int64_t first_column = static_cast<int64_t>(blockIdx.x) * kGroup;
   const int64_t cluster_first_column = first_column - static_cast<int64_t>(rank) * kGroup;
@@ -245,7 +233,7 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
   // signal them from now on.
   const int steps = BuildClusterUnion<Tiling>(args, cluster_first_column,
                                               static_cast<int>(rank) * kGroup, slots, union_rows,
-                                              own_bits, row_masks, warp_counts, bounds);
+                                              own_bits, row_used, warp_counts, bounds);
   tma::ClusterSync();
 
   if (tid >= Tiling::kConsumerThreads) {
@@ -282,16 +270,7 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
       }
     }
   } else {
-    // Descriptor strides as in bsmm_wgmma_tma_kernel.cuh: x and a w block stored [n][k]
-    // (matmul_t) are K-major, a k16 step 32 bytes into the row; a block stored [k][n] (matmul)
-    // is MN-major, a k16 step two atoms. At bs 16 a block is one k16 step.
-    constexpr uint32_t kAStep = 32;
-    constexpr uint32_t kBStep = kTransW ? 32 : 2 * Tiling::kAtomBytes;
-    constexpr uint32_t kBLeading = kTransW ? 16 : Tiling::kBBytes;
-    const auto descriptor = [](uint32_t address, uint32_t leading, uint32_t stride) {
-      return kBs == 32 ? wg::DescriptorSwizzled64(address, leading, stride)
-                       : wg::DescriptorSwizzled32(address, leading, stride);
-    };
+    using Operands = WgmmaBlockOperands<kBs, kTransW>;
     const uint32_t slab = warpgroup * 64 * Tiling::kRowBytes;
     // Lane r < kCluster of the warpgroup's first warp releases stages on cluster CTA r.
     const bool releases = (tid % 128) < kCluster;
@@ -333,14 +312,12 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
             if (!(present >> c & 1u)) continue;
 #pragma unroll
             for (int k16 = 0; k16 < kBs / 16; ++k16) {
-              const uint64_t a_descriptor =
-                  descriptor(a_slab + k16 * kAStep, 16, Tiling::kAtomBytes);
-              const uint64_t b_descriptor = descriptor(
-                  b_stage + c * Tiling::kBBytes + k16 * kBStep, kBLeading, Tiling::kAtomBytes);
+              const uint64_t a_descriptor = Operands::XSlab(a_slab, k16);
+              const uint64_t b_descriptor = Operands::WBlock(b_stage + c * Tiling::kBBytes, k16);
               if constexpr (kBs == 32) {
-                wg::Wgmma64x32x16<Elem, kTransW ? 0 : 1>(acc[c], a_descriptor, b_descriptor);
+                wg::Wgmma64x32x16<Elem, Operands::kTransB>(acc[c], a_descriptor, b_descriptor);
               } else {
-                wg::Wgmma64x16x16<Elem, kTransW ? 0 : 1>(acc[c], a_descriptor, b_descriptor);
+                wg::Wgmma64x16x16<Elem, Operands::kTransB>(acc[c], a_descriptor, b_descriptor);
               }
             }
             wg::WgmmaCommit();
@@ -452,14 +429,19 @@ cudaError_t LaunchWgmmaClusterUnion(const BsmmArgs& args, bool out_f32, cudaStre
   // One wave of clusters, each striding over row tiles and operand groups: every CTA builds its
   // union tables once (a scan of its cluster's entries) instead of once per row tile, and no
   // cluster waits for a second wave (GPCs of 16-18 SMs hold fewer clusters of 4 than SMs / 4).
+  // Where the column clusters alone leave over a quarter of the wave's clusters idle (or do
+  // not fit in one), a cluster per (row tile, group) instead, in as many waves as it takes.
   static std::atomic<int> active_clusters_by_device[64];
   const int active = ActiveClusters(kernel, config, active_clusters_by_device);
   if (active <= 0) return cudaErrorNotSupported;
   const int64_t clusters_x = grid_x / Tiling::kCluster;
+  const int64_t strides_per_wave = active / clusters_x;
+  const bool one_wave = strides_per_wave >= 1 && 4 * clusters_x * strides_per_wave >= 3 * active;
   const int64_t grid_z = std::min(std::min(args.groups, kMaxGridYZ),
-                                  std::max<int64_t>(1, active / clusters_x));
+                                  one_wave ? strides_per_wave : kMaxGridYZ);
   const int64_t grid_y = std::min(std::min(row_tiles, kMaxGridYZ),
-                                  std::max<int64_t>(1, active / (clusters_x * grid_z)));
+                                  one_wave ? std::max<int64_t>(1, strides_per_wave / grid_z)
+                                           : kMaxGridYZ);
   config.gridDim.y = static_cast<unsigned>(grid_y);
   config.gridDim.z = static_cast<unsigned>(grid_z);
   const cudaError_t status =

@@ -18,6 +18,7 @@
 #include "hopper_tma.cuh"
 #include "launch_util.h"
 #include "tensor_core.cuh"
+#include "wgmma.cuh"
 
 namespace jbs {
 namespace bsmm_tc {
@@ -98,6 +99,35 @@ __device__ __forceinline__ void StoreWgmmaWarpTile(const BsmmArgs& args,
       [&](int i) { return row_base + i < args.rows ? g * args.rows + row_base + i : int64_t{-1}; },
       column, lane, out_f32);
 }
+
+// The wgmma descriptors of the operands as the TMA-fed tiles keep them at bs 16 and 32: an x box
+// of 16-bit rows of one block-row (bs elements: one swizzle row of 32 or 64 bytes, swizzled by
+// that width), and a w block stored [n][k] (matmul_t, kTransW: K-major, like x) or [k][n]
+// (matmul: MN-major). K-major operands step 32 bytes into the row per k16; an MN-major block
+// two atoms (16 rows of k). At bs 16 a block is one k16 step. Layouts in wgmma.cuh.
+template <int kBs, bool kTransW>
+struct WgmmaBlockOperands {
+  static_assert(kBs == 16 || kBs == 32, "one block row is one swizzle row");
+  static constexpr uint32_t kRowBytes = kBs * 2;
+  static constexpr uint32_t kAtomBytes = 8 * kRowBytes;
+  static constexpr uint32_t kBlockBytes = kBs * kRowBytes;
+  static constexpr int kTransB = kTransW ? 0 : 1;  // wgmma's flag: 1 = MN-major
+
+  __device__ __forceinline__ static uint64_t Swizzled(uint32_t address, uint32_t leading,
+                                                      uint32_t stride) {
+    return kBs == 32 ? wg::DescriptorSwizzled64(address, leading, stride)
+                     : wg::DescriptorSwizzled32(address, leading, stride);
+  }
+  // An m64 slab of x rows (K-major) starting at `slab`, at k16 step `k16`.
+  __device__ __forceinline__ static uint64_t XSlab(uint32_t slab, int k16) {
+    return Swizzled(slab + k16 * 32, 16, kAtomBytes);
+  }
+  // The w block at `block`, at k16 step `k16`.
+  __device__ __forceinline__ static uint64_t WBlock(uint32_t block, int k16) {
+    return Swizzled(block + k16 * (kTransW ? 32 : 2 * kAtomBytes), kTransW ? 16 : kBlockBytes,
+                    kAtomBytes);
+  }
+};
 
 // w as (groups, blocks * bs, bs): a box is one bs x bs block, landing with the swizzle of its
 // row width (64 bytes at bs 32, 32 at bs 16).

@@ -154,23 +154,14 @@ __global__ void __launch_bounds__(WgmmaTmaTiling<kBlockSize>::kThreads,
     return;
   }
 
-  // Descriptor strides (wgmma.cuh, DescriptorSwizzled64 / 32): x and a w block stored [n][k]
-  // (matmul_t) are K-major, a k16 step 32 bytes into the row; a block stored [k][n] (matmul) is
-  // MN-major, a k16 step two atoms. At bs 16 a block is one k16 step.
-  constexpr uint32_t kAStep = 32;
-  constexpr uint32_t kBStep = kTransW ? 32 : 2 * Tiling::kAtomBytes;
-  constexpr uint32_t kBLeading = kTransW ? 16 : Tiling::kBBytes;
-  const auto descriptor = [](uint32_t address, uint32_t leading, uint32_t stride) {
-    return kBs == 32 ? wg::DescriptorSwizzled64(address, leading, stride)
-                     : wg::DescriptorSwizzled32(address, leading, stride);
-  };
+  using Operands = WgmmaBlockOperands<kBs, kTransW>;
   // An m64 slab of the A stage at a k16 step. x^T (kATransposed): bs rows of k, 128 bytes
   // each, MN-major, a k16 step 16 of them.
   const auto a_slab_descriptor = [&](uint32_t slab_base, int k16) {
     if constexpr (kATransposed) {
       return wg::DescriptorSwizzled128(slab_base + k16 * 16 * 128, Tiling::kSlabABytes, 1024);
     } else {
-      return descriptor(slab_base + k16 * kAStep, 16, Tiling::kAtomBytes);
+      return Operands::XSlab(slab_base, k16);
     }
   };
 
@@ -199,19 +190,18 @@ __global__ void __launch_bounds__(WgmmaTmaTiling<kBlockSize>::kThreads,
           wg::WgmmaFence();
 #pragma unroll
           for (int k16 = 0; k16 < kBs / 16; ++k16) {
-            const uint64_t b_descriptor =
-                descriptor(b_stage + k16 * kBStep, kBLeading, Tiling::kAtomBytes);
+            const uint64_t b_descriptor = Operands::WBlock(b_stage, k16);
 #pragma unroll
             for (int s = 0; s < Tiling::kSlabs; ++s) {
               const uint32_t slab = (warpgroup * Tiling::kSlabs + s) * Tiling::kSlabABytes;
               const uint64_t a_descriptor = a_slab_descriptor(a_stage + slab, k16);
               constexpr int kTransA = kATransposed ? 1 : 0;
               if constexpr (kBs == 32) {
-                wg::Wgmma64x32x16<Elem, kTransW ? 0 : 1, kTransA>(acc[s], a_descriptor,
-                                                                  b_descriptor);
+                wg::Wgmma64x32x16<Elem, Operands::kTransB, kTransA>(acc[s], a_descriptor,
+                                                                    b_descriptor);
               } else {
-                wg::Wgmma64x16x16<Elem, kTransW ? 0 : 1, kTransA>(acc[s], a_descriptor,
-                                                                  b_descriptor);
+                wg::Wgmma64x16x16<Elem, Operands::kTransB, kTransA>(acc[s], a_descriptor,
+                                                                    b_descriptor);
               }
             }
           }

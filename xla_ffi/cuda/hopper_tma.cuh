@@ -157,6 +157,18 @@ __device__ __forceinline__ uint32_t ClusterCtaRank() {
 #endif
 }
 
+// The number of CTAs in this CTA's cluster (1 outside a cluster launch).
+__device__ __forceinline__ uint32_t ClusterCtaCount() {
+#ifdef JBS_TMA_DEVICE
+  uint32_t count;
+  asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(count));
+  return count;
+#else
+  __trap();
+  return 0;
+#endif
+}
+
 // One arrival on the barrier at shared-memory offset `bar` of cluster CTA `rank` (this CTA's
 // own included): how a consumer releases a stage that peers' multicast copies fill. The default
 // semantics (release at CTA scope), as CUTLASS's cluster barriers use: `.release.cluster`
