@@ -300,11 +300,12 @@ def test_large_batch_over_partial_column_clusters(rng, bs, out_dtype, dtype):
     """16-bit, bs 16 and 32, 300 rows (two 128-row tiles and a 44-row one whose last two
     32-row slices lie wholly past the end), two weight stacks, matmul and matmul_t. The layout
     has 70 block-columns: under `cluster_union` (NOTES v24; clusters of 4 CTAs over 32 columns
-    at bs 32, 64 at bs 16) its last cluster is partial and some of its CTAs own no column. An
-    empty block-column, a full one, an empty block-row and a block-row that only one column
-    uses. matmul_t runs over the transposed layout, whose 70 block-rows are its output
-    block-columns. On the default routes this is the TMA-fed one-column tile (sm_90a) or the
-    mma.sync tiles."""
+    at bs 32, 64 at bs 16) its last cluster is partial and some of its CTAs own no column; under
+    `cluster_union_2d` (clusters of 4 x 2 row tiles) the second row tile of the second pair lies
+    wholly past the end too. An empty block-column, a full one, an empty block-row and a
+    block-row that only one column uses. matmul_t runs over the transposed layout, whose 70
+    block-rows are its output block-columns. On the default routes this is the TMA-fed
+    one-column tile (sm_90a) or the mma.sync tiles."""
     mask = random_mask(rng, 20, 70, density=0.2)
     mask[:, 11] = False
     mask[:, 40] = True

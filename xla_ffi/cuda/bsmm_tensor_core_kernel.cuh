@@ -684,9 +684,14 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     // (bs 16) block-columns walking their union, each x box multicast to the cluster, against
     // the one-column TMA tiles below (wide d = 1/4 at L2's ceiling for them: 1.04x of dense on
     // an H100).
+    // `cluster_union_2d`: clusters of 4 x 2, the two row tiles sharing each w block as well.
     static const bool cluster_union = ExperimentEnabled("cluster_union");
-    if (cluster_union && args.rows > 128 && WgmmaAvailable()) {
-      const cudaError_t status = LaunchWgmmaClusterUnion<kKind, kTransW, kBs>(args, out_f32, stream);
+    static const bool cluster_union_2d = ExperimentEnabled("cluster_union_2d");
+    if ((cluster_union || cluster_union_2d) && args.rows > 128 && WgmmaAvailable()) {
+      const cudaError_t status =
+          cluster_union_2d
+              ? LaunchWgmmaClusterUnion<kKind, kTransW, kBs, 2>(args, out_f32, stream)
+              : LaunchWgmmaClusterUnion<kKind, kTransW, kBs, 1>(args, out_f32, stream);
       if (status != cudaErrorNotSupported) return status;
     }
   }

@@ -10,20 +10,26 @@
 // groups of kGroup block-columns over the same row tile and all walk the union of the cluster's
 // kCluster x kGroup columns; each CTA copies 1 / kCluster of every entry's x box with
 // `.multicast::cluster`, so L2 serves each box once per cluster while every CTA receives all of
-// it. Each CTA loads its own present w blocks and multiplies only them.
+// it. Each CTA multiplies only its own present w blocks. With kRowCluster = 2
+// (`cluster_union_2d`) the cluster also spans two row tiles: the two CTAs over the same columns
+// ("column-mates") deal each entry's present w blocks between them and multicast them to both,
+// so w, which the 128-row tiles read once per tile, is read once per two.
 //
 // Roles (warp-specialized, as in v17): kWarpGroups consumer warpgroups, one m64 slab of the
 // rows x all kGroup columns each (kGroup x bs / 2 accumulator floats per thread), and one
-// producer warp whose lane 0 issues, per union entry, its slice of the x box (to every CTA) and
-// its present w blocks (to its own CTA). Barriers per stage, in every CTA:
-//   full:  this CTA's own producer arrives with expect_tx of the whole x box plus its own w
-//          blocks; the peers' slices complete bytes on it from their multicast copies (a peer's
-//          bytes may land before the expect_tx: the phase cannot end before its one arrival).
-//   empty: kCluster x kWarpGroups arrivals, one per consumer warpgroup of every CTA, since this
-//          CTA's slice lands in all of them: a producer refills a stage only when every CTA of
-//          the cluster has retired the wgmma that read it. Lane r < kCluster of each
-//          warpgroup's first warp arrives on CTA r's barrier once the warpgroup's wait has
-//          retired the step (the wgmma that read it are the warpgroup's, whole).
+// producer warp whose lane 0 issues, per union entry, its slice of the x box (to its
+// "row-mates", the kCluster CTAs of its row tile) and its share of the present w blocks (to its
+// column-mates). Barriers per stage, in every CTA:
+//   full:  this CTA's own producer arrives with expect_tx of the whole x box plus all its
+//          present w blocks; the peers' copies complete bytes on it (a peer's bytes may land
+//          before the expect_tx: the phase cannot end before its one arrival).
+//   empty: one arrival per consumer warpgroup of every CTA that this CTA's copies land in (its
+//          row-mates and column-mates, itself included), kReleaseTargets x kWarpGroups in all:
+//          a producer refills a stage only when every CTA it writes into has retired the wgmma
+//          that read it. The relation is symmetric, so each warpgroup releases on the same set:
+//          lane i < kReleaseTargets of its first warp arrives on one of them once the
+//          warpgroup's wait has retired the step (the wgmma that read it are the warpgroup's,
+//          whole).
 // Every CTA builds the same union from the layout table (BuildClusterUnion), so they agree on
 // the steps without talking. A cluster barrier after the barriers' initialisation keeps peers
 // from signalling them early, and one at the end keeps a CTA from leaving while a peer may
@@ -57,12 +63,20 @@
 namespace jbs {
 namespace bsmm_tc {
 
-template <int kBlockSize, int kGroupColumns, int kWarpGroupCount, int kClusterCtas>
+template <int kBlockSize, int kGroupColumns, int kWarpGroupCount, int kClusterCtas,
+          int kRowClusterCtas>
 struct ClusterUnionTiling {
   static_assert(kBlockSize == 16 || kBlockSize == 32, "one block row is one swizzle row");
   static constexpr int kBs = kBlockSize;
   static constexpr int kGroup = kGroupColumns;  // block-columns per CTA
-  static constexpr int kCluster = kClusterCtas;
+  static constexpr int kCluster = kClusterCtas;  // CTAs along the columns: share x boxes
+  static constexpr int kRowCluster = kRowClusterCtas;  // along the row tiles: share w blocks
+  static_assert(kRowCluster == 1 || kRowCluster == 2, "w shared by at most two row tiles");
+  static constexpr int kClusterCtasTotal = kCluster * kRowCluster;
+  static_assert(kClusterCtasTotal <= 8, "a portable cluster size");
+  // Each consumer warpgroup releases a stage on every CTA that writes into it: its kCluster
+  // row-mates (x slices, itself included) and its kRowCluster - 1 column-mates (w blocks).
+  static constexpr int kReleaseTargets = kCluster + kRowCluster - 1;
   static constexpr int kClusterColumns = kGroup * kCluster;
   static_assert(kGroup <= 32, "one own-presence bit per column");
   static constexpr int kWarpGroups = kWarpGroupCount;
@@ -192,6 +206,7 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
   constexpr int kBs = Tiling::kBs;
   constexpr int kGroup = Tiling::kGroup;
   constexpr int kCluster = Tiling::kCluster;
+  constexpr int kRowCluster = Tiling::kRowCluster;
   constexpr int kStages = Tiling::kStages;
   constexpr int kAcc = Tiling::kAccumulators;
 
@@ -214,17 +229,22 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
   const int warpgroup = tid / 128;
   const int warp = (tid % 128) / 32;
   const int lane = tid & 31;
-  // Launched only by LaunchWgmmaClusterUnion, with clusters of kCluster along x; any other
-  // launch would wait forever on peers that are not there.
-  if (tma::ClusterCtaCount() != kCluster) __trap();
+  // Launched only by LaunchWgmmaClusterUnion, with clusters of kCluster x kRowCluster; any
+  // other launch would wait forever on peers that are not there.
+  if (tma::ClusterCtaCount() != Tiling::kClusterCtasTotal) __trap();
+  // This CTA's place in the cluster: column rank (which column group; its slice of the x
+  // boxes) and row rank (which of the cluster's row tiles; its share of the w blocks). Cluster
+  // ranks run x fastest.
   const uint32_t rank = tma::ClusterCtaRank();
+  const uint32_t column_rank = rank % kCluster;
+  const uint32_t row_rank = rank / kCluster;
   const int64_t first_column = static_cast<int64_t>(blockIdx.x) * kGroup;
-  const int64_t cluster_first_column = first_column - static_cast<int64_t>(rank) * kGroup;
+  const int64_t cluster_first_column = first_column - static_cast<int64_t>(column_rank) * kGroup;
 
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
       tma::MbarrierInit(full_barriers + 8 * s, 1);
-      tma::MbarrierInit(empty_barriers + 8 * s, kCluster * Tiling::kWarpGroups);
+      tma::MbarrierInit(empty_barriers + 8 * s, Tiling::kReleaseTargets * Tiling::kWarpGroups);
     }
     tma::FenceMbarrierInit();
   }
@@ -232,7 +252,8 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
   // publish the barriers' initialisation within the CTA; the cluster barrier to the peers, which
   // signal them from now on.
   const int steps = BuildClusterUnion<Tiling>(args, cluster_first_column,
-                                              static_cast<int>(rank) * kGroup, slots, union_rows,
+                                              static_cast<int>(column_rank) * kGroup, slots,
+                                              union_rows,
                                               own_bits, row_used, warp_counts, bounds);
   tma::ClusterSync();
 
@@ -240,12 +261,18 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
     // Producer warp, lane 0: every union entry of every tile, in the consumers' order, up to
     // kStages ahead of the slowest CTA of the cluster.
     if (lane == 0) {
-      const uint16_t everyone = static_cast<uint16_t>((1u << kCluster) - 1);
+      // x slices go to the row-mates (same row tile), w blocks to the column-mates (same
+      // columns).
+      const uint16_t row_mates =
+          static_cast<uint16_t>(((1u << kCluster) - 1) << (row_rank * kCluster));
+      uint16_t column_mates = 0;
+#pragma unroll
+      for (int r = 0; r < kRowCluster; ++r) column_mates |= 1u << (column_rank + r * kCluster);
       int64_t step = 0;
       for (int64_t g = blockIdx.z; g < args.groups; g += gridDim.z) {
         for (int64_t tile = blockIdx.y; tile < row_tiles; tile += gridDim.y) {
           const int32_t slice_row =
-              static_cast<int32_t>(tile * Tiling::kTM + rank * Tiling::kSliceRows);
+              static_cast<int32_t>(tile * Tiling::kTM + column_rank * Tiling::kSliceRows);
           for (int u = 0; u < steps; ++u, ++step) {
             const int stage = static_cast<int>(step % kStages);
             if (step >= kStages) {
@@ -256,14 +283,24 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
             const uint32_t full = full_barriers + 8 * stage;
             const uint32_t a_dst = smem_base + stage * Tiling::kStageBytes;
             tma::MbarrierArriveExpectTx(full, Tiling::kABytes + __popc(present) * Tiling::kBBytes);
-            tma::Load3DMulticast(a_dst + rank * Tiling::kSliceBytes, &x_map, full,
+            tma::Load3DMulticast(a_dst + column_rank * Tiling::kSliceBytes, &x_map, full,
                                  union_rows[u] * kBs, slice_row, static_cast<int32_t>(g),
-                                 everyone);
+                                 row_mates);
+            // The present w blocks, dealt in column order among the column-mates: block k of
+            // the entry is loaded by row rank k % kRowCluster, into all of them.
+            int dealt = 0;
 #pragma unroll
             for (int c = 0; c < kGroup; ++c) {
               if (!(present >> c & 1u)) continue;  // absent: never multiplied, its slot stale
-              tma::Load3D(a_dst + Tiling::kABytes + c * Tiling::kBBytes, &w_map, full, 0,
-                          slots[u * kGroup + c] * kBs, static_cast<int32_t>(g));
+              const uint32_t w_dst = a_dst + Tiling::kABytes + c * Tiling::kBBytes;
+              const int32_t w_row = slots[u * kGroup + c] * kBs;
+              if constexpr (kRowCluster == 1) {
+                tma::Load3D(w_dst, &w_map, full, 0, w_row, static_cast<int32_t>(g));
+              } else if (dealt % kRowCluster == static_cast<int>(row_rank)) {
+                tma::Load3DMulticast(w_dst, &w_map, full, 0, w_row, static_cast<int32_t>(g),
+                                     column_mates);
+              }
+              ++dealt;
             }
           }
         }
@@ -272,12 +309,23 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
   } else {
     using Operands = WgmmaBlockOperands<kBs, kTransW>;
     const uint32_t slab = warpgroup * 64 * Tiling::kRowBytes;
-    // Lane r < kCluster of the warpgroup's first warp releases stages on cluster CTA r.
-    const bool releases = (tid % 128) < kCluster;
+    // Lane i < kReleaseTargets of the warpgroup's first warp releases stages on one CTA that
+    // writes into this one: lanes below kCluster on the row-mates, the others on the
+    // column-mates of the other row ranks.
+    const int release_lane = tid % 128;
+    uint32_t release_rank = 0;
+    if (release_lane < kCluster) {
+      release_rank = row_rank * kCluster + release_lane;
+    } else {
+      const int other = release_lane - kCluster;  // 0 .. kRowCluster - 2
+      const int other_row = other < static_cast<int>(row_rank) ? other : other + 1;
+      release_rank = column_rank + other_row * kCluster;
+    }
+    const bool releases = release_lane < Tiling::kReleaseTargets;
     const auto release = [&](int64_t step) {
       if (releases) {
         tma::MbarrierArriveCluster(empty_barriers + 8 * static_cast<int>(step % kStages),
-                                   static_cast<uint32_t>(tid % 128));
+                                   release_rank);
       }
     };
 
@@ -369,22 +417,24 @@ int ActiveClusters(Kernel kernel, const cudaLaunchConfig_t& config,
   return clusters;
 }
 
-// The configurations measured: at bs 32, 8 columns x 128 rows per CTA (v19's tile) in clusters
-// of 4, so that an x box serves 32 columns; at bs 16, 16 columns (the same 256 output columns
-// and 128 accumulator floats per thread) in clusters of 4.
-template <int kBs>
-using ClusterUnionTilingFor =
-    ClusterUnionTiling<kBs, kBs == 32 ? 8 : 16, /*warpgroups=*/2, /*cluster=*/4>;
+// The configurations: at bs 32, 8 columns x 128 rows per CTA (v19's tile), at bs 16, 16
+// columns (the same 256 output columns and 128 accumulator floats per thread); clusters of 4
+// along the columns, so that an x box serves 32 or 64 columns, and kRowCluster row tiles
+// (`cluster_union_2d`: 2, sharing each w block between two row tiles).
+template <int kBs, int kRowCluster>
+using ClusterUnionTilingFor = ClusterUnionTiling<kBs, kBs == 32 ? 8 : 16, /*warpgroups=*/2,
+                                                 /*cluster=*/4, kRowCluster>;
 
-// Launches the cluster-union kernel: a cluster of kCluster CTAs per kCluster x kGroup columns,
-// times as many (row tile, operand group) strides as fill one wave. The x map's box
-// is one CTA's slice (bs columns x kSliceRows rows); the w map's one block. Pure host work, as
-// LaunchWgmmaTma. cudaErrorNotSupported where the layout's block-rows exceed one table window,
-// the shapes a tensor map's or the grid's limits, or the cluster cannot be launched, so that
-// the caller falls back to the one-column kernels.
-template <MmaKind kKind, bool kTransW, int kBs>
+// Launches the cluster-union kernel: clusters of kCluster x kRowCluster CTAs, kCluster column
+// groups by kRowCluster row tiles, as many as fill one wave, each striding over the rest of the
+// row tiles and the operand groups. The x map's box is one CTA's slice (bs columns x
+// kSliceRows rows); the w map's one block. Pure host work, as LaunchWgmmaTma.
+// cudaErrorNotSupported where the layout's block-rows exceed one table window, the shapes a
+// tensor map's or the grid's limits, or the cluster cannot be launched, so that the caller
+// falls back to the one-column kernels.
+template <MmaKind kKind, bool kTransW, int kBs, int kRowCluster>
 cudaError_t LaunchWgmmaClusterUnion(const BsmmArgs& args, bool out_f32, cudaStream_t stream) {
-  using Tiling = ClusterUnionTilingFor<kBs>;
+  using Tiling = ClusterUnionTilingFor<kBs, kRowCluster>;
   constexpr bool kBf16 = kKind == MmaKind::kBf16;
   const int64_t column_groups = (args.out_blocks + Tiling::kGroup - 1) / Tiling::kGroup;
   const int64_t grid_x = (column_groups + Tiling::kCluster - 1) / Tiling::kCluster * Tiling::kCluster;
@@ -413,24 +463,29 @@ cudaError_t LaunchWgmmaClusterUnion(const BsmmArgs& args, bool out_f32, cudaStre
                         done_devices) != cudaSuccess) {
     return cudaErrorNotSupported;
   }
-  const int64_t row_tiles = (args.rows + Tiling::kTM - 1) / Tiling::kTM;
+  // Row tiles in units of a cluster's kRowCluster: every CTA of a cluster walks as many tiles
+  // (past the last one, wholly out of bounds: zeros read, nothing stored), so that they agree
+  // on the steps.
+  const int64_t row_units = (args.rows + Tiling::kTM * kRowCluster - 1) / (Tiling::kTM * kRowCluster);
+  const int64_t padded_row_tiles = row_units * kRowCluster;
+  if (padded_row_tiles * Tiling::kTM > INT32_MAX) return cudaErrorNotSupported;
   cudaLaunchConfig_t config = {};
-  config.gridDim = dim3(static_cast<unsigned>(grid_x), 1, 1);
+  config.gridDim = dim3(static_cast<unsigned>(grid_x), kRowCluster, 1);
   config.blockDim = dim3(Tiling::kThreads);
   config.dynamicSmemBytes = Tiling::kSmemBytes;
   config.stream = stream;
   cudaLaunchAttribute cluster;
   cluster.id = cudaLaunchAttributeClusterDimension;
   cluster.val.clusterDim.x = Tiling::kCluster;
-  cluster.val.clusterDim.y = 1;
+  cluster.val.clusterDim.y = kRowCluster;
   cluster.val.clusterDim.z = 1;
   config.attrs = &cluster;
   config.numAttrs = 1;
-  // One wave of clusters, each striding over row tiles and operand groups: every CTA builds its
+  // One wave of clusters, each striding over row units and operand groups: every CTA builds its
   // union tables once (a scan of its cluster's entries) instead of once per row tile, and no
   // cluster waits for a second wave (GPCs of 16-18 SMs hold fewer clusters of 4 than SMs / 4).
   // Where the column clusters alone leave over a quarter of the wave's clusters idle (or do
-  // not fit in one), a cluster per (row tile, group) instead, in as many waves as it takes.
+  // not fit in one), a cluster per (row unit, group) instead, in as many waves as it takes.
   static std::atomic<int> active_clusters_by_device[64];
   const int active = ActiveClusters(kernel, config, active_clusters_by_device);
   if (active <= 0) return cudaErrorNotSupported;
@@ -439,13 +494,13 @@ cudaError_t LaunchWgmmaClusterUnion(const BsmmArgs& args, bool out_f32, cudaStre
   const bool one_wave = strides_per_wave >= 1 && 4 * clusters_x * strides_per_wave >= 3 * active;
   const int64_t grid_z = std::min(std::min(args.groups, kMaxGridYZ),
                                   one_wave ? strides_per_wave : kMaxGridYZ);
-  const int64_t grid_y = std::min(std::min(row_tiles, kMaxGridYZ),
-                                  one_wave ? std::max<int64_t>(1, strides_per_wave / grid_z)
-                                           : kMaxGridYZ);
-  config.gridDim.y = static_cast<unsigned>(grid_y);
+  const int64_t units_y = std::min(std::min(row_units, kMaxGridYZ / kRowCluster),
+                                   one_wave ? std::max<int64_t>(1, strides_per_wave / grid_z)
+                                            : kMaxGridYZ);
+  config.gridDim.y = static_cast<unsigned>(units_y * kRowCluster);
   config.gridDim.z = static_cast<unsigned>(grid_z);
   const cudaError_t status =
-      cudaLaunchKernelEx(&config, kernel, args, x_map, w_map, row_tiles, out_f32);
+      cudaLaunchKernelEx(&config, kernel, args, x_map, w_map, padded_row_tiles, out_f32);
   if (status != cudaSuccess) {
     // A cluster the device cannot place is a launch-configuration error, which does not stick
     // to the context: clear it and let the caller take the one-column kernel.
