@@ -81,7 +81,7 @@ __global__ void StreamBoxes(const __grid_constant__ CUtensorMap map, int cluster
       const int stage = s % stages;
       // The slice lands in every CTA of the cluster: stage s must be free in all of them, which
       // this CTA's empty barrier says once it has every consumer's release.
-      if (s >= stages) tma::MbarrierWait(empty + 8 * stage, ((s - stages) / stages) & 1);
+      if (s >= stages) tma::MbarrierWaitOrTrap(empty + 8 * stage, ((s - stages) / stages) & 1);
       const uint32_t hash = (cluster_id * 2654435761u) ^ (s * 40503u + 0x9e3779b9u);
       const int32_t col = static_cast<int32_t>(hash % col_blocks) * box_cols;
       const uint32_t bar = full + 8 * stage;
@@ -97,7 +97,7 @@ __global__ void StreamBoxes(const __grid_constant__ CUtensorMap map, int cluster
     unsigned long long touched = 0;
     for (int s = 0; s < steps; ++s) {
       const int stage = s % stages;
-      tma::MbarrierWait(full + 8 * stage, (s / stages) & 1);
+      tma::MbarrierWaitOrTrap(full + 8 * stage, (s / stages) & 1);
       touched += *reinterpret_cast<volatile unsigned char*>(smem_raw + (base - raw) +
                                                            stage * stage_bytes);
       if (cluster > 1) {

@@ -22,7 +22,10 @@
 // column-mates). Barriers per stage, in every CTA:
 //   full:  this CTA's own producer arrives with expect_tx of the whole x box plus all its
 //          present w blocks; the peers' copies complete bytes on it (a peer's bytes may land
-//          before the expect_tx: the phase cannot end before its one arrival).
+//          before the expect_tx: the phase cannot end before that arrival). With kRowCluster
+//          = 2 the column-mate's producer arrives too, every step, so that a CTA never consumes
+//          a step its column-mate's producer has not reached (it releases on that CTA's empty
+//          barrier, which would otherwise see a later step's release in an earlier phase).
 //   empty: one arrival per consumer warpgroup of every CTA that this CTA's copies land in (its
 //          row-mates and column-mates, itself included), kReleaseTargets x kWarpGroups in all:
 //          a producer refills a stage only when every CTA it writes into has retired the wgmma
@@ -243,7 +246,7 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
 
   if (tid == 0) {
     for (int s = 0; s < kStages; ++s) {
-      tma::MbarrierInit(full_barriers + 8 * s, 1);
+      tma::MbarrierInit(full_barriers + 8 * s, kRowCluster);
       tma::MbarrierInit(empty_barriers + 8 * s, Tiling::kReleaseTargets * Tiling::kWarpGroups);
     }
     tma::FenceMbarrierInit();
@@ -259,7 +262,7 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
 
   if (tid >= Tiling::kConsumerThreads) {
     // Producer warp, lane 0: every union entry of every tile, in the consumers' order, up to
-    // kStages ahead of the slowest CTA of the cluster.
+    // kStages ahead of the slowest CTA it writes into.
     if (lane == 0) {
       // x slices go to the row-mates (same row tile), w blocks to the column-mates (same
       // columns).
@@ -276,18 +279,26 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
           for (int u = 0; u < steps; ++u, ++step) {
             const int stage = static_cast<int>(step % kStages);
             if (step >= kStages) {
-              tma::MbarrierWait(empty_barriers + 8 * stage,
-                                static_cast<uint32_t>(((step - kStages) / kStages) & 1));
+              tma::MbarrierWaitOrTrap(empty_barriers + 8 * stage,
+                                      static_cast<uint32_t>(((step - kStages) / kStages) & 1));
             }
             const uint32_t present = own_bits[u];
             const uint32_t full = full_barriers + 8 * stage;
             const uint32_t a_dst = smem_base + stage * Tiling::kStageBytes;
             tma::MbarrierArriveExpectTx(full, Tiling::kABytes + __popc(present) * Tiling::kBBytes);
+            if constexpr (kRowCluster == 2) {
+              // The column-mate's full barrier waits for this producer's arrival as well, even
+              // where this one is dealt no w block: otherwise the column-mate could consume a
+              // whole ring ahead of this producer and release on its empty barrier into a phase
+              // not yet begun.
+              tma::MbarrierArriveCluster(full, column_rank + (1 - row_rank) * kCluster);
+            }
             tma::Load3DMulticast(a_dst + column_rank * Tiling::kSliceBytes, &x_map, full,
                                  union_rows[u] * kBs, slice_row, static_cast<int32_t>(g),
                                  row_mates);
             // The present w blocks, dealt in column order among the column-mates: block k of
-            // the entry is loaded by row rank k % kRowCluster, into all of them.
+            // entry u is loaded by row rank (k + u) % kRowCluster, into all of them (the u
+            // evens out entries of one block).
             int dealt = 0;
 #pragma unroll
             for (int c = 0; c < kGroup; ++c) {
@@ -296,7 +307,7 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
               const int32_t w_row = slots[u * kGroup + c] * kBs;
               if constexpr (kRowCluster == 1) {
                 tma::Load3D(w_dst, &w_map, full, 0, w_row, static_cast<int32_t>(g));
-              } else if (dealt % kRowCluster == static_cast<int>(row_rank)) {
+              } else if ((dealt + u) % kRowCluster == static_cast<int>(row_rank)) {
                 tma::Load3DMulticast(w_dst, &w_map, full, 0, w_row, static_cast<int32_t>(g),
                                      column_mates);
               }
@@ -345,8 +356,8 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
           // Broadcast from lane 0 so that ptxas sees warp-uniform branches: from a per-thread
           // value it serializes every wgmma (info C7520, NOTES v19).
           const uint32_t present = __shfl_sync(0xffffffffu, own_bits[u], 0);
-          tma::MbarrierWait(full_barriers + 8 * stage,
-                            static_cast<uint32_t>((step / kStages) & 1));
+          tma::MbarrierWaitOrTrap(full_barriers + 8 * stage,
+                                  static_cast<uint32_t>((step / kStages) & 1));
           const uint32_t a_slab = smem_base + stage * Tiling::kStageBytes + slab;
           const uint32_t b_stage = smem_base + stage * Tiling::kStageBytes + Tiling::kABytes;
 #pragma unroll
@@ -373,7 +384,8 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
 #pragma unroll
           for (int c = 0; c < kGroup; ++c) wg::FenceAccumulators(acc[c]);
           wg::WgmmaWaitAtMost(__popc(present));
-          // Entry u - 1's wgmma have retired: release its stage on every CTA of the cluster.
+          // Entry u - 1's wgmma have retired: release its stage on every CTA that writes into
+          // this one.
           if (u >= 1) release(step - 1);
         }
         wg::WgmmaWait<0>();

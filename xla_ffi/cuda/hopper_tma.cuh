@@ -83,6 +83,32 @@ __device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
 #endif
 }
 
+// MbarrierWait for kernels still being measured (the cluster kernels, the probes): after 2^34
+// cycles (~10 s) it traps, so that a barrier protocol bug ends the process with a CUDA error
+// instead of hanging the device until the caller's timeout. Long enough for any real wait, also
+// under compute-sanitizer.
+__device__ __forceinline__ void MbarrierWaitOrTrap(uint32_t bar, uint32_t parity) {
+#ifdef JBS_TMA_DEVICE
+  const long long start = clock64();
+  for (;;) {
+    uint32_t done = 0;
+    asm volatile(
+        "{\n"
+        ".reg .pred complete;\n"
+        "mbarrier.try_wait.parity.shared::cta.b64 complete, [%1], %2;\n"
+        "selp.u32 %0, 1, 0, complete;\n"
+        "}\n"
+        : "=r"(done)
+        : "r"(bar), "r"(parity)
+        : "memory");
+    if (done) return;
+    if (clock64() - start > (1ll << 34)) __trap();
+  }
+#else
+  __trap();
+#endif
+}
+
 // Box of `map` at coordinates (c0 innermost, c1) -> shared memory `dst`; completes `bar`'s
 // transaction count by the box's bytes (zero-filled parts included).
 __device__ __forceinline__ void Load2D(uint32_t dst, const CUtensorMap* map, uint32_t bar,
