@@ -63,24 +63,31 @@ __device__ __forceinline__ void MbarrierArrive(uint32_t bar) {
 #endif
 }
 
-// Spins until the barrier's phase with this parity has completed.
-__device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
+// Whether the barrier's phase with this parity has completed; may suspend the thread for a
+// while first (mbarrier.try_wait), so callers loop on it.
+__device__ __forceinline__ bool MbarrierTryWait(uint32_t bar, uint32_t parity) {
 #ifdef JBS_TMA_DEVICE
   uint32_t done = 0;
-  do {
-    asm volatile(
-        "{\n"
-        ".reg .pred complete;\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 complete, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, complete;\n"
-        "}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-  } while (!done);
+  asm volatile(
+      "{\n"
+      ".reg .pred complete;\n"
+      "mbarrier.try_wait.parity.shared::cta.b64 complete, [%1], %2;\n"
+      "selp.u32 %0, 1, 0, complete;\n"
+      "}\n"
+      : "=r"(done)
+      : "r"(bar), "r"(parity)
+      : "memory");
+  return done != 0;
 #else
   __trap();
+  return true;
 #endif
+}
+
+// Spins until the barrier's phase with this parity has completed.
+__device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
+  while (!MbarrierTryWait(bar, parity)) {
+  }
 }
 
 // MbarrierWait for kernels still being measured (the cluster kernels, the probes): after 2^34
@@ -88,25 +95,10 @@ __device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
 // instead of hanging the device until the caller's timeout. Long enough for any real wait, also
 // under compute-sanitizer.
 __device__ __forceinline__ void MbarrierWaitOrTrap(uint32_t bar, uint32_t parity) {
-#ifdef JBS_TMA_DEVICE
   const long long start = clock64();
-  for (;;) {
-    uint32_t done = 0;
-    asm volatile(
-        "{\n"
-        ".reg .pred complete;\n"
-        "mbarrier.try_wait.parity.shared::cta.b64 complete, [%1], %2;\n"
-        "selp.u32 %0, 1, 0, complete;\n"
-        "}\n"
-        : "=r"(done)
-        : "r"(bar), "r"(parity)
-        : "memory");
-    if (done) return;
+  while (!MbarrierTryWait(bar, parity)) {
     if (clock64() - start > (1ll << 34)) __trap();
   }
-#else
-  __trap();
-#endif
 }
 
 // Box of `map` at coordinates (c0 innermost, c1) -> shared memory `dst`; completes `bar`'s
