@@ -12,6 +12,15 @@
 
 #include "xla/ffi/api/ffi.h"
 
+// Returns the ffi::Error that `expr` gives when it is a failure. A macro, as in absl's
+// RETURN_IF_ERROR, because the return must leave the caller.
+#define JBS_RETURN_IF_ERROR(expr)                                  \
+  do {                                                             \
+    if (::xla::ffi::Error jbs_error_ = (expr); jbs_error_.failure()) { \
+      return jbs_error_;                                           \
+    }                                                              \
+  } while (0)
+
 namespace jbs::ffi_validation {
 
 namespace ffi = ::xla::ffi;
@@ -228,11 +237,8 @@ inline ffi::Error ValidateBsmm(const char* target, const ffi::AnyBuffer& a, cons
   if (!detail::HasRanks({{&a, 3}, {&w, 4}, {&offsets, 1}, {&entries, 2}, {&out, 3}})) {
     return Invalid(target, "expected ranks a:3, w:4, offsets:1, entries:2, out:3", operands);
   }
-  if (ffi::Error error =
-          detail::CheckProductDtypes(target, a, w, offsets, entries, out, precision, operands);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(detail::CheckProductDtypes(target, a, w, offsets, entries, out, precision,
+                                                 operands));
 
   const auto a_dims = a.dimensions();
   const auto w_dims = w.dimensions();
@@ -243,15 +249,9 @@ inline ffi::Error ValidateBsmm(const char* target, const ffi::AnyBuffer& a, cons
   problem = BsmmProblem{a_dims[0], a_rows, a_cols, offsets.dimensions()[0] - 1, w_dims[1],
                         w_dims[2], a.element_type(), out.element_type()};
   const int64_t bs = problem.block_size;
-  if (ffi::Error error = detail::CheckBlockSize(target, "w", bs, w_dims[3], operands);
-      error.failure()) {
-    return error;
-  }
-  if (ffi::Error error =
-          detail::CheckGroups(target, "w", problem.groups, w_dims[0], out_dims[0], operands);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(detail::CheckBlockSize(target, "w", bs, w_dims[3], operands));
+  JBS_RETURN_IF_ERROR(detail::CheckGroups(target, "w", problem.groups, w_dims[0], out_dims[0],
+                                          operands));
   if (out_dims[1] != problem.rows) return Invalid(target, "a and out must have the same M", operands);
   return detail::CheckProductColumns(target, problem.a_cols, out_dims[2], problem.out_blocks,
                                      problem.nnz, bs, entries, operands);
@@ -266,11 +266,7 @@ inline ffi::Error ValidateSampled(const char* target, const ffi::AnyBuffer& a,
   if (!detail::HasRanks({{&a, 3}, {&b, 3}, {&coords, 2}, {&out, 4}})) {
     return Invalid(target, "expected ranks a:3, b:3, coords:2, out:4", operands);
   }
-  if (ffi::Error error =
-          detail::CheckSampledDtypes(target, a, b, coords, out, precision, operands);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(detail::CheckSampledDtypes(target, a, b, coords, out, precision, operands));
 
   const auto a_dims = a.dimensions();
   const auto b_dims = b.dimensions();
@@ -278,15 +274,9 @@ inline ffi::Error ValidateSampled(const char* target, const ffi::AnyBuffer& a,
   problem = SampledProblem{a_dims[0], a_dims[1], a_dims[2], b_dims[2], out_dims[1], out_dims[2],
                            a.element_type(), out.element_type()};
   const int64_t bs = problem.block_size;
-  if (ffi::Error error = detail::CheckBlockSize(target, "out", bs, out_dims[3], operands);
-      error.failure()) {
-    return error;
-  }
-  if (ffi::Error error =
-          detail::CheckGroups(target, "b", problem.groups, b_dims[0], out_dims[0], operands);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(detail::CheckBlockSize(target, "out", bs, out_dims[3], operands));
+  JBS_RETURN_IF_ERROR(detail::CheckGroups(target, "b", problem.groups, b_dims[0], out_dims[0],
+                                          operands));
   if (b_dims[1] != problem.rows) return Invalid(target, "a and b must have the same M", operands);
   return detail::CheckSampledColumns(target, problem.a_cols, problem.b_cols, problem.nnz, bs,
                                      coords, operands);
@@ -348,11 +338,8 @@ inline ffi::Error CheckFilterShape(const char* target, const char* filter_name,
                                    ffi::Span<const int64_t> filter_dims, int64_t taps,
                                    ffi::Span<const int64_t> kernel,
                                    const DescribeOperands& operands) {
-  if (ffi::Error error =
-          CheckBlockSize(target, filter_name, filter_dims[3], filter_dims[4], operands);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(
+      CheckBlockSize(target, filter_name, filter_dims[3], filter_dims[4], operands));
   if (filter_dims[2] != taps) {
     return Invalid(target, std::string(filter_name) +
                                "'s third dimension must be the number of taps T = prod(kernel) = " +
@@ -409,16 +396,10 @@ inline ffi::Error ValidateConv(const char* target, const ffi::AnyBuffer& a, cons
   if (!detail::HasRanks({{&a, 6}, {&w, 5}, {&offsets, 1}, {&entries, 2}, {&out, 6}})) {
     return Invalid(target, "expected ranks a:6, w:5, offsets:1, entries:2, out:6", operands);
   }
-  if (ffi::Error error =
-          detail::CheckProductDtypes(target, a, w, offsets, entries, out, precision, operands);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(detail::CheckProductDtypes(target, a, w, offsets, entries, out, precision,
+                                                 operands));
   ConvGeometry geometry;
-  if (ffi::Error error = ValidateConvGeometry(target, kernel, strides, dilation, pad_lo, geometry);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(ValidateConvGeometry(target, kernel, strides, dilation, pad_lo, geometry));
 
   const auto a_dims = a.dimensions();
   const auto w_dims = w.dimensions();
@@ -426,16 +407,10 @@ inline ffi::Error ValidateConv(const char* target, const ffi::AnyBuffer& a, cons
   problem = ConvProblem{a_dims[0], a_dims[1], {a_dims[2], a_dims[3], a_dims[4]}, a_dims[5],
                         {out_dims[2], out_dims[3], out_dims[4]}, offsets.dimensions()[0] - 1,
                         w_dims[1], w_dims[3], a.element_type(), out.element_type(), geometry};
-  if (ffi::Error error = detail::CheckFilterShape(target, "w", w_dims, geometry.taps, kernel,
-                                                  operands);
-      error.failure()) {
-    return error;
-  }
-  if (ffi::Error error =
-          detail::CheckGroups(target, "w", problem.groups, w_dims[0], out_dims[0], operands);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(detail::CheckFilterShape(target, "w", w_dims, geometry.taps, kernel,
+                                               operands));
+  JBS_RETURN_IF_ERROR(detail::CheckGroups(target, "w", problem.groups, w_dims[0], out_dims[0],
+                                          operands));
   if (out_dims[1] != problem.batch) {
     return Invalid(target, "a and out must have the same batch Nb", operands);
   }
@@ -456,16 +431,9 @@ inline ffi::Error ValidateConvDw(const char* target, const ffi::AnyBuffer& a,
   if (!detail::HasRanks({{&a, 6}, {&b, 6}, {&coords, 2}, {&out, 5}})) {
     return Invalid(target, "expected ranks a:6, b:6, coords:2, out:5", operands);
   }
-  if (ffi::Error error =
-          detail::CheckSampledDtypes(target, a, b, coords, out, precision, operands);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(detail::CheckSampledDtypes(target, a, b, coords, out, precision, operands));
   ConvGeometry geometry;
-  if (ffi::Error error = ValidateConvGeometry(target, kernel, strides, dilation, pad_lo, geometry);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(ValidateConvGeometry(target, kernel, strides, dilation, pad_lo, geometry));
 
   const auto a_dims = a.dimensions();
   const auto b_dims = b.dimensions();
@@ -473,16 +441,10 @@ inline ffi::Error ValidateConvDw(const char* target, const ffi::AnyBuffer& a,
   problem = ConvDwProblem{a_dims[0], a_dims[1], {a_dims[2], a_dims[3], a_dims[4]}, a_dims[5],
                           {b_dims[2], b_dims[3], b_dims[4]}, b_dims[5], out_dims[1], out_dims[3],
                           a.element_type(), out.element_type(), geometry};
-  if (ffi::Error error = detail::CheckFilterShape(target, "out", out_dims, geometry.taps, kernel,
-                                                  operands);
-      error.failure()) {
-    return error;
-  }
-  if (ffi::Error error =
-          detail::CheckGroups(target, "b", problem.groups, b_dims[0], out_dims[0], operands);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(detail::CheckFilterShape(target, "out", out_dims, geometry.taps, kernel,
+                                               operands));
+  JBS_RETURN_IF_ERROR(detail::CheckGroups(target, "b", problem.groups, b_dims[0], out_dims[0],
+                                          operands));
   if (b_dims[1] != problem.batch) {
     return Invalid(target, "a and b must have the same batch Nb", operands);
   }

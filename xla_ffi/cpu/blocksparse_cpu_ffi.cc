@@ -107,18 +107,12 @@ ffi::Error BsmmImpl(ffi::AnyBuffer a, ffi::AnyBuffer w, ffi::AnyBuffer offsets,
                     int32_t precision) {
   constexpr const char* kTarget = "jbs_bsmm";
   BsmmProblem p;
-  if (ffi::Error error = jbs::ffi_validation::ValidateBsmm(kTarget, a, w, offsets, entries, *out,
-                                                           precision, p);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(jbs::ffi_validation::ValidateBsmm(kTarget, a, w, offsets, entries, *out,
+                                                        precision, p));
   const int32_t* offset_data = offsets.reinterpret_data<int32_t>();
   const int32_t* entry_data = entries.reinterpret_data<int32_t>();
-  if (ffi::Error error = CheckBsmmTables(kTarget, offset_data, entry_data, p.out_blocks, p.nnz,
-                                         p.a_cols / p.block_size);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(CheckBsmmTables(kTarget, offset_data, entry_data, p.out_blocks, p.nnz,
+                                      p.a_cols / p.block_size));
   const jbs::cpu::BsmmShape shape{p.groups, p.rows, p.a_cols, p.out_blocks, p.nnz, p.block_size,
                                   transpose_w};
   // precision only selects TF32 on GPU; the CPU kernels always accumulate at full precision.
@@ -134,17 +128,11 @@ ffi::Error SampledImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::AnyBuffer coords
                        ffi::Result<ffi::AnyBuffer> out, int32_t precision) {
   constexpr const char* kTarget = "jbs_sampled";
   SampledProblem p;
-  if (ffi::Error error = jbs::ffi_validation::ValidateSampled(kTarget, a, b, coords, *out,
-                                                              precision, p);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(
+      jbs::ffi_validation::ValidateSampled(kTarget, a, b, coords, *out, precision, p));
   const int32_t* coord_data = coords.reinterpret_data<int32_t>();
-  if (ffi::Error error = CheckCoords(kTarget, coord_data, p.nnz, p.a_cols / p.block_size,
-                                     p.b_cols / p.block_size);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(CheckCoords(kTarget, coord_data, p.nnz, p.a_cols / p.block_size,
+                                  p.b_cols / p.block_size));
   const jbs::cpu::SampledShape shape{p.groups, p.rows, p.a_cols, p.b_cols, p.nnz, p.block_size};
   WithTypedData(p.input, p.output, a, b, *out,
                 [&](auto* a_data, auto* b_data, auto* out_data) {
@@ -171,19 +159,13 @@ ffi::Error ConvImpl(ffi::AnyBuffer a, ffi::AnyBuffer w, ffi::AnyBuffer offsets,
                     ffi::Span<const int64_t> pad_lo) {
   constexpr const char* kTarget = "jbs_conv";
   ConvProblem p;
-  if (ffi::Error error = jbs::ffi_validation::ValidateConv(kTarget, a, w, offsets, entries, *out,
-                                                           precision, kernel, strides, dilation,
-                                                           pad_lo, p);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(jbs::ffi_validation::ValidateConv(kTarget, a, w, offsets, entries, *out,
+                                                        precision, kernel, strides, dilation,
+                                                        pad_lo, p));
   const int32_t* offset_data = offsets.reinterpret_data<int32_t>();
   const int32_t* entry_data = entries.reinterpret_data<int32_t>();
-  if (ffi::Error error = CheckBsmmTables(kTarget, offset_data, entry_data, p.out_blocks, p.nnz,
-                                         p.a_channels / p.block_size);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(CheckBsmmTables(kTarget, offset_data, entry_data, p.out_blocks, p.nnz,
+                                      p.a_channels / p.block_size));
   const jbs::cpu::ConvShape shape{
       p.groups,     p.batch,    {p.a_spatial[0], p.a_spatial[1], p.a_spatial[2]},
       p.a_channels, {p.out_spatial[0], p.out_spatial[1], p.out_spatial[2]},
@@ -204,18 +186,11 @@ ffi::Error ConvDwImpl(ffi::AnyBuffer a, ffi::AnyBuffer b, ffi::AnyBuffer coords,
                       ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> pad_lo) {
   constexpr const char* kTarget = "jbs_conv_dw";
   ConvDwProblem p;
-  if (ffi::Error error = jbs::ffi_validation::ValidateConvDw(kTarget, a, b, coords, *out,
-                                                             precision, kernel, strides, dilation,
-                                                             pad_lo, p);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(jbs::ffi_validation::ValidateConvDw(kTarget, a, b, coords, *out, precision,
+                                                          kernel, strides, dilation, pad_lo, p));
   const int32_t* coord_data = coords.reinterpret_data<int32_t>();
-  if (ffi::Error error = CheckCoords(kTarget, coord_data, p.nnz, p.x_channels / p.block_size,
-                                     p.dy_channels / p.block_size);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(CheckCoords(kTarget, coord_data, p.nnz, p.x_channels / p.block_size,
+                                  p.dy_channels / p.block_size));
   const jbs::cpu::ConvDwShape shape{
       p.groups,      p.batch, {p.x_spatial[0], p.x_spatial[1], p.x_spatial[2]},
       p.x_channels,  {p.dy_spatial[0], p.dy_spatial[1], p.dy_spatial[2]},

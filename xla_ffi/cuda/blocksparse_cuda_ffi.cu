@@ -76,11 +76,8 @@ ffi::Error BsmmImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
                     ffi::Result<ffi::AnyBuffer> out, bool transpose_w, int32_t precision) {
   constexpr const char* kTarget = kATransposed ? "jbs_bsmm_at" : "jbs_bsmm";
   BsmmProblem p;
-  if (ffi::Error error = jbs::ffi_validation::ValidateBsmm(kTarget, a, w, offsets, entries, *out,
-                                                           precision, p, kATransposed);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(jbs::ffi_validation::ValidateBsmm(kTarget, a, w, offsets, entries, *out,
+                                                        precision, p, kATransposed));
   if (p.groups == 0 || p.rows == 0 || p.out_blocks == 0) return ffi::Error::Success();
 
   jbs::BsmmArgs args = ProductArgs(a, w, offsets, entries, out, transpose_w, precision);
@@ -111,11 +108,8 @@ ffi::Error SampledImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer b,
                        int32_t precision) {
   constexpr const char* kTarget = "jbs_sampled";
   SampledProblem p;
-  if (ffi::Error error = jbs::ffi_validation::ValidateSampled(kTarget, a, b, coords, *out,
-                                                              precision, p);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(
+      jbs::ffi_validation::ValidateSampled(kTarget, a, b, coords, *out, precision, p));
   if (p.groups == 0 || p.nnz == 0) return ffi::Error::Success();
 
   jbs::SampledArgs args;
@@ -163,12 +157,9 @@ ffi::Error ConvImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer w,
                     ffi::Span<const int64_t> dilation, ffi::Span<const int64_t> pad_lo) {
   constexpr const char* kTarget = "jbs_conv";
   ConvProblem p;
-  if (ffi::Error error = jbs::ffi_validation::ValidateConv(kTarget, a, w, offsets, entries, *out,
-                                                           precision, kernel, strides, dilation,
-                                                           pad_lo, p);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(jbs::ffi_validation::ValidateConv(kTarget, a, w, offsets, entries, *out,
+                                                        precision, kernel, strides, dilation,
+                                                        pad_lo, p));
   if (p.input == ffi::DataType::F64) {
     return ffi::Error(ffi::ErrorCode::kUnimplemented,
                       std::string(kTarget) + ": float64 has no CUDA kernel (the Python side "
@@ -224,12 +215,8 @@ ffi::Error ConvDwHaloImpl(cudaStream_t stream, ffi::AnyBuffer a, ffi::AnyBuffer 
                           ffi::Span<const int64_t> pad_lo) {
   constexpr const char* kTarget = "jbs_conv_dw_halo";
   ConvDwProblem p;
-  if (ffi::Error error = jbs::ffi_validation::ValidateConvDw(kTarget, a, b, coords, *out,
-                                                             precision, kernel, strides, dilation,
-                                                             pad_lo, p);
-      error.failure()) {
-    return error;
-  }
+  JBS_RETURN_IF_ERROR(jbs::ffi_validation::ValidateConvDw(kTarget, a, b, coords, *out, precision,
+                                                          kernel, strides, dilation, pad_lo, p));
   const int64_t segments = DwSegments(*partials, *out);
   if (segments < 0) {
     return ffi::Error::InvalidArgument(
