@@ -5,9 +5,12 @@
 Products run in chains of dependent products inside one jit (one CUDA graph for torch), so
 that nothing can be merged or overlapped across products; each chain's time is the median over
 repeats. The figure per product ("us", "dense_us") is the marginal one: the slope between
-chains of STEPS and 4 x STEPS products, which leaves out the per-call dispatch and host sync that
-a wall-clock chain also pays once (~190 us for ours and ~300-400 us for dense at seed on an H200,
-NOTES v7 overhead: 12-25 us per product of a 16-chain, and the noisiest part). Triton's figure
+chains of STEPS and factor x STEPS products, which leaves out the per-call dispatch and host sync
+that a wall-clock chain also pays once (~190 us for ours and ~300-400 us for dense at seed on an
+H200, NOTES v7 overhead: 12-25 us per product of a 16-chain, and the noisiest part). Since
+session 12 the two chains are timed in alternation (the median of paired differences) and
+factor grows past 4 where the difference would span under 2 ms (products of a few us), the
+"marginal-paired" timing of the JSON (timing.marginal_seconds). Triton's figure
 is CUDA-graph device time, which never included it. ``--timing chain`` gives the older figure
 (16-chain time / 16); every record carries both ("us_chain", "dense_us_chain").
 Writes ``<out>/<gpu>.json``.
@@ -261,8 +264,9 @@ def main():
                         help="dependent products per timed chain (default 16); more spreads the "
                              "per-call dispatch thinner, for both sides")
     parser.add_argument("--timing", choices=("marginal", "chain"), default=TIMING,
-                        help="per-product figure: the slope between chains of STEPS and 4 x STEPS "
-                             "products (default), or the STEPS-chain time / STEPS")
+                        help="per-product figure: the slope between chains of STEPS and factor x "
+                             "STEPS products (default; timing.marginal_seconds), or the "
+                             "STEPS-chain time / STEPS")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
     default_steps, STEPS, TIMING = STEPS, args.steps, args.timing
@@ -280,7 +284,8 @@ def main():
         # After every configuration, so that a run cut short still leaves what it measured.
         with open(path, "w") as f:
             json.dump({"gpu": device.device_kind, "jax": jax.__version__,
-                       "date": datetime.date.today().isoformat(), "steps_per_chain": STEPS, "timing": TIMING,
+                       "date": datetime.date.today().isoformat(), "steps_per_chain": STEPS,
+                       "timing": "marginal-paired" if TIMING == "marginal" else TIMING,
                        "records": records}, f, indent=1)
 
     for config in configurations(args.quick):
