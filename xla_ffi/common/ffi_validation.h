@@ -197,7 +197,10 @@ inline ffi::Error CheckProductColumns(const char* target, int64_t a_cols, int64_
                                       const ffi::AnyBuffer& entries,
                                       const DescribeOperands& operands) {
   if (a_cols % bs != 0) {
-    return Invalid(target, "a's last dimension must be a multiple of bs", operands);
+    return Invalid(target,
+                   "a's reduction dimension (the last; the middle for jbs_bsmm_at) must be a "
+                   "multiple of bs",
+                   operands);
   }
   if (out_blocks < 0 || out_cols != out_blocks * bs) {
     return Invalid(target, "out's last dimension must be (len(offsets) - 1) * bs", operands);

@@ -20,12 +20,13 @@
 // producer warp whose lane 0 issues, per union entry, its slice of the x box (to its
 // "row-mates", the kCluster CTAs of its row tile) and its share of the present w blocks (to its
 // column-mates). Barriers per stage, in every CTA:
-//   full:  this CTA's own producer arrives with expect_tx of the whole x box plus all its
-//          present w blocks; the peers' copies complete bytes on it (a peer's bytes may land
-//          before the expect_tx: the phase cannot end before that arrival). With kRowCluster
-//          = 2 the column-mate's producer arrives too, every step, so that a CTA never consumes
-//          a step its column-mate's producer has not reached (it releases on that CTA's empty
-//          barrier, which would otherwise see a later step's release in an earlier phase).
+//   full:  this CTA's own producer arrives with expect_tx of the x box's slices within the
+//          rows plus all its present w blocks; the peers' copies complete bytes on it (a
+//          peer's bytes may land before the expect_tx: the phase cannot end before that
+//          arrival). With kRowCluster = 2 the column-mate's producer arrives too, every step,
+//          so that a CTA never consumes a step its column-mate's producer has not reached (it
+//          releases on that CTA's empty barrier, which would otherwise see a later step's
+//          release in an earlier phase).
 //   empty: one arrival per consumer warpgroup of every CTA that this CTA's copies land in (its
 //          row-mates and column-mates, itself included), kReleaseTargets x kWarpGroups in all:
 //          a producer refills a stage only when every CTA it writes into has retired the wgmma
@@ -276,6 +277,13 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
         for (int64_t tile = blockIdx.y; tile < row_tiles; tile += gridDim.y) {
           const int32_t slice_row =
               static_cast<int32_t>(tile * Tiling::kTM + column_rank * Tiling::kSliceRows);
+          // Slices wholly past the last row are not loaded, so that no box lies wholly out of
+          // bounds (their stale rows feed only accumulator rows that are never stored); every
+          // row-mate counts the same ones. A padded row tile (cluster_union_2d) has none.
+          const int64_t rows_left = args.a_rows - tile * Tiling::kTM;
+          const int slices_in_bounds = static_cast<int>(
+              max(int64_t{0}, min(static_cast<int64_t>(kCluster),
+                                  (rows_left + Tiling::kSliceRows - 1) / Tiling::kSliceRows)));
           for (int u = 0; u < steps; ++u, ++step) {
             const int stage = static_cast<int>(step % kStages);
             if (step >= kStages) {
@@ -285,7 +293,8 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
             const uint32_t present = own_bits[u];
             const uint32_t full = full_barriers + 8 * stage;
             const uint32_t a_dst = smem_base + stage * Tiling::kStageBytes;
-            tma::MbarrierArriveExpectTx(full, Tiling::kABytes + __popc(present) * Tiling::kBBytes);
+            tma::MbarrierArriveExpectTx(full, slices_in_bounds * Tiling::kSliceBytes +
+                                                  __popc(present) * Tiling::kBBytes);
             if constexpr (kRowCluster == 2) {
               // The column-mate's full barrier waits for this producer's arrival as well, even
               // where this one is dealt no w block: otherwise the column-mate could consume a
@@ -293,9 +302,11 @@ __global__ void __launch_bounds__(Tiling::kThreads, 1)
               // not yet begun.
               tma::MbarrierArriveCluster(full, column_rank + (1 - row_rank) * kCluster);
             }
-            tma::Load3DMulticast(a_dst + column_rank * Tiling::kSliceBytes, &x_map, full,
-                                 union_rows[u] * kBs, slice_row, static_cast<int32_t>(g),
-                                 row_mates);
+            if (static_cast<int>(column_rank) < slices_in_bounds) {
+              tma::Load3DMulticast(a_dst + column_rank * Tiling::kSliceBytes, &x_map, full,
+                                   union_rows[u] * kBs, slice_row, static_cast<int32_t>(g),
+                                   row_mates);
+            }
             // The present w blocks, dealt in column order among the column-mates: block k of
             // entry u is loaded by row rank (k + u) % kRowCluster, into all of them (the u
             // evens out entries of one block).
@@ -449,7 +460,8 @@ cudaError_t LaunchWgmmaClusterUnion(const BsmmArgs& args, bool out_f32, cudaStre
   using Tiling = ClusterUnionTilingFor<kBs, kRowCluster>;
   constexpr bool kBf16 = kKind == MmaKind::kBf16;
   const int64_t column_groups = (args.out_blocks + Tiling::kGroup - 1) / Tiling::kGroup;
-  const int64_t grid_x = (column_groups + Tiling::kCluster - 1) / Tiling::kCluster * Tiling::kCluster;
+  const int64_t grid_x =
+      (column_groups + Tiling::kCluster - 1) / Tiling::kCluster * Tiling::kCluster;
   if (args.a_cols / kBs > Tiling::kWindow || grid_x > kMaxGridX || args.nnz * kBs > INT32_MAX ||
       args.a_cols > INT32_MAX || args.a_rows > INT32_MAX || args.groups > INT32_MAX) {
     return cudaErrorNotSupported;
@@ -478,7 +490,8 @@ cudaError_t LaunchWgmmaClusterUnion(const BsmmArgs& args, bool out_f32, cudaStre
   // Row tiles in units of a cluster's kRowCluster: every CTA of a cluster walks as many tiles
   // (past the last one, wholly out of bounds: zeros read, nothing stored), so that they agree
   // on the steps.
-  const int64_t row_units = (args.rows + Tiling::kTM * kRowCluster - 1) / (Tiling::kTM * kRowCluster);
+  constexpr int64_t kUnitRows = Tiling::kTM * kRowCluster;
+  const int64_t row_units = (args.rows + kUnitRows - 1) / kUnitRows;
   const int64_t padded_row_tiles = row_units * kRowCluster;
   if (padded_row_tiles * Tiling::kTM > INT32_MAX) return cudaErrorNotSupported;
   cudaLaunchConfig_t config = {};

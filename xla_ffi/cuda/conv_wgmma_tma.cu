@@ -174,8 +174,8 @@ __global__ void __launch_bounds__(kThreads, 2)
             for (int kw = 0; kw < kernel_w; ++kw, ++step) {
               const int stage = static_cast<int>(step % kStages);
               if (step >= kStages) {
-                tma::MbarrierWait(empty_barriers + 8 * stage,
-                                  static_cast<uint32_t>(((step - kStages) / kStages) & 1));
+                tma::MbarrierWaitOrTrap(empty_barriers + 8 * stage,
+                                        static_cast<uint32_t>(((step - kStages) / kStages) & 1));
               }
               const uint32_t full = full_barriers + 8 * stage;
               const uint32_t x_dst = smem_base + stage * geo.stage_bytes;
@@ -231,8 +231,8 @@ __global__ void __launch_bounds__(kThreads, 2)
           const bool inside = StepBoxSource(geo, origin, static_cast<int>(j / kernel_w),
                                             static_cast<int>(j % kernel_w))
                                   .any_inside;
-          tma::MbarrierWait(full_barriers + 8 * stage,
-                            static_cast<uint32_t>((step / kStages) & 1));
+          tma::MbarrierWaitOrTrap(full_barriers + 8 * stage,
+                                  static_cast<uint32_t>((step / kStages) & 1));
           if (valid && inside) {
             const uint32_t x_stage = smem_base + stage * geo.stage_bytes;
 #pragma unroll
