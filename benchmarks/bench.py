@@ -62,6 +62,7 @@ MASKS = {"random": random_mask, "watts_strogatz": watts_strogatz_mask,
 
 
 TIMING = "marginal"
+OPS = None  # --ops: the products to time (None: all)
 
 
 def chain_square(product):
@@ -156,15 +157,19 @@ def bench_config(config, m, size, bs, density, dtype_name, precision, layout_kin
         "sampled_matmul": (chain_reduction(lambda a, b: jnp.dot(a.T, b, precision=prec)), (x, x)),
     }
     peers = torch_peers(mask, bs, m, dtype_name) if with_peers else {}
-    single = {
-        "matmul": (jbs.matmul(x, w, layout, precision=precision), jnp.dot(x, w_dense, precision=prec)),
-        "matmul_t": (jbs.matmul_t(x, w, layout, precision=precision), jnp.dot(x, w_dense.T, precision=prec)),
-        "sampled_matmul": (layout.todense(jbs.sampled_matmul(x, x, layout, precision=precision)),
-                           jnp.dot(x.T, x, precision=prec) * block_mask(layout)),
+    single = {  # one product each, for the error against dense
+        "matmul": lambda: (jbs.matmul(x, w, layout, precision=precision),
+                           jnp.dot(x, w_dense, precision=prec)),
+        "matmul_t": lambda: (jbs.matmul_t(x, w, layout, precision=precision),
+                             jnp.dot(x, w_dense.T, precision=prec)),
+        "sampled_matmul": lambda: (layout.todense(jbs.sampled_matmul(x, x, layout, precision=precision)),
+                                   jnp.dot(x.T, x, precision=prec) * block_mask(layout)),
     }
     records = []
     for op in ours:
-        error = relative_error(*single[op])
+        if OPS and op not in OPS:
+            continue
+        error = relative_error(*single[op]())
         us, us_chain = per_product_us(*ours[op])
         dense_us, dense_us_chain = per_product_us(*dense[op])
         record = dict(op=op, config=config, layout=layout_kind, M=m, C=size, N=size, bs=bs,
@@ -210,15 +215,17 @@ def bench_conv(batch=32, spatial=32, kernel=3, channels=1024, bs=32, density=1 /
                     chain_reduction(filter_grad(dense, filt)), (x, x)),
     }
     dy = x
-    single = {
-        "conv": (sparse(x, w), dense(x, filt)),
-        "conv_dx": (input_grad(sparse)(dy, w), input_grad(dense)(dy, filt)),
-        "conv_dw": (jbs.conv_dense_filter(filter_grad(sparse, w)(x, dy), layout),
-                    filter_grad(dense, filt)(x, dy) * block_mask(layout)),
+    single = {  # one product each, for the error against cuDNN
+        "conv": lambda: (sparse(x, w), dense(x, filt)),
+        "conv_dx": lambda: (input_grad(sparse)(dy, w), input_grad(dense)(dy, filt)),
+        "conv_dw": lambda: (jbs.conv_dense_filter(filter_grad(sparse, w)(x, dy), layout),
+                            filter_grad(dense, filt)(x, dy) * block_mask(layout)),
     }
     records = []
     for op, (ours_fn, ours_args, dense_fn, dense_args) in cases.items():
-        error = relative_error(*single[op])
+        if OPS and op not in OPS:
+            continue
+        error = relative_error(*single[op]())
         us, us_chain = per_product_us(ours_fn, ours_args)
         dense_us, dense_us_chain = per_product_us(dense_fn, dense_args)
         records.append(dict(us_chain=round(us_chain, 2), dense_us_chain=round(dense_us_chain, 2),
@@ -252,7 +259,7 @@ def configurations(quick):
 
 
 def main():
-    global STEPS, TIMING
+    global STEPS, TIMING, OPS
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="skip the Watts-Strogatz repeats")
     parser.add_argument("--no-peers", action="store_true")
@@ -267,15 +274,18 @@ def main():
                         help="per-product figure: the slope between chains of STEPS and factor x "
                              "STEPS products (default; timing.marginal_seconds), or the "
                              "STEPS-chain time / STEPS")
+    parser.add_argument("--ops", nargs="*", default=None,
+                        help="products to time: matmul matmul_t sampled_matmul conv conv_dx "
+                             "conv_dw (default all; A/B runs of one kernel)")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
     args = parser.parse_args()
-    default_steps, STEPS, TIMING = STEPS, args.steps, args.timing
+    default_steps, STEPS, TIMING, OPS = STEPS, args.steps, args.timing, args.ops
     device = jax.devices()[0]
     print(f"device: {device.device_kind}  jax {jax.__version__}  cuda kernels: "
           f"{jbs.kernels_available('cuda')}", flush=True)
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", device.device_kind).strip("-").lower()
     os.makedirs(args.out, exist_ok=True)
-    partial = args.only or args.dtype or args.quick or args.layout
+    partial = args.only or args.dtype or args.quick or args.layout or args.ops
     suffix = ("-partial" if partial else "") + (f"-steps{STEPS}" if STEPS != default_steps else "")
     path = os.path.join(args.out, f"{gpu}{suffix}.json")
     records = []

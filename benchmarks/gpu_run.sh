@@ -85,7 +85,7 @@ if [[ " $steps " == *" ab "* && ${smoke_failed:-0} -eq 0 ]]; then
   # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
   # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). Listed in
   # JBS_AB_SETTINGS, e.g. "'':wide name:wide '':wide": the defaults first and last show the
-  # run-to-run spread.
+  # run-to-run spread. JBS_AB_BENCH_ARGS goes to every bench.py run (e.g. --ops matmul).
   [[ -n ${JBS_AB_SETTINGS:-} ]] || { echo "ab: no experiment pending; set JBS_AB_SETTINGS"; exit 2; }
   eval "ab_settings=($JBS_AB_SETTINGS)"
   for setting in "${ab_settings[@]}"; do
@@ -93,7 +93,7 @@ if [[ " $steps " == *" ab "* && ${smoke_failed:-0} -eq 0 ]]; then
     echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \
         | tee -a "$out/ab_bench.log"
     XLA_FLAGS="${XLA_FLAGS:-}${flags:+ $flags}" JBS_CUDA_EXPERIMENT=$name timeout 300 \
-        python3 benchmarks/bench.py --no-peers --only $configs \
+        python3 benchmarks/bench.py --no-peers --only $configs ${JBS_AB_BENCH_ARGS:-} \
         --layout "${layout:-random}" --dtype "${dtype:-bfloat16}" --out "/tmp/ab_${name:-default}" 2>&1 \
         | grep -E "^(seed|wide|small|conv)|Error" | tee -a "$out/ab_bench.log"
   done

@@ -44,7 +44,7 @@ constexpr int kConsumerThreads = 128;             // one warpgroup
 constexpr int kThreads = kConsumerThreads + 32;   // and one producer warp
 constexpr int kStepRows = 64;                     // rows of M per step: 4 k16
 constexpr uint32_t kRowBytes = kBs * 2;           // 64: one swizzle row
-[[maybe_unused]] constexpr uint32_t kAtomBytes = 8 * kRowBytes;  // 512
+constexpr uint32_t kAtomBytes = 8 * kRowBytes;  // 512
 constexpr uint32_t kBoxBytes = kStepRows * kRowBytes;  // 4 KB
 constexpr uint32_t kStageBytes = 4 * kBoxBytes;   // dy_j1, dy_j2, x_i1, x_i2
 constexpr int kStages = 4;
@@ -60,8 +60,7 @@ struct BlockPair {
   bool valid1, valid2, has_second, shared_row;
 };
 
-[[maybe_unused]] __device__ __forceinline__ BlockPair LoadPair(const SampledArgs& args,
-                                                                int64_t pair) {
+__device__ __forceinline__ BlockPair LoadPair(const SampledArgs& args, int64_t pair) {
   BlockPair p;
   p.k1 = 2 * pair;
   p.has_second = p.k1 + 1 < args.nnz;
@@ -103,7 +102,8 @@ __device__ __forceinline__ void MultiplyPair(float (&acc)[kColumns / 2], uint32_
   for (int64_t s = 0; s < steps; ++s) {
     const int64_t step = base + s;
     const int stage = static_cast<int>(step % kStages);
-    tma::MbarrierWait(full_barriers + 8 * stage, static_cast<uint32_t>((step / kStages) & 1));
+    tma::MbarrierWaitOrTrap(full_barriers + 8 * stage,
+                            static_cast<uint32_t>((step / kStages) & 1));
     const uint32_t a_stage = smem_base + stage * kStageBytes;  // dy_j1, dy_j2
     const uint32_t b_stage = a_stage + 2 * kBoxBytes;          // x_i1 (, x_i2)
     wg::FenceAccumulators(acc);
@@ -190,8 +190,8 @@ __global__ void __launch_bounds__(kThreads, 3)
         for (int64_t s = 0; s < steps; ++s, ++step) {
           const int stage = static_cast<int>(step % kStages);
           if (step >= kStages) {
-            tma::MbarrierWait(empty_barriers + 8 * stage,
-                              static_cast<uint32_t>(((step - kStages) / kStages) & 1));
+            tma::MbarrierWaitOrTrap(empty_barriers + 8 * stage,
+                                    static_cast<uint32_t>(((step - kStages) / kStages) & 1));
           }
           const uint32_t full = full_barriers + 8 * stage;
           const uint32_t dst = smem_base + stage * kStageBytes;
