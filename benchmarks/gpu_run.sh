@@ -20,6 +20,16 @@ if ! CMAKE_ARGS="-DJBS_CUDA=ON ${JBS_CMAKE_ARGS:-}" python3 -m pip install --no-
   tail -n 60 "$out/build.log"; exit 1
 fi
 echo "build: $(( $(date +%s) - start )) s"
+if [[ " $steps " == *" probe "* ]]; then
+  # Device probes (benchmarks/probes/*.cu): standalone programs that measure one hardware rate.
+  nvcc_bin=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
+  for probe in benchmarks/probes/*.cu; do
+    name=$(basename "$probe" .cu)
+    "$nvcc_bin" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I xla_ffi/cuda "$probe" -o "/tmp/$name" > "$out/probe_$name.log" 2>&1 &&
+      timeout "${JBS_PROBE_TIMEOUT:-120}" "/tmp/$name" >> "$out/probe_$name.log" 2>&1
+    echo "probe $name: exit $?"; tail -n 40 "$out/probe_$name.log"
+  done
+fi
 (cd /tmp && python3 -c "import jax, jax_blocksparse as j; print(jax.devices(), 'cuda kernels:', j.kernels_available('cuda'), j.unavailable_reason('cuda'))")
 
 status=0
@@ -54,6 +64,7 @@ if [[ " $steps " == *" abtest "* ]]; then
   # JBS_AB_PYTEST_ARGS narrows the runs (split like a shell line: -k 'a or b' stays one argument).
   eval "ab_pytest_args=(${JBS_AB_PYTEST_ARGS:-})"
   smoke_failed=0
+  failed_sets=" "
   IFS=';' read -ra sets <<< "$experiment_sets"
   for experiments in "${sets[@]}"; do
     tag=${experiments//,/+}
@@ -62,7 +73,7 @@ if [[ " $steps " == *" abtest "* ]]; then
     if [[ $smoke -ne 0 ]]; then
       # A kernel that never completes its barriers would hang every later step of this set.
       echo "$experiments: smoke run failed or hung (exit $smoke):"; tail -n 15 "$out/ab_smoke_$tag.log"
-      smoke_failed=1; continue
+      smoke_failed=1; failed_sets+="$experiments "; continue
     fi
     # JBS_AB_SMOKE_ONLY=1: time first, and test only the sets worth adopting in a later call.
     [[ ${JBS_AB_SMOKE_ONLY:-0} == 1 ]] && { echo "$experiments: smoke run passed"; continue; }
@@ -76,11 +87,11 @@ if [[ " $steps " == *" abtest "* ]]; then
       echo "$experiments, compute-sanitizer $tool exit: $? ($(grep 'SUMMARY' "$out/ab_sanitize_${tool}_$tag.log" | head -1))"
     done
   done
-  # Timing a kernel that failed its smoke run would only hang again; the steps that run without
-  # the experiments (test, bench, probe, ...) still run.
-  [[ $smoke_failed -eq 0 ]] || { echo "skipping ab: a smoke run failed"; status=3; }
+  # Timing a kernel that failed its smoke run would only fail or hang again: ab skips those
+  # settings; the steps that run without the experiments (test, bench, ...) still run.
+  [[ $smoke_failed -eq 0 ]] || { echo "ab skips:$failed_sets(smoke runs failed)"; status=3; }
 fi
-if [[ " $steps " == *" ab "* && ${smoke_failed:-0} -eq 0 ]]; then
+if [[ " $steps " == *" ab "* ]]; then
   # Each experiment alone against the defaults, on the configurations it changes:
   # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
   # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). Listed in
@@ -90,6 +101,7 @@ if [[ " $steps " == *" ab "* && ${smoke_failed:-0} -eq 0 ]]; then
   eval "ab_settings=($JBS_AB_SETTINGS)"
   for setting in "${ab_settings[@]}"; do
     IFS=: read -r name configs layout flags dtype <<< "$setting"
+    [[ " ${failed_sets:- } " == *" $name "* && -n $name ]] && { echo "skipping $name (smoke failed)"; continue; }
     echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \
         | tee -a "$out/ab_bench.log"
     XLA_FLAGS="${XLA_FLAGS:-}${flags:+ $flags}" JBS_CUDA_EXPERIMENT=$name timeout 300 \
@@ -126,16 +138,6 @@ if [[ " $steps " == *" profile "* ]]; then
       --section LaunchStats --section SchedulerStats --section WarpStateStats \
       python3 profile_case.py > "$out/ncu.txt" 2>&1)
   echo "ncu exit: $? ($(grep -c 'Section: GPU Speed Of Light' "$out/ncu.txt") kernels profiled)"
-fi
-if [[ " $steps " == *" probe "* ]]; then
-  # Device probes (benchmarks/probes/*.cu): standalone programs that measure one hardware rate.
-  nvcc_bin=$(command -v nvcc || echo /usr/local/cuda/bin/nvcc)
-  for probe in benchmarks/probes/*.cu; do
-    name=$(basename "$probe" .cu)
-    "$nvcc_bin" -std=c++17 -O3 -gencode=arch=compute_90a,code=sm_90a -I xla_ffi/cuda "$probe" -o "/tmp/$name" > "$out/probe_$name.log" 2>&1 &&
-      timeout "${JBS_PROBE_TIMEOUT:-120}" "/tmp/$name" >> "$out/probe_$name.log" 2>&1
-    echo "probe $name: exit $?"; tail -n 20 "$out/probe_$name.log"
-  done
 fi
 if [[ " $steps " == *" overhead "* ]]; then
   # Per-product cost of chains of 1 / 16 / 64 products, with and without command buffers.
