@@ -109,7 +109,7 @@ for bs in (16, 32):
                 y, vjp = jax.vjp(conv, x, w)
                 jax.block_until_ready((y, vjp(jnp.ones_like(y))))
 # Stride-1 bf16 convolutions whose outputs fill 256-position tiles (a 16 x 16 image: the
-# `wgmma_tma_conv` experiment's shapes on sm_90a), forward and input gradient.
+# TMA + wgmma convolution's shapes on sm_90a, NOTES v21), forward and input gradient.
 layout = jbs.Layout(rng.random((3, 2)) < 0.6, 32)
 layout = jbs.Layout(np.logical_or(layout.mask, np.eye(3, 2, dtype=bool)), 32)
 C, K = layout.shape

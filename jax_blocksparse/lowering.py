@@ -9,8 +9,10 @@
   (``halo_filter_grad_applies``), split into segments of output positions whose partial sums it
   adds in a fixed order. ``sampled_matmul`` of 16-bit operands over long reductions at high
   density is one dense GEMM plus a gather of the blocks (``dense_sampled``), which measured
-  faster than the block kernel there. Under the experiment ``wgmma_tma_at``, 16-bit bs-16 / 32 products
-  over long batches on Hopper read their dense operand transposed (``jbs_bsmm_at``).
+  faster than the block kernel there. 16-bit bs-16 products over long batches on Hopper read
+  their dense operand transposed (``jbs_bsmm_at``; bs 32 too under the experiment
+  ``wgmma_tma_at``), and bs <= 16 products over long batches at density >= 1/8 run as dense
+  GEMMs (``_dense_small_blocks_applies``).
 * anything else, or an extension that is missing: the pure-jnp products of
   :mod:`jax_blocksparse.reference`.
 
@@ -38,7 +40,7 @@ _PRECISION_CODE = {"default": 0, HIGHEST: 1}
 
 BSMM_TARGET = "jbs_bsmm"
 # jbs_bsmm's contract with the dense operand stored transposed, (G, Ka, M): CUDA, sm_90a,
-# 16-bit, bs 16 and 32 only (experiment ``wgmma_tma_at``).
+# 16-bit, bs 16 and 32 only (``_transposed_operand_applies``).
 BSMM_AT_TARGET = "jbs_bsmm_at"
 SAMPLED_TARGET = "jbs_sampled"
 CONV_TARGET = "jbs_conv"
@@ -82,15 +84,19 @@ def _ffi_bsmm(dense, w, *, layout, precision, out_dtype, transpose, platform,
 
 
 def _transposed_operand_applies(dense, layout, wgmma_available):
-    """Experiment ``wgmma_tma_at`` (benchmarks/NOTES.md v26): the product reads its dense operand
-    transposed (one XLA transpose per call), so that the TMA + wgmma tile's boxes have 128-byte
-    rows. v25 measured that tile's L2 traffic bound by box rows (32-byte rows at bs 16 moved half
-    the bytes per second of 64-byte rows at bs 32). Only where the kernel exists: a device that
-    runs this build's sm_90a image (``wgmma_available``), 16-bit, bs 16 or 32, more than 128 rows,
-    a multiple of 8 (x^T's rows must be 16-byte multiples for a tensor map)."""
+    """Whether the product reads its dense operand transposed (one XLA transpose per call,
+    ``jbs_bsmm_at``; benchmarks/NOTES.md v26), so that the TMA + wgmma tile's boxes have 128-byte
+    rows: a Hopper SM takes in ~0.5 box rows per cycle whatever their width up to 128 bytes
+    (the session-12 probe), so bs 16's 32-byte rows left it at half its bytes. Adopted at bs 16
+    (H100, small d = 1/8: 190.7 -> 128.7 us); at bs 32 (64-byte rows, near L2's byte cap already)
+    it lost (wide 329 -> 356 us), so bs 32 only under the experiment ``wgmma_tma_at``;
+    ``no_wgmma_tma_at`` turns it off. Only where the kernel exists: a device that runs this
+    build's sm_90a image (``wgmma_available``), 16-bit, more than 128 rows, a multiple of 8 (x^T's
+    rows must be 16-byte multiples for a tensor map)."""
     rows = dense.shape[1]
-    return (wgmma_available is not None and cuda_experiment_enabled("wgmma_tma_at")
-            and layout.block_size in (16, 32) and dense.dtype in (jnp.bfloat16, jnp.float16)
+    block_sizes = (16, 32) if cuda_experiment_enabled("wgmma_tma_at") else (16,)
+    return (wgmma_available is not None and not cuda_experiment_enabled("no_wgmma_tma_at")
+            and layout.block_size in block_sizes and dense.dtype in (jnp.bfloat16, jnp.float16)
             and rows > 128 and rows % 8 == 0 and wgmma_available())
 
 
@@ -138,12 +144,15 @@ def _dense_sampled_applies(x, layout):
 
 
 def _dense_small_blocks_applies(a, layout):
-    """Experiment ``dense_small_blocks`` (benchmarks/NOTES.md v22): all three products as dense
-    GEMMs (``layout.todense``, then the vendor GEMM; the weight gradient as ``dense_sampled``) for
-    16-bit operands, bs <= 16, M >= 2048, density >= 1/8. There the block kernels ran at 0.34x
-    (bs 8) and 0.47x (bs 16) of the dense product of the same shape, and the floor arithmetic
-    (NOTES v2) leaves no register-resident tiling of random layouts much above 1x."""
-    return (cuda_experiment_enabled("dense_small_blocks") and layout.block_size <= 16
+    """All three products as dense GEMMs (``layout.todense``, then the vendor GEMM; the weight
+    gradient as ``dense_sampled``; benchmarks/NOTES.md v22) for 16-bit operands, bs <= 16,
+    M >= 2048, density >= 1/8. Measured on an H100 (small, d = 1/8, matmul): bs 16 190.7 ->
+    88.1 us, bs 8 241.1 -> 89.2 (0.43x / 0.34x -> 0.94x / 0.93x of the dense product of the same
+    shape): a Hopper SM takes in ~0.5 TMA box rows per cycle (the session-12 probe), so blocks
+    of 16- and 32-byte rows cannot feed the tensor cores, and the floor arithmetic (NOTES v2)
+    leaves no register-resident tiling of random layouts much above 1x. ``no_dense_small_blocks``
+    in ``JBS_CUDA_EXPERIMENT`` keeps the block kernels (their tests, A/B runs)."""
+    return (not cuda_experiment_enabled("no_dense_small_blocks") and layout.block_size <= 16
             and a.shape[1] >= 2048 and layout.density >= 1 / 8
             and a.dtype in (jnp.bfloat16, jnp.float16))
 

@@ -297,15 +297,12 @@ def test_transposed_operand_tile_over_a_weight_stack(rng, monkeypatch, bs, out_d
 @pytest.mark.parametrize("out_dtype", [None, jnp.float32], ids=["same", "float32"])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_large_batch_over_partial_column_clusters(rng, bs, out_dtype, dtype):
-    """16-bit, bs 16 and 32, 300 rows (two 128-row tiles and a 44-row one whose last two
-    32-row slices lie wholly past the end), two weight stacks, matmul and matmul_t. The layout
-    has 70 block-columns: under `cluster_union` (NOTES v24; clusters of 4 CTAs over 32 columns
-    at bs 32, 64 at bs 16) its last cluster is partial and some of its CTAs own no column; under
-    `cluster_union_2d` (clusters of 4 x 2 row tiles) the second row tile of the second pair lies
-    wholly past the end too. An empty block-column, a full one, an empty block-row and a
-    block-row that only one column uses. matmul_t runs over the transposed layout, whose 70
-    block-rows are its output block-columns. On the default routes this is the TMA-fed
-    one-column tile (sm_90a) or the mma.sync tiles."""
+    """16-bit, bs 16 and 32, 300 rows (a tile tail in every row tiling), two weight stacks,
+    matmul and matmul_t over 70 block-columns (not a multiple of any column grouping): an empty
+    block-column, a full one, an empty block-row and a block-row that only one column uses.
+    matmul_t runs over the transposed layout, whose 70 block-rows are its output block-columns.
+    Written for the cluster kernels of session 12 (NOTES v24, measured and removed); on today's
+    routes the TMA-fed tiles on sm_90a (x transposed at bs 16) or the mma.sync tiles."""
     mask = random_mask(rng, 20, 70, density=0.2)
     mask[:, 11] = False
     mask[:, 40] = True
@@ -719,7 +716,7 @@ STRIDE_ONE_CONV_CASES = [  # spatial, kernel, padding, dilation: output tiles of
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
 def test_stride_one_conv_over_large_images(rng, spatial, kernel, padding, dilation, dtype):
     """Stride-1, 16-bit, bs 32 convolutions whose outputs fill 256-position tiles (the shapes
-    the `wgmma_tma_conv` experiment takes on sm_90a; the halo or gather kernels otherwise):
+    the TMA + wgmma convolution (NOTES v21) takes on sm_90a; the halo or gather kernels otherwise):
     forward and input gradient against float64, over a layout with an empty block-row and an
     empty block-column, two images."""
     import jax.lax as lax
@@ -754,12 +751,17 @@ def test_stride_one_conv_over_large_images(rng, spatial, kernel, padding, dilati
     assert_close(dx, dx_ref, dtype, on_gpu=True)
 
 
+@pytest.mark.parametrize("route", ["dense", "kernels"])
 @pytest.mark.parametrize("bs", [8, 16])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
-def test_small_blocks_over_a_large_batch(rng, bs, dtype):
+def test_small_blocks_over_a_large_batch(rng, monkeypatch, route, bs, dtype):
     """bs 8 and 16, 16-bit, 2053 rows over a layout of density ~1/2 with an empty block-row and
-    block-column (the `dense_small_blocks` experiment's shapes; the union-panel, per-block and
-    dense-tile kernels otherwise), all three products against float64."""
+    block-column, all three products against float64: by default as dense GEMMs
+    (`_dense_small_blocks_applies`, NOTES v22), and with `no_dense_small_blocks` on the block
+    kernels (the union panels, the transposed-operand tile at bs 16, the dense tiles)."""
+    if route == "kernels":
+        named = os.environ.get("JBS_CUDA_EXPERIMENT", "")
+        monkeypatch.setenv("JBS_CUDA_EXPERIMENT", f"{named},no_dense_small_blocks")
     mask = random_mask(rng, 12, 10, density=0.5)
     mask[3, :] = False
     mask[:, 4] = False

@@ -151,14 +151,19 @@ def test_dense_sampled_gate():
 
 def test_transposed_operand_gate(monkeypatch):
     """Where the CUDA lowering hands matmul / matmul_t their dense operand transposed
-    (``jbs_bsmm_at``, experiment ``wgmma_tma_at``): only when named, on a device that runs the
-    sm_90a kernels, for 16-bit operands, bs 16 or 32, and more than 128 rows in multiples of 8."""
+    (``jbs_bsmm_at``): on a device that runs the sm_90a kernels, for 16-bit operands, bs 16 (and
+    bs 32 when the experiment ``wgmma_tma_at`` is named), more than 128 rows in multiples of 8;
+    never under ``no_wgmma_tma_at``."""
     from jax_blocksparse import lowering
     operand = lambda rows, dtype=jnp.bfloat16: jax.ShapeDtypeStruct((2, rows, 64), dtype)
     layout = lambda bs: jbs.Layout(np.ones((64 // bs, 2), bool), bs)
     hopper, other = (lambda: True), (lambda: False)
+    monkeypatch.delenv("JBS_CUDA_EXPERIMENT", raising=False)  # the run may name some
+    assert lowering._transposed_operand_applies(operand(264), layout(16), hopper)
+    assert not lowering._transposed_operand_applies(operand(264), layout(32), hopper)
+    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "no_wgmma_tma_at")
     assert not lowering._transposed_operand_applies(operand(264), layout(16), hopper)
-    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "dense_small_blocks,wgmma_tma_at")
+    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "no_dense_small_blocks,wgmma_tma_at")
     for bs in (16, 32):
         assert lowering._transposed_operand_applies(operand(264), layout(bs), hopper)
         assert lowering._transposed_operand_applies(operand(136, np.float16), layout(bs), hopper)

@@ -43,9 +43,10 @@ cudaError_t LaunchBsmmTensorCore(ElementType input, ElementType output, const Bs
 
 cudaError_t LaunchConvTensorCore(ElementType input, ElementType output, const BsmmArgs& args,
                                  const ConvGather& conv, cudaStream_t stream) {
-  // Experiment `wgmma_tma_conv` (NOTES v21): stride-1, 16-bit, bs 32 on sm_90a, TMA boxes of
-  // shifted windows and wgmma.
-  static const bool wgmma_tma_conv = ExperimentEnabled("wgmma_tma_conv");
+  // Stride-1, 16-bit, bs 32 on sm_90a: TMA boxes of shifted windows and wgmma (NOTES v21; H100,
+  // batch 32, 32 x 32, 3 x 3, C = K = 1024, d = 1/8: forward 462 -> 295 us, 1.57x -> 2.47x of
+  // cuDNN). `no_wgmma_tma_conv` keeps the halo kernels (their tests on a Hopper card).
+  static const bool wgmma_tma_conv = !ExperimentEnabled("no_wgmma_tma_conv");
   if (wgmma_tma_conv) {
     const cudaError_t status = LaunchConvWgmmaTma(input, output, args, conv, stream);
     if (status != cudaErrorNotSupported) return status;

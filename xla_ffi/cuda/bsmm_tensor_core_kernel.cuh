@@ -29,7 +29,6 @@
 
 #include "blocksparse_kernels.h"
 #include "bsmm_union_panel_kernel.cuh"
-#include "bsmm_wgmma_cluster_union_kernel.cuh"
 #include "bsmm_wgmma_tma_kernel.cuh"
 #include "bsmm_tc_common.cuh"
 #include "launch_util.h"
@@ -658,11 +657,11 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
                                                                            stream);
   }
   if constexpr (kHalf && kBs >= 32 && !kConv) {
-    // Experiment `w_stream_32_row_tiles` (NOTES v27): 33-64 rows over columns of fewer than 16
-    // blocks as two 32-row W-streaming tiles (grid.y = 2), the tile that runs seed d = 1/64 at
-    // 6.1 us for 32 rows, where the 128-row tile below took 12.4 us for 64 rows on an H100
-    // (torch's Triton BSR: 8.6).
-    static const bool w_stream_32_row_tiles = ExperimentEnabled("w_stream_32_row_tiles");
+    // 33-64 rows over columns of fewer than 16 blocks as two 32-row W-streaming tiles (grid.y =
+    // 2; NOTES v27), the tile that runs seed d = 1/64 at 6.1 us for 32 rows, where the 128-row
+    // tile below took 11.0 us for 64 rows on an H100 (this: 10.0; torch's Triton BSR: 8.6).
+    // `no_w_stream_32_row_tiles` keeps the 128-row tile.
+    static const bool w_stream_32_row_tiles = !ExperimentEnabled("no_w_stream_32_row_tiles");
     if (w_stream_32_row_tiles && args.rows <= 64 && args.nnz < 16 * args.out_blocks) {
       return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
                                                                         stream);
@@ -677,22 +676,6 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
     if (args.rows <= 64 && args.nnz >= 16 * args.out_blocks) {
       return LaunchTc<kKind, kBs, kTransW, 64, 1, 1, 4, 4, kConv, true>(args, conv, out_f32,
                                                                         stream);
-    }
-  }
-  if constexpr (kHalf && !kConv && (kBs == 16 || kBs == 32)) {
-    // Experiment `cluster_union` (NOTES v24): clusters of 4 CTAs over 4 x 8 (bs 32) or 4 x 16
-    // (bs 16) block-columns walking their union, each x box multicast to the cluster, against
-    // the one-column TMA tiles below (wide d = 1/4 at L2's ceiling for them: 1.04x of dense on
-    // an H100).
-    // `cluster_union_2d`: clusters of 4 x 2, the two row tiles sharing each w block as well.
-    static const bool cluster_union = ExperimentEnabled("cluster_union");
-    static const bool cluster_union_2d = ExperimentEnabled("cluster_union_2d");
-    if ((cluster_union || cluster_union_2d) && args.rows > 128 && WgmmaAvailable()) {
-      const cudaError_t status =
-          cluster_union_2d
-              ? LaunchWgmmaClusterUnion<kKind, kTransW, kBs, 2>(args, out_f32, stream)
-              : LaunchWgmmaClusterUnion<kKind, kTransW, kBs, 1>(args, out_f32, stream);
-      if (status != cudaErrorNotSupported) return status;
     }
   }
   if constexpr (kHalf && !kConv && kBs == 16) {

@@ -90,7 +90,7 @@ __device__ __forceinline__ void MbarrierWait(uint32_t bar, uint32_t parity) {
   }
 }
 
-// MbarrierWait for kernels still being measured (the cluster kernels, the probes): after 2^34
+// MbarrierWait for kernels still being measured (and the probes): after 2^34
 // cycles (~10 s) it traps, so that a barrier protocol bug ends the process with a CUDA error
 // instead of hanging the device until the caller's timeout. Long enough for any real wait, also
 // under compute-sanitizer.
@@ -169,18 +169,6 @@ __device__ __forceinline__ uint32_t ClusterCtaRank() {
   uint32_t rank;
   asm volatile("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(rank));
   return rank;
-#else
-  __trap();
-  return 0;
-#endif
-}
-
-// The number of CTAs in this CTA's cluster (1 outside a cluster launch).
-__device__ __forceinline__ uint32_t ClusterCtaCount() {
-#ifdef JBS_TMA_DEVICE
-  uint32_t count;
-  asm volatile("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(count));
-  return count;
 #else
   __trap();
   return 0;

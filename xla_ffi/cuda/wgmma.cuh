@@ -108,22 +108,6 @@ __device__ __forceinline__ void WgmmaWait() {
 #endif
 }
 
-// WgmmaWait with a run-time bound: at most `pending` groups (capped at 7) still running. A
-// switch over immediates, since wait_group takes only a constant; waiting for fewer is always
-// safe, so the cap only costs overlap.
-__device__ __forceinline__ void WgmmaWaitAtMost(int pending) {
-  switch (pending) {
-    case 0: WgmmaWait<0>(); break;
-    case 1: WgmmaWait<1>(); break;
-    case 2: WgmmaWait<2>(); break;
-    case 3: WgmmaWait<3>(); break;
-    case 4: WgmmaWait<4>(); break;
-    case 5: WgmmaWait<5>(); break;
-    case 6: WgmmaWait<6>(); break;
-    default: WgmmaWait<7>(); break;
-  }
-}
-
 // Keeps the compiler from moving accesses to accumulator registers across this point (the
 // asynchronous wgmma writes them behind its back until WgmmaWait retires the group).
 template <int kN>
