@@ -150,11 +150,16 @@ def _dense_small_blocks_applies(a, layout):
     88.1 us, bs 8 241.1 -> 89.2 (0.43x / 0.34x -> 0.94x / 0.93x of the dense product of the same
     shape): a Hopper SM takes in ~0.5 TMA box rows per cycle (the session-12 probe), so blocks
     of 16- and 32-byte rows cannot feed the tensor cores, and the floor arithmetic (NOTES v2)
-    leaves no register-resident tiling of random layouts much above 1x. ``no_dense_small_blocks``
-    in ``JBS_CUDA_EXPERIMENT`` keeps the block kernels (their tests, A/B runs)."""
+    leaves no register-resident tiling of random layouts much above 1x. The dense temporary is
+    capped as for ``dense_sampled``, so that a very wide layout keeps the block kernels' memory
+    use. ``no_dense_small_blocks`` in ``JBS_CUDA_EXPERIMENT`` keeps the block kernels (their
+    tests, A/B runs)."""
+    rows, cols = layout.shape
+    temp_bytes = a.shape[0] * rows * cols * 4  # the dense weight (or float32 gradient) per group
     return (not cuda_experiment_enabled("no_dense_small_blocks") and layout.block_size <= 16
             and a.shape[1] >= 2048 and layout.density >= 1 / 8
-            and a.dtype in (jnp.bfloat16, jnp.float16))
+            and a.dtype in (jnp.bfloat16, jnp.float16)
+            and temp_bytes <= DENSE_SAMPLED_MAX_TEMP_BYTES)
 
 
 def dense_sampled(x, dy, *, layout, precision, out_dtype):

@@ -176,6 +176,33 @@ def test_transposed_operand_gate(monkeypatch):
         assert not lowering._transposed_operand_applies(operand(264), layout(bs), hopper)
 
 
+def test_dense_small_blocks_gate(monkeypatch):
+    """Where the CUDA lowering runs bs <= 16 products as dense GEMMs (NOTES v22): 16-bit, at
+    least 2048 rows, density >= 1/8, a dense temporary within the cap; never under
+    ``no_dense_small_blocks``."""
+    from jax_blocksparse import lowering
+    operand = lambda rows, groups=1, dtype=jnp.bfloat16: jax.ShapeDtypeStruct((groups, rows, 64),
+                                                                              dtype)
+    mask = np.zeros((8, 8), bool)
+    mask[:, :2] = True  # density 1/4
+    monkeypatch.delenv("JBS_CUDA_EXPERIMENT", raising=False)
+    for bs in (8, 16):
+        assert lowering._dense_small_blocks_applies(operand(2048), jbs.Layout(mask, bs))
+    assert not lowering._dense_small_blocks_applies(operand(2048), jbs.Layout(mask, 32))
+    assert not lowering._dense_small_blocks_applies(operand(2047), jbs.Layout(mask, 8))
+    assert not lowering._dense_small_blocks_applies(operand(2048, dtype=np.float32),
+                                                    jbs.Layout(mask, 8))
+    sparse = np.eye(8, dtype=bool)  # density 1/8 exactly: still dense; 1/16 not
+    assert lowering._dense_small_blocks_applies(operand(2048), jbs.Layout(sparse, 8))
+    sparser = np.zeros((16, 16), bool)
+    sparser[np.arange(16), np.arange(16)] = True
+    assert not lowering._dense_small_blocks_applies(operand(2048), jbs.Layout(sparser, 8))
+    monkeypatch.setattr(lowering, "DENSE_SAMPLED_MAX_TEMP_BYTES", 2 * 64 * 64 * 4 - 1)
+    assert not lowering._dense_small_blocks_applies(operand(2048, groups=2), jbs.Layout(mask, 8))
+    monkeypatch.setenv("JBS_CUDA_EXPERIMENT", "no_dense_small_blocks")
+    assert not lowering._dense_small_blocks_applies(operand(2048), jbs.Layout(mask, 16))
+
+
 @pytest.mark.parametrize("layout_name", [n for n in LAYOUT_NAMES if n != "no_blocks"])
 @pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16, np.float32],
                          ids=lambda d: np.dtype(d).name)
