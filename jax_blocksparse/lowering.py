@@ -226,8 +226,9 @@ def _unless_float64(kernel, composite):
 
 def cuda_experiment_enabled(name):
     """Whether ``JBS_CUDA_EXPERIMENT`` (a comma-separated list) names ``name``: kernel variants
-    still being measured, off by default, so that one build can time them against the defaults
-    (``benchmarks/gpu_run.sh ab``). Read at trace time."""
+    still being measured, off by default, and ``no_*`` opt-outs of adopted ones, so that one
+    build can time and test them against the defaults (``benchmarks/gpu_run.sh ab``). Read at
+    trace time."""
     return name in os.environ.get("JBS_CUDA_EXPERIMENT", "").split(",")
 
 
