@@ -100,6 +100,13 @@ def _reduction_chain(product, steps):
     return jax.jit(run)
 
 
+def _glue_only(x, dy):
+    """A stand-in for the weight gradient that costs nothing: the reduction chain is then only
+    its link (a corner of the last output written into the next dy). The barrier keeps XLA
+    from folding the steps' one-element updates into one."""
+    return lax.optimization_barrier(dy)[:1, :1] + 1
+
+
 def torch_peers(mask, bs, m, dtype_name):
     """Per-product microseconds of torch's Triton BSR and cuSPARSE CSR on this layout, or {} when
     unavailable: timed by torch_peers.py in a process of its own (why: its docstring)."""
@@ -172,19 +179,25 @@ def bench_config(config, m, size, bs, density, dtype_name, precision, layout_kin
         error = relative_error(*single[op]())
         us, us_chain = per_product_us(*ours[op])
         dense_us, dense_us_chain = per_product_us(*dense[op])
+        extra = {}
+        if op == "sampled_matmul" and TIMING == "marginal":
+            # What the chain's link costs by itself (NOTES, session 13): one small dependent
+            # kernel per step that the matmul chains do not have, in ours and in dense alike.
+            extra["glue_us"] = round(per_product_us(chain_reduction(_glue_only), (x, x))[0], 2)
         record = dict(op=op, config=config, layout=layout_kind, M=m, C=size, N=size, bs=bs,
                       density=round(float(layout.density), 6), target_density=density,
                       dtype=dtype_name, precision=precision, us=round(us, 2),
                       dense_us=round(dense_us, 2), speedup=round(dense_us / us, 3),
                       us_chain=round(us_chain, 2), dense_us_chain=round(dense_us_chain, 2),
                       rel_error=float(f"{error:.3g}"),
-                      peers_us={k: round(v, 2) for k, v in peers.items()} if op == "matmul" else {})
+                      peers_us={k: round(v, 2) for k, v in peers.items()} if op == "matmul" else {},
+                      **extra)
         records.append(record)
         peer_text = " ".join(f"{k}={v:.1f}" for k, v in record["peers_us"].items())
         print(f"{config:5s} {layout_kind:14s} M={m:5d} K={size:5d} bs={bs:3d} d={density:<8.4g} "
               f"{dtype_name:8s} {precision:7s} {op:15s} {us:9.1f} us  dense {dense_us:9.1f} us  "
               f"x{dense_us / us:6.2f}  err {error:.1e}  (16-chain {us_chain:.1f} / {dense_us_chain:.1f})"
-              f"  {peer_text}", flush=True)
+              f"  {peer_text}" + (f"  glue {extra['glue_us']:.1f} us" if extra else ""), flush=True)
     return records
 
 

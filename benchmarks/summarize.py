@@ -82,8 +82,14 @@ def verdicts(records):
             for op in OPS[1:]:
                 other = by_key.get(key[:6] + (op,))
                 if other is not None and other["speedup"] < 0.75 * r["speedup"]:
+                    glue = other.get("glue_us")
+                    # The reduction chain's link by itself (bench.py _glue_only), taken out of
+                    # both sides: what the share would be without it.
+                    without = ("" if glue is None or glue >= other["us"] else
+                               f" ({(other['dense_us'] - glue) / (other['us'] - glue) / r['speedup']:.0%}"
+                               f" without the chain's {glue}-us link)")
                     lines.append(f"{key[0]} {key[1]} {key[2]} bs {key[3]} 1/{round(1 / key[5])} {op}: "
-                                 f"{other['speedup'] / r['speedup']:.0%} of matmul's speedup")
+                                 f"{other['speedup'] / r['speedup']:.0%} of matmul's speedup{without}")
     for r in records:
         for peer, us in (r.get("peers_us") or {}).items():
             if us <= r["us"]:
