@@ -55,7 +55,8 @@ for nnz in (700, 1400):
     x, dy = (jnp.asarray(rng.standard_normal((520, 2048)), jnp.bfloat16) for _ in range(2))
     jax.block_until_ready(jbs.sampled_matmul(x, dy, layout))
 # bs 32, 2100 rows, an odd number of blocks: block pairs over a long reduction (the
-# `wgmma_tma_sampled` experiment on sm_90a)
+# `wgmma_tma_sampled_ungated` experiment on sm_90a; `wgmma_tma_sampled` alone routes only
+# layouts whose block pairs fill the card)
 mask = rng.random((5, 6)) < 0.4
 mask[0, 0] = True
 if mask.sum() % 2 == 0:

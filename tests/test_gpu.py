@@ -796,3 +796,22 @@ def test_sampled_long_reduction_over_block_pairs(rng, out_dtype, dtype):
     x = _put(random_array(rng, (2100, C), dtype))
     dys = _put(random_array(rng, (2, 2100, N), dtype))
     _check_sampled_per_group(x, dys, layout, mask, out_dtype, dtype)
+
+
+@pytest.mark.parametrize("dtype", [jnp.bfloat16, np.float16], ids=lambda d: np.dtype(d).name)
+def test_sampled_long_reduction_over_enough_block_pairs_to_fill_the_card(rng, dtype):
+    """sampled_matmul, bs 32, 16-bit, 2100 rows over ~1200 blocks (an odd count, an empty
+    block-row and block-column): enough block pairs to fill 3 CTAs per SM of any Hopper card,
+    where the `wgmma_tma_sampled` experiment routes by default (NOTES v23, session 13), against
+    float64."""
+    mask = random_mask(rng, 48, 48, density=0.53)
+    mask[7, :] = False
+    mask[:, 30] = False
+    if mask.sum() % 2 == 0:
+        mask[0, 0] = not mask[0, 0]
+    assert mask.sum() % 2 == 1 and mask.sum() >= 1100
+    layout = jbs.Layout(mask, 32)
+    C, N = layout.shape
+    x = _put(random_array(rng, (2100, C), dtype))
+    dys = _put(random_array(rng, (1, 2100, N), dtype))
+    _check_sampled_per_group(x, dys, layout, mask, None, dtype)

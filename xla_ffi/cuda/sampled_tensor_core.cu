@@ -415,10 +415,14 @@ cudaError_t LaunchSampledTensorCore(const SampledArgs& args, cudaStream_t stream
   if constexpr (kBs == 32 && !std::is_same_v<T, float>) {
     // Experiment `wgmma_tma_sampled` (NOTES v23): pairs of blocks on TMA boxes and wgmma.
     // One CTA per pair of blocks walks all of M alone, so only where the pairs fill 7/8 of the
-    // card's 3 CTA slots per SM; fewer go to the sliced kernel below.
-    static const bool wgmma_tma_sampled = ExperimentEnabled("wgmma_tma_sampled");
+    // card's 3 CTA slots per SM; fewer go to the sliced kernel below. `wgmma_tma_sampled_ungated`
+    // drops that condition, so that the tests' small layouts (odd block counts, empty
+    // block-rows, weight stacks) run this kernel too.
+    static const bool ungated = ExperimentEnabled("wgmma_tma_sampled_ungated");
+    static const bool wgmma_tma_sampled = ungated || ExperimentEnabled("wgmma_tma_sampled");
     const int64_t pair_ctas = (args.nnz + 1) / 2 * args.groups;
-    if (wgmma_tma_sampled && args.rows >= 2048 && 8 * pair_ctas >= 7 * 3 * MultiprocessorCount()) {
+    if (wgmma_tma_sampled && args.rows >= 2048 &&
+        (ungated || 8 * pair_ctas >= 7 * 3 * MultiprocessorCount())) {
       const cudaError_t status = LaunchSampledWgmmaTma<T, O>(args, stream);
       if (status != cudaErrorNotSupported) return status;
     }
