@@ -329,9 +329,16 @@ cudaError_t LaunchSampledShortTensorCore(const SampledArgs& args, cudaStream_t s
                           : SampledShortKernel<T, O, true, 1, false>;
     }
   } else {
-    kernel = two_chunks ? SampledShortKernel<T, O, false, 2, false>
-                        : SampledShortKernel<T, O, true, 1, false>;
+    // Experiment `sampled_short64_row_runs` (NOTES, session 13): row runs over both 32-row
+    // chunks, as float32 has them over its 16-row ones; seed64 d = 1/4 runs at 56% of matmul's
+    // speedup without them.
+    static const bool row_runs_64 = ExperimentEnabled("sampled_short64_row_runs");
+    kernel = !two_chunks   ? SampledShortKernel<T, O, true, 1, false>
+             : row_runs_64 ? SampledShortKernel<T, O, true, 2, false>
+                           : SampledShortKernel<T, O, false, 2, false>;
   }
+  // One slot per kernel this launcher may pick (the 16-bit two-chunk pair shares one: a
+  // process runs one of them, fixed by its environment).
   static std::atomic<uint64_t> done_devices[4] = {0, 0, 0, 0};
   const cudaError_t err = OptInSharedMemory(reinterpret_cast<const void*>(kernel), kSmemBytes,
                                             done_devices[2 * split + two_chunks]);
