@@ -81,7 +81,10 @@ struct ChunkShape {
 // TF32 one-chunk kernel at 72 registers by spilling a 64-bit value across its 64-bit division
 // call. 0 states none (no .minnctapersm), which keeps the 16-bit kernels as they were measured:
 // even a stated 1 changes their register allocation.
-template <typename T, typename O, bool kRowRuns, int kChunks, bool kSplit>
+//
+// kStaged (experiment `sampled_short_staged_store`, 16-bit outputs): each block leaves through
+// the a slot of the stage it was computed from, as 16-byte stores (tc::StoreWarpTile32Staged).
+template <typename T, typename O, bool kRowRuns, int kChunks, bool kSplit, bool kStaged = false>
 __global__ void __launch_bounds__(kWarps * 32, ChunkShape<T>::kTf32 ? 3 : 0)
     SampledShortKernel(SampledArgs args, int64_t warps_total) {
   using Shape = ChunkShape<T>;
@@ -299,7 +302,17 @@ __global__ void __launch_bounds__(kWarps * 32, ChunkShape<T>::kTf32 ? 3 : 0)
         }
       }
 
-      if (chunk == kChunks - 1) tc::StoreWarpTile32(out_g + block(n) * (kBs * kBs), acc, lane);
+      if (chunk == kChunks - 1) {
+        if constexpr (kStaged) {
+          // Item q's stage is read for the last time above and refilled only after the next
+          // iteration's __syncwarp; with row runs its a slot is not read again either (the
+          // run's fragments are in registers).
+          tc::StoreWarpTile32Staged(out_g + block(n) * (kBs * kBs), acc, lane,
+                                    smem + warp * kWarpBytes + stage_offset);
+        } else {
+          tc::StoreWarpTile32(out_g + block(n) * (kBs * kBs), acc, lane);
+        }
+      }
     }
     tc::CpAsyncWait<0>();
     __syncwarp();  // the next group's first issues refill stages this warp may still read
@@ -336,9 +349,18 @@ cudaError_t LaunchSampledShortTensorCore(const SampledArgs& args, cudaStream_t s
     kernel = !two_chunks   ? SampledShortKernel<T, O, true, 1, false>
              : row_runs_64 ? SampledShortKernel<T, O, true, 2, false>
                            : SampledShortKernel<T, O, false, 2, false>;
+    if constexpr (sizeof(O) == 2) {
+      // Experiment `sampled_short_staged_store` (NOTES v29): whole-sector output stores.
+      static const bool staged_store = ExperimentEnabled("sampled_short_staged_store");
+      if (staged_store) {
+        kernel = !two_chunks   ? SampledShortKernel<T, O, true, 1, false, true>
+                 : row_runs_64 ? SampledShortKernel<T, O, true, 2, false, true>
+                               : SampledShortKernel<T, O, false, 2, false, true>;
+      }
+    }
   }
-  // One slot per kernel this launcher may pick (the 16-bit two-chunk pair shares one: a
-  // process runs one of them, fixed by its environment).
+  // One slot per kernel this launcher may pick (the experiments' variants share their default's
+  // slot: a process runs one of them, fixed by its environment).
   static std::atomic<uint64_t> done_devices[4] = {0, 0, 0, 0};
   const cudaError_t err = OptInSharedMemory(reinterpret_cast<const void*>(kernel), kSmemBytes,
                                             done_devices[2 * split + two_chunks]);

@@ -325,6 +325,43 @@ __device__ __forceinline__ void StoreWarpTile32(Out* block, const float (&acc)[2
       }
 }
 
+// StoreWarpTile32 for 16-bit Out through 2 KB of this warp's shared memory (`staging`, 16-byte
+// aligned, free until the caller's next __syncwarp): the direct form writes each 64-byte row of
+// the block as four lanes' 4-byte pieces, so every store instruction leaves 8 sectors half
+// filled; here the warp packs the tile in shared memory and writes it with four 16-byte stores
+// per lane, each instruction 512 contiguous bytes. Rows are 64 bytes; the 16-byte unit u of row
+// r is stored at unit u ^ ((r >> 1) & 3), which keeps both the fragment writes (8 rows x 4
+// lanes) and the 16-byte reads (2 rows x 4 units per phase) free of bank conflicts.
+template <typename Out>
+__device__ __forceinline__ void StoreWarpTile32Staged(Out* block, const float (&acc)[2][4][4],
+                                                      int lane, unsigned char* staging) {
+  static_assert(sizeof(Out) == 2, "float32 blocks are stored whole-sector already");
+  const int g = lane >> 2;
+  const int t = lane & 3;
+  __syncwarp();  // every lane is done reading what `staging` held before
+#pragma unroll
+  for (int mi = 0; mi < 2; ++mi)
+#pragma unroll
+    for (int h = 0; h < 2; ++h) {
+      const int row = mi * 16 + g + 8 * h;
+#pragma unroll
+      for (int ni = 0; ni < 4; ++ni) {
+        const int unit = ni ^ ((row >> 1) & 3);
+        *reinterpret_cast<uint32_t*>(staging + row * 64 + unit * 16 + t * 4) =
+            PackPair<Out>(acc[mi][ni][2 * h], acc[mi][ni][2 * h + 1]);
+      }
+    }
+  __syncwarp();
+#pragma unroll
+  for (int i = 0; i < 4; ++i) {
+    const int row = i * 8 + (lane >> 2);
+    const int unit = lane & 3;
+    const uint4 packed =
+        *reinterpret_cast<const uint4*>(staging + row * 64 + ((unit ^ ((row >> 1) & 3)) * 16));
+    *reinterpret_cast<uint4*>(block + row * 32 + unit * 8) = packed;
+  }
+}
+
 }  // namespace tc
 }  // namespace jbs
 
