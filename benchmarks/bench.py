@@ -255,10 +255,14 @@ def bench_conv(batch=32, spatial=32, kernel=3, channels=1024, bs=32, density=1 /
     return records
 
 
-def configurations(quick):
+def configurations(quick, tf32=False):
     seed_d = (1 / 4, 1 / 16, 1 / 64)
     yield from (("seed", 32, 12288, 32, d, "bfloat16", "default", "random") for d in seed_d)
     yield from (("seed", 32, 12288, 32, d, "float32", "highest", "random") for d in seed_d)
+    if tf32:
+        # float32 at DEFAULT precision (one TF32 product per k-step instead of 3xTF32's three):
+        # against the HIGHEST rows, it tells how much of their time is tensor-core work.
+        yield from (("seed", 32, 12288, 32, d, "float32", "default", "random") for d in seed_d)
     # The seed problem at minibatch 64 (the small-world LSTM's batch): the top of the issue's
     # "small batch" range, beyond the 32-row W-streaming tile.
     yield from (("seed64", 64, 12288, 32, d, "bfloat16", "default", "random") for d in seed_d)
@@ -278,6 +282,9 @@ def main():
     parser.add_argument("--no-peers", action="store_true")
     parser.add_argument("--only", nargs="*", default=None, help="configs to run: seed seed64 wide small conv")
     parser.add_argument("--dtype", default=None, help="run only this dtype")
+    parser.add_argument("--precision", default=None, choices=("default", "highest"),
+                        help="run only this precision; 'default' adds the seed float32 rows at "
+                             "DEFAULT precision (TF32), which no other run times")
     parser.add_argument("--layout", default=None, choices=sorted(MASKS),
                         help="run only this kind of layout (with --only seed: the repeats too)")
     parser.add_argument("--steps", type=int, default=STEPS,
@@ -298,7 +305,7 @@ def main():
           f"{jbs.kernels_available('cuda')}", flush=True)
     gpu = re.sub(r"[^A-Za-z0-9]+", "-", device.device_kind).strip("-").lower()
     os.makedirs(args.out, exist_ok=True)
-    partial = args.only or args.dtype or args.quick or args.layout or args.ops
+    partial = args.only or args.dtype or args.quick or args.layout or args.ops or args.precision
     suffix = ("-partial" if partial else "") + (f"-steps{STEPS}" if STEPS != default_steps else "")
     path = os.path.join(args.out, f"{gpu}{suffix}.json")
     records = []
@@ -311,8 +318,9 @@ def main():
                        "timing": "marginal-paired" if TIMING == "marginal" else TIMING,
                        "records": records}, f, indent=1)
 
-    for config in configurations(args.quick):
+    for config in configurations(args.quick, tf32=args.precision == "default"):
         if (args.only and config[0] not in args.only or args.dtype and config[5] != args.dtype
+                or args.precision and config[6] != args.precision
                 or args.layout and config[7] != args.layout):
             continue
         records += bench_config(*config, with_peers=not args.no_peers)

@@ -93,20 +93,22 @@ if [[ " $steps " == *" abtest "* ]]; then
 fi
 if [[ " $steps " == *" ab "* ]]; then
   # Each experiment alone against the defaults, on the configurations it changes:
-  # experiment:configs[:layout[:XLA flags[:dtype]]], the layout kind where it is not the random
-  # one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py). Listed in
-  # JBS_AB_SETTINGS, e.g. "'':wide name:wide '':wide": the defaults first and last show the
-  # run-to-run spread. JBS_AB_BENCH_ARGS goes to every bench.py run (e.g. --ops matmul).
+  # experiment:configs[:layout[:XLA flags[:dtype[:ops]]]], the layout kind where it is not the
+  # random one, the dtype where it is not bfloat16 (float32 runs at HIGHEST, as in bench.py), the
+  # products (comma-separated) where not all. Listed in JBS_AB_SETTINGS, e.g. "'':wide name:wide
+  # '':wide": the defaults first and last show the run-to-run spread. JBS_AB_BENCH_ARGS goes to
+  # every bench.py run (e.g. --ops matmul), before a setting's own ops.
   [[ -n ${JBS_AB_SETTINGS:-} ]] || { echo "ab: no experiment pending; set JBS_AB_SETTINGS"; exit 2; }
   eval "ab_settings=($JBS_AB_SETTINGS)"
   for setting in "${ab_settings[@]}"; do
-    IFS=: read -r name configs layout flags dtype <<< "$setting"
+    IFS=: read -r name configs layout flags dtype ops <<< "$setting"
     [[ " ${failed_sets:- } " == *" $name "* && -n $name ]] && { echo "skipping $name (smoke failed)"; continue; }
-    echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)}" \
+    echo "JBS_CUDA_EXPERIMENT='$name' ${layout:+(layout $layout)} ${flags:+(XLA_FLAGS=$flags)} ${dtype:+($dtype)} ${ops:+($ops)}" \
         | tee -a "$out/ab_bench.log"
     XLA_FLAGS="${XLA_FLAGS:-}${flags:+ $flags}" JBS_CUDA_EXPERIMENT=$name timeout 300 \
         python3 benchmarks/bench.py --no-peers --only $configs ${JBS_AB_BENCH_ARGS:-} \
-        --layout "${layout:-random}" --dtype "${dtype:-bfloat16}" --out "/tmp/ab_${name:-default}" 2>&1 \
+        --layout "${layout:-random}" --dtype "${dtype:-bfloat16}" ${ops:+--ops ${ops//,/ }} \
+        --out "/tmp/ab_${name:-default}" 2>&1 \
         | grep -E "^(seed|wide|small|conv)|Error" | tee -a "$out/ab_bench.log"
   done
 fi

@@ -11,6 +11,8 @@ Two more layouts, ours only, give the floor under the sparse cells: d = 1/64, an
 block-column (a diagonal: 0.75 MB of w, under a microsecond of bandwidth), whose marginal time
 is what one product costs whatever its bytes (launch, table reads, pipeline fill, epilogue).
 The d = 1/16 and 1/64 targets (12x and 25x: 6.4 and 3.1 us) are measured against that floor.
+Last, the same marginal figure for a 32 x 32 x 32 dense dot: XLA's own cost of one dependent
+product, under which no kernel of ours can go.
 
     python benchmarks/overhead_case.py            # from the repo root, after pip install
 """
@@ -55,6 +57,12 @@ def measure():
                   f"chain 16 {per_call[16] / 16:6.1f} us, chain 64 {per_call[64] / 64:6.1f} us; "
                   f"marginal {marginal:6.1f} us (paired {paired:6.1f}), per-call fixed {fixed:6.1f} us",
                   flush=True)
+    # XLA's own floor for one dependent product: a 32 x 32 x 32 dot, whatever kernel XLA picks
+    # for it. The diagonal layout's figure minus this one is what our kernel adds to a launch.
+    tiny = jnp.asarray(rng.standard_normal((32, 32)) / np.sqrt(32), jnp.bfloat16)
+    paired = marginal_seconds(lambda n: chained(lambda y, w: jnp.dot(y, w), n), tiny, tiny,
+                              steps=16)[0] * 1e6
+    print(f"  32x32x32 dense dot, marginal (paired) per product: {paired:6.1f} us", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,19 +9,22 @@ writes that union.
 
 import argparse
 import json
-from collections import defaultdict
+from collections import defaultdict, namedtuple
 
 OPS = ("matmul", "matmul_t", "sampled_matmul")
-# The issue's speedup targets: (config, layout, dtype) -> {target density: speedup}.
-TARGETS = {("seed", "random", "bfloat16"): {1 / 4: 3.5, 1 / 16: 12, 1 / 64: 25},
-           ("seed", "random", "float32"): {1 / 4: 3, 1 / 16: 10, 1 / 64: 25},
-           ("wide", "random", "bfloat16"): {1 / 4: 2.5, 1 / 16: 8}}
+# The issue's speedup targets: (config, layout, dtype, precision) -> {target density: speedup}.
+TARGETS = {("seed", "random", "bfloat16", "default"): {1 / 4: 3.5, 1 / 16: 12, 1 / 64: 25},
+           ("seed", "random", "float32", "highest"): {1 / 4: 3, 1 / 16: 10, 1 / 64: 25},
+           ("wide", "random", "bfloat16", "default"): {1 / 4: 2.5, 1 / 16: 8}}
 SMALL_TARGETS = {16: 4, 8: 3}
+
+Key = namedtuple("Key", "config layout dtype precision bs M density op")
 
 
 def record_key(record):
-    return (record["config"], record.get("layout", "random"), record["dtype"], record["bs"],
-            record["M"], record.get("target_density", record["density"]), record["op"])
+    return Key(record["config"], record.get("layout", "random"), record["dtype"],
+               record.get("precision", "default"), record["bs"], record["M"],
+               record.get("target_density", record["density"]), record["op"])
 
 
 def merged(paths):
@@ -41,7 +44,9 @@ def table(records):
     for r in records:
         if r["config"] == "conv":
             continue
-        problem = (r["config"], r.get("layout", "random"), r["dtype"], r["M"], r["C"], r["bs"])
+        # float32 at both precisions are problems of their own (DEFAULT is TF32).
+        dtype = r["dtype"] + (f" {r['precision']}" if r["dtype"] == "float32" else "")
+        problem = (r["config"], r.get("layout", "random"), dtype, r["M"], r["C"], r["bs"])
         cells[problem].setdefault(r.get("target_density", r["density"]), {})[r["op"]] = r["speedup"]
     lines = ["| problem | densities: matmul / matmul_t / sampled_matmul |", "|---|---|"]
     for (config, layout, dtype, m, c, bs), by_density in cells.items():
@@ -62,11 +67,12 @@ def verdicts(records):
     """Each target cell and each matmul cell against the peers, met or not."""
     lines = []
     by_key = {record_key(r): r for r in records}
-    for (config, layout, dtype), targets in TARGETS.items():
+    for (config, layout, dtype, precision), targets in TARGETS.items():
         for density, target in targets.items():
             for op in OPS:
-                r = next((r for k, r in by_key.items() if k[:3] == (config, layout, dtype)
-                          and abs(k[5] - density) < 1e-9 and k[6] == op), None)
+                r = next((r for k, r in by_key.items()
+                          if (k.config, k.layout, k.dtype, k.precision) == (config, layout, dtype, precision)
+                          and abs(k.density - density) < 1e-9 and k.op == op), None)
                 if r is not None:
                     lines.append(f"{config} {dtype} 1/{round(1 / density)} {op}: {r['speedup']:.3g}x "
                                  f"({r['us']} us) target {target}x: "
@@ -78,9 +84,9 @@ def verdicts(records):
                          f"{'met' if target and r['speedup'] >= target else 'short'}")
     # matmul_t and sampled_matmul at >= 75% of matmul's speedup in the same configuration
     for key, r in by_key.items():
-        if key[6] == "matmul":
+        if key.op == "matmul":
             for op in OPS[1:]:
-                other = by_key.get(key[:6] + (op,))
+                other = by_key.get(key._replace(op=op))
                 if other is not None and other["speedup"] < 0.75 * r["speedup"]:
                     glue = other.get("glue_us")
                     # The reduction chain's link by itself (bench.py _glue_only), taken out of
@@ -88,7 +94,8 @@ def verdicts(records):
                     without = ("" if glue is None or glue >= other["us"] else
                                f" ({(other['dense_us'] - glue) / (other['us'] - glue) / r['speedup']:.0%}"
                                f" without the chain's {glue}-us link)")
-                    lines.append(f"{key[0]} {key[1]} {key[2]} bs {key[3]} 1/{round(1 / key[5])} {op}: "
+                    lines.append(f"{key.config} {key.layout} {key.dtype} bs {key.bs} "
+                                 f"1/{round(1 / key.density)} {op}: "
                                  f"{other['speedup'] / r['speedup']:.0%} of matmul's speedup{without}")
     for r in records:
         for peer, us in (r.get("peers_us") or {}).items():

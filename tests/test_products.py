@@ -87,6 +87,68 @@ def test_default_precision_float32(rng, product):
     assert_close(out, expected, np.float32, precision="default", on_gpu=ON_GPU)
 
 
+@pytest.mark.parametrize("product", PRODUCTS)
+@pytest.mark.parametrize("m", [20, 48, 300])
+@pytest.mark.parametrize("bs", [8, 16, 32])
+@pytest.mark.parametrize("dtype,precision", [(np.float32, "highest"), (np.float32, "default"),
+                                             (jnp.bfloat16, None), (np.float16, None)],
+                         ids=["f32-highest", "f32-default", "bf16", "f16"])
+def test_a_nan_reaches_every_output_it_feeds_and_no_other(rng, product, m, bs, dtype, precision):
+    """One NaN in the dense operand (row r0 of x, or of dy for matmul_t) must come out in every
+    output it enters through a present block: a kernel that rounds or splits its operands with
+    integer arithmetic could turn it into a finite number. Outputs it cannot reach stay finite and
+    right: the other rows of y, and every other row of the sampled product's blocks. Along its own
+    row of y, what absent blocks give is left to the kernel (a dense fallback multiplies the NaN
+    by explicit zeros)."""
+    mask = random_mask(rng, 5, 4, density=0.5)
+    mask[:, 1] = False  # an empty block-column
+    layout = jbs.Layout(mask, bs)
+    rows, cols = layout.shape
+    r0 = m // 2
+    sampled = product == "sampled_matmul"
+    if product == "matmul_t":
+        # dy's column n0 feeds block-column nb of w^T's products
+        nb = int(np.flatnonzero(mask.any(axis=0))[-1])
+        poisoned_col = nb * bs + bs // 2
+        x = random_array(rng, (m, cols), dtype)
+        other = random_array(rng, layout.w_shape, dtype)
+    else:
+        ib = int(np.flatnonzero(mask.any(axis=1))[-1])
+        poisoned_col = ib * bs + bs // 2
+        x = random_array(rng, (m, rows), dtype)
+        other = random_array(rng, (m, cols), dtype) if sampled else random_array(rng, layout.w_shape, dtype)
+    expected = _expected(product, mask, bs, x, other)  # before the NaN: what every other output is
+    x = x.at[r0, poisoned_col].set(jnp.nan)
+    kw = dict(precision=precision)
+    if product == "matmul":
+        out = np.asarray(jbs.matmul(x, other, layout, **kw).astype(jnp.float32))
+        reached = np.zeros(out.shape, bool)
+        for jb in np.flatnonzero(mask[ib]):
+            reached[r0, jb * bs:(jb + 1) * bs] = True
+    elif product == "matmul_t":
+        out = np.asarray(jbs.matmul_t(x, other, layout, **kw).astype(jnp.float32))
+        reached = np.zeros(out.shape, bool)
+        for i in np.flatnonzero(mask[:, nb]):
+            reached[r0, i * bs:(i + 1) * bs] = True
+    else:
+        out = np.asarray(jbs.sampled_matmul(x, other, layout, **kw).astype(jnp.float32))
+        reached = np.zeros(out.shape, bool)
+        # block k of w is the k-th present block in row-major order
+        for k, flat in enumerate(np.flatnonzero(mask.reshape(-1))):
+            if flat // mask.shape[1] == ib:
+                reached[k, poisoned_col - ib * bs, :] = True
+    assert reached.any()
+    assert np.isnan(out[reached]).all(), "a NaN input came out as a number"
+    if sampled:
+        unreachable = ~reached
+    else:
+        unreachable = np.ones(out.shape, bool)
+        unreachable[r0] = False
+    assert np.isfinite(out[unreachable]).all(), "a NaN reached outputs it does not feed"
+    tolerance_precision = precision or "highest"
+    assert_close(out[unreachable], expected[unreachable], dtype, tolerance_precision, on_gpu=ON_GPU)
+
+
 def test_zero_rows(rng):
     layout = jbs.Layout(random_mask(rng, 2, 2), 8)
     x = jnp.zeros((0, 16), jnp.float32)

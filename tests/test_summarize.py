@@ -18,9 +18,12 @@ def summarize():
     return module
 
 
-def _record(op, us, dense_us, density=0.0625, peers=None, config="seed", dtype="bfloat16"):
+def _record(op, us, dense_us, density=0.0625, peers=None, config="seed", dtype="bfloat16",
+            precision=None):
+    precision = precision or ("highest" if dtype == "float32" else "default")
     return dict(op=op, config=config, layout="random", M=32, C=12288, N=12288, bs=32,
-                density=density + 0.001, target_density=density, dtype=dtype, us=us,
+                density=density + 0.001, target_density=density, dtype=dtype,
+                precision=precision, us=us,
                 dense_us=dense_us, speedup=dense_us / us, peers_us=peers or {})
 
 
@@ -52,3 +55,19 @@ def test_verdicts_name_targets_the_75_percent_rule_and_faster_peers(summarize):
     assert not any("matmul_t:" in line and "of matmul's speedup" in line for line in lines)
     assert any(line.startswith("peer faster: seed random bfloat16 bs 32 1/16: torch_bsr_triton 7.5")
                for line in lines)
+
+
+def test_float32_precisions_are_kept_apart_and_only_highest_has_targets(summarize, tmp_path):
+    """bench.py --precision default adds TF32 rows of the float32 problem: they must neither
+    replace the HIGHEST records nor be judged against the HIGHEST targets."""
+    highest = _record("matmul", 30.0, 276.0, dtype="float32")
+    tf32 = _record("matmul", 12.0, 100.0, dtype="float32", precision="default")
+    _, records = summarize.merged([_write(tmp_path, "highest.json", [highest]),
+                                   _write(tmp_path, "tf32.json", [tf32])])
+    assert sorted(r["us"] for r in records) == [12.0, 30.0]
+    lines = summarize.verdicts(records)
+    targets = [line for line in lines if line.startswith("seed float32 1/16 matmul")]
+    assert targets == ["seed float32 1/16 matmul: 9.2x (30.0 us) target 10x: short"]
+    rows = summarize.table(records)
+    assert any("float32 highest |" in row and "1/16: 9.2 / - / -" in row for row in rows)
+    assert any("float32 default |" in row and "1/16: 8.33 / - / -" in row for row in rows)

@@ -259,9 +259,9 @@ __device__ __forceinline__ void AddFragmentSums(const float* tile, Acc& acc, int
 }
 
 // kMinCtasWanted: a minimum of resident CTAs per SM for the register budget, where it is not
-// the tiling's own (0).
+// the tiling's own (0). kSplit: how 3xTF32 splits its operands (tc::Tf32Split).
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages, bool kConv, bool kSwizzle, int kMinCtasWanted>
+          int kStages, bool kConv, bool kSwizzle, int kMinCtasWanted, tc::Tf32Split kSplit>
 __global__ void __launch_bounds__(
     TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>::kThreads,
     kMinCtasWanted ? kMinCtasWanted
@@ -458,7 +458,7 @@ __global__ void __launch_bounds__(
           } else {
             // tf32: scalar shared loads (no 32-bit ldmatrix.trans); strides keep them
             // conflict-free. 3xTF32 splits each operand once per k-step.
-            constexpr bool kSplit = kKind == MmaKind::k3xTf32;
+            constexpr bool k3x = kKind == MmaKind::k3xTf32;
             uint32_t ab[kMTiles][4], as[kMTiles][4];
             uint32_t bb[kNTiles][2], bsm[kNTiles][2];
 #pragma unroll
@@ -477,8 +477,8 @@ __global__ void __launch_bounds__(
               }
 #pragma unroll
               for (int c = 0; c < 4; ++c) {
-                if constexpr (kSplit) {
-                  tc::SplitTf32(v[c], ab[mt][c], as[mt][c]);
+                if constexpr (k3x) {
+                  tc::SplitTf32As<kSplit>(v[c], ab[mt][c], as[mt][c]);
                 } else {
                   ab[mt][c] = tc::ToTf32(v[c]);
                 }
@@ -503,8 +503,8 @@ __global__ void __launch_bounds__(
               }
 #pragma unroll
               for (int c = 0; c < 2; ++c) {
-                if constexpr (kSplit) {
-                  tc::SplitTf32(v[c], bb[nt][c], bsm[nt][c]);
+                if constexpr (k3x) {
+                  tc::SplitTf32As<kSplit>(v[c], bb[nt][c], bsm[nt][c]);
                 } else {
                   bb[nt][c] = tc::ToTf32(v[c]);
                 }
@@ -514,7 +514,7 @@ __global__ void __launch_bounds__(
             for (int mt = 0; mt < kMTiles; ++mt)
 #pragma unroll
               for (int nt = 0; nt < kNTiles; ++nt) {
-                if constexpr (kSplit) {
+                if constexpr (k3x) {
                   // Small cross terms first, so they are not lost under the big product.
                   tc::MmaTf32(acc[mt][nt], as[mt], bb[nt]);
                   tc::MmaTf32(acc[mt][nt], ab[mt], bsm[nt]);
@@ -607,12 +607,13 @@ __global__ void __launch_bounds__(
 
 // Launches one instantiation of the kernel, with its shared memory opted in once per device.
 template <MmaKind kKind, int kBs, bool kTransW, int kTM, int kWarpsM, int kWarpsN, int kWarpsK,
-          int kStages, bool kConv, bool kSwizzle = false, int kMinCtasWanted = 0>
+          int kStages, bool kConv, bool kSwizzle = false, int kMinCtasWanted = 0,
+          tc::Tf32Split kSplit = tc::Tf32Split::kCvt>
 cudaError_t LaunchTc(const BsmmArgs& args, const ConvGather& conv, bool out_f32,
                      cudaStream_t stream) {
   using Tiling = TcTiling<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kSwizzle>;
   auto kernel = BsmmTcKernel<kKind, kBs, kTransW, kTM, kWarpsM, kWarpsN, kWarpsK, kStages, kConv,
-                             kSwizzle, kMinCtasWanted>;
+                             kSwizzle, kMinCtasWanted, kSplit>;
   const int64_t grid_x = args.out_blocks * Tiling::kNSplit;
   if (grid_x > kMaxGridX) return cudaErrorNotSupported;
   constexpr int kSmem = Tiling::kSmemBytes;
@@ -650,11 +651,38 @@ cudaError_t LaunchRegime(const BsmmArgs& args, const ConvGather& conv, bool out_
       // CTA's 66 KB fit 3 per SM: the seed's 384 CTAs in one wave (396 slots on an H200)
       // instead of 1.45. Seed float32 HIGHEST matmul d = 1/4: 101 -> 85.6 us (NOTES v9a). bs 32
       // only: at 64 and 128 the 168-register cap of 3 CTAs spills.
+      if constexpr (kKind == MmaKind::k3xTf32) {
+        // Experiments tf32_split_rounded / tf32_split_truncated (NOTES v31): the operand splits
+        // in 7 or 4 instructions instead of 9, where the seed's float32 HIGHEST cells run far
+        // below the bandwidth that bf16 reaches on the same tile.
+        static const bool truncated = ExperimentEnabled("tf32_split_truncated");
+        static const bool rounded = ExperimentEnabled("tf32_split_rounded");
+        if (truncated) {
+          return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 2, kConv, true, 0,
+                          tc::Tf32Split::kTruncatedBig>(args, conv, out_f32, stream);
+        }
+        if (rounded) {
+          return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 2, kConv, true, 0,
+                          tc::Tf32Split::kRoundedSmall>(args, conv, out_f32, stream);
+        }
+      }
       return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, 2, kConv, true>(args, conv, out_f32,
                                                                         stream);
     }
     return LaunchTc<kKind, kBs, kTransW, 32, 1, 1, 4, kHalf ? 3 : 2, kConv>(args, conv, out_f32,
                                                                            stream);
+  }
+  if constexpr (kHalf && kBs == 32 && !kConv) {
+    // Experiment `w_stream_64_one_wave` (NOTES v30): the 64-row W-streaming tile with 3 stages
+    // per k-group and registers capped for 3 CTAs per SM (74 KB each), so the seed64 grid of
+    // 384 columns is one wave of 396 slots; today's 4-stage tile holds 2 per SM (229 registers,
+    // 98 KB): 1.45 waves at d >= 1/16, and 33-64 rows at d = 1/64 run two 32-row tiles, 768
+    // CTAs in 1.94 waves.
+    static const bool one_wave = ExperimentEnabled("w_stream_64_one_wave");
+    if (one_wave && args.rows <= 64) {
+      return LaunchTc<kKind, kBs, kTransW, 64, 1, 1, 4, 3, kConv, true, 3>(args, conv, out_f32,
+                                                                           stream);
+    }
   }
   if constexpr (kHalf && kBs >= 32 && !kConv) {
     // 33-64 rows over columns of fewer than 16 blocks as two 32-row W-streaming tiles (grid.y =

@@ -84,7 +84,8 @@ struct ChunkShape {
 //
 // kStaged (experiment `sampled_short_staged_store`, 16-bit outputs): each block leaves through
 // the a slot of the stage it was computed from, as 16-byte stores (tc::StoreWarpTile32Staged).
-template <typename T, typename O, bool kRowRuns, int kChunks, bool kSplit, bool kStaged = false>
+template <typename T, typename O, bool kRowRuns, int kChunks, bool kSplit, bool kStaged = false,
+          tc::Tf32Split kSplitKind = tc::Tf32Split::kCvt>
 __global__ void __launch_bounds__(kWarps * 32, ChunkShape<T>::kTf32 ? 3 : 0)
     SampledShortKernel(SampledArgs args, int64_t warps_total) {
   using Shape = ChunkShape<T>;
@@ -205,7 +206,7 @@ __global__ void __launch_bounds__(kWarps * 32, ChunkShape<T>::kTf32 ? 3 : 0)
           const int t4 = lane & 3;
           auto to_operand = [](float x, uint32_t (&parts)[kParts]) {
             if constexpr (kSplit) {
-              tc::SplitTf32(x, parts[0], parts[1]);
+              tc::SplitTf32As<kSplitKind>(x, parts[0], parts[1]);
             } else {
               parts[0] = tc::ToTf32(x);
             }
@@ -337,6 +338,18 @@ cudaError_t LaunchSampledShortTensorCore(const SampledArgs& args, cudaStream_t s
     if (split) {
       kernel = two_chunks ? SampledShortKernel<T, O, true, 2, true>
                           : SampledShortKernel<T, O, true, 1, true>;
+      // Experiments tf32_split_rounded / tf32_split_truncated (NOTES v31), as for the products.
+      static const bool truncated = ExperimentEnabled("tf32_split_truncated");
+      static const bool rounded = ExperimentEnabled("tf32_split_rounded");
+      if (truncated) {
+        kernel = two_chunks
+                     ? SampledShortKernel<T, O, true, 2, true, false, tc::Tf32Split::kTruncatedBig>
+                     : SampledShortKernel<T, O, true, 1, true, false, tc::Tf32Split::kTruncatedBig>;
+      } else if (rounded) {
+        kernel = two_chunks
+                     ? SampledShortKernel<T, O, true, 2, true, false, tc::Tf32Split::kRoundedSmall>
+                     : SampledShortKernel<T, O, true, 1, true, false, tc::Tf32Split::kRoundedSmall>;
+      }
     } else {
       kernel = two_chunks ? SampledShortKernel<T, O, true, 2, false>
                           : SampledShortKernel<T, O, true, 1, false>;

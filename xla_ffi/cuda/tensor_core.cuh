@@ -128,6 +128,38 @@ __device__ __forceinline__ void SplitTf32(float x, uint32_t& big, uint32_t& smal
   small = ToTf32(x - __uint_as_float(big));
 }
 
+// The nearest tf32 (ties away from zero) by integer arithmetic, 2 instructions where sm_90's
+// cvt.rna.tf32 takes 4 (its other two keep NaN a NaN): half a tf32 ulp added to the magnitude,
+// then the 13 low bits cleared. Equal to cvt.rna for finite values and infinities (a carry out
+// of the mantissa is the rounding up it should be). A NaN whose payload fills the top of the
+// mantissa carries into the sign and comes out as a zero, so a caller must keep the NaN in
+// another part, as the splits below do.
+__device__ __forceinline__ uint32_t RoundTf32Bits(float x) {
+  return (__float_as_uint(x) + 0x1000u) & 0xffffe000u;
+}
+
+// How a 3xTF32 product splits each operand (experiments tf32_split_*, benchmarks/NOTES.md v31).
+// The conversions are a third to a half of the instructions of a float32 HIGHEST k-step.
+enum class Tf32Split {
+  kCvt,           // SplitTf32: 9 instructions per value
+  kRoundedSmall,  // big by cvt.rna, small by RoundTf32Bits: 7, the same bits as kCvt for every
+                  // finite x; for x = +-inf small is 0 instead of NaN (so inf * w stays inf)
+  kTruncatedBig,  // big = x with its low 13 bits cleared, small rounded: 4 (CUTLASS's FastF32
+                  // split); x - big is then up to a tf32 ulp, so the pair's error bound doubles
+                  // (2^-21 of |x| against 2^-22). A NaN stays a NaN in big unless its payload
+                  // lies only in those 13 bits (it then enters as an infinity).
+};
+
+template <Tf32Split kSplit>
+__device__ __forceinline__ void SplitTf32As(float x, uint32_t& big, uint32_t& small) {
+  if constexpr (kSplit == Tf32Split::kCvt) {
+    SplitTf32(x, big, small);
+  } else {
+    big = kSplit == Tf32Split::kRoundedSmall ? ToTf32(x) : (__float_as_uint(x) & 0xffffe000u);
+    small = RoundTf32Bits(x - __uint_as_float(big));
+  }
+}
+
 // --- ldmatrix ------------------------------------------------------------------------------
 
 // `address` is this lane's row address (shared state space, see SharedAddress). x1 uses lanes
