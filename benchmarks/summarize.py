@@ -21,10 +21,21 @@ SMALL_TARGETS = {16: 4, 8: 3}
 Key = namedtuple("Key", "config layout dtype precision bs M density op")
 
 
+def precision(record):
+    """A record's precision; records that predate the field ran float32 at HIGHEST only."""
+    return record.get("precision") or ("highest" if record["dtype"] == "float32" else "default")
+
+
+def dtype_label(record):
+    """The dtype, with the precision for float32, whose two precisions are problems of their own
+    (DEFAULT is TF32)."""
+    return record["dtype"] + (f" {precision(record)}" if record["dtype"] == "float32" else "")
+
+
 def record_key(record):
-    return Key(record["config"], record.get("layout", "random"), record["dtype"],
-               record.get("precision", "default"), record["bs"], record["M"],
-               record.get("target_density", record["density"]), record["op"])
+    return Key(record["config"], record.get("layout", "random"), record["dtype"], precision(record),
+               record["bs"], record["M"], record.get("target_density", record["density"]),
+               record["op"])
 
 
 def merged(paths):
@@ -44,9 +55,7 @@ def table(records):
     for r in records:
         if r["config"] == "conv":
             continue
-        # float32 at both precisions are problems of their own (DEFAULT is TF32).
-        dtype = r["dtype"] + (f" {r['precision']}" if r["dtype"] == "float32" else "")
-        problem = (r["config"], r.get("layout", "random"), dtype, r["M"], r["C"], r["bs"])
+        problem = (r["config"], r.get("layout", "random"), dtype_label(r), r["M"], r["C"], r["bs"])
         cells[problem].setdefault(r.get("target_density", r["density"]), {})[r["op"]] = r["speedup"]
     lines = ["| problem | densities: matmul / matmul_t / sampled_matmul |", "|---|---|"]
     for (config, layout, dtype, m, c, bs), by_density in cells.items():
@@ -94,13 +103,13 @@ def verdicts(records):
                     without = ("" if glue is None or glue >= other["us"] else
                                f" ({(other['dense_us'] - glue) / (other['us'] - glue) / r['speedup']:.0%}"
                                f" without the chain's {glue}-us link)")
-                    lines.append(f"{key.config} {key.layout} {key.dtype} bs {key.bs} "
+                    lines.append(f"{key.config} {key.layout} {dtype_label(r)} bs {key.bs} "
                                  f"1/{round(1 / key.density)} {op}: "
                                  f"{other['speedup'] / r['speedup']:.0%} of matmul's speedup{without}")
     for r in records:
         for peer, us in (r.get("peers_us") or {}).items():
             if us <= r["us"]:
-                lines.append(f"peer faster: {r['config']} {r.get('layout', 'random')} {r['dtype']} "
+                lines.append(f"peer faster: {r['config']} {r.get('layout', 'random')} {dtype_label(r)} "
                              f"bs {r['bs']} 1/{round(1 / r.get('target_density', r['density']))}: "
                              f"{peer} {us} us against ours {r['us']}")
     return lines

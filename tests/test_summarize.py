@@ -71,3 +71,14 @@ def test_float32_precisions_are_kept_apart_and_only_highest_has_targets(summariz
     rows = summarize.table(records)
     assert any("float32 highest |" in row and "1/16: 9.2 / - / -" in row for row in rows)
     assert any("float32 default |" in row and "1/16: 8.33 / - / -" in row for row in rows)
+    # A record from before the field: float32 ran at HIGHEST only, so it is that problem's.
+    old = dict(highest, us=31.0)
+    del old["precision"]
+    _, records = summarize.merged([_write(tmp_path, "old.json", [old]),
+                                   _write(tmp_path, "tf32_again.json", [tf32])])
+    assert sorted(r["us"] for r in records) == [12.0, 31.0]
+    # The 75% rule names the precision of a float32 cell.
+    lines = summarize.verdicts([dict(tf32), _record("matmul_t", 20.0, 100.0, dtype="float32",
+                                                     precision="default")])
+    assert any(line.startswith("seed random float32 default bs 32 1/16 matmul_t: 60%")
+               for line in lines)

@@ -143,12 +143,17 @@ __device__ __forceinline__ uint32_t RoundTf32Bits(float x) {
 enum class Tf32Split {
   kCvt,           // SplitTf32: 9 instructions per value
   kRoundedSmall,  // big by cvt.rna, small by RoundTf32Bits: 7, the same bits as kCvt for every
-                  // finite x; for x = +-inf small is 0 instead of NaN (so inf * w stays inf)
+                  // finite x (see below for the others)
   kTruncatedBig,  // big = x with its low 13 bits cleared, small rounded: 4 (CUTLASS's FastF32
                   // split); x - big is then up to a tf32 ulp, so the pair's error bound doubles
-                  // (2^-21 of |x| against 2^-22). A NaN stays a NaN in big unless its payload
-                  // lies only in those 13 bits (it then enters as an infinity).
+                  // (2^-21 of |x| against 2^-22)
 };
+// Non-finite x under the two integer splits: x - big is NaN, and its rounding comes out as a
+// zero small part (kCvt's keeps a NaN). A NaN with payload in the top 10 mantissa bits stays a
+// NaN in big. One whose payload lies only in the low 13 bits enters the tensor core as an
+// infinity (the tensor core ignores those bits, and cvt.rna passes NaNs through unrounded, so
+// TF32 products do the same), and the output is then +-inf or NaN instead of NaN. x = +-inf
+// gives NaN wherever w's small part is zero or of w's opposite sign, as with kCvt.
 
 template <Tf32Split kSplit>
 __device__ __forceinline__ void SplitTf32As(float x, uint32_t& big, uint32_t& small) {
