@@ -8,6 +8,7 @@ from __future__ import annotations
 import jax
 from jax.extend.core import Primitive  # public since jax 0.4.36
 from jax.interpreters import ad, batching, mlir
+from jax._src import dispatch
 
 try:  # public home of ShapedArray
     from jax.core import ShapedArray
@@ -22,6 +23,8 @@ __all__ = [
     "register_lowering",
     "lowering_from_function",
     "register_ffi_targets",
+    "lower_with_devices",
+    "lowering_for_export",
 ]
 
 
@@ -53,3 +56,16 @@ def lowering_from_function(fn):
 def register_ffi_targets(registrations, platform):
     for name, capsule in registrations.items():
         jax.ffi.register_ffi_target(name, capsule, platform=platform)
+
+
+def lower_with_devices(primitive):
+    """Lower programs holding ``primitive`` with their device assignment known, which
+    ``custom_partitioning`` needs to build its mesh (as JAX's own partitioned cuDNN primitives
+    declare)."""
+    dispatch.prim_requires_devices_during_lowering.add(primitive)
+
+
+def lowering_for_export(ctx):
+    """Whether a lowering rule runs for ``jax.export``, which cannot serialize the Python
+    callbacks of ``custom_partitioning``."""
+    return ctx.module_context.lowering_parameters.for_export

@@ -16,6 +16,10 @@
 * anything else, or an extension that is missing: the pure-jnp products of
   :mod:`jax_blocksparse.reference`.
 
+These rules lower each primitive's shard-local twin (``ops.SHARD_LOCAL``), on whatever part of
+the operands a device holds; the primitive itself lowers through its partitioning rule
+(:mod:`jax_blocksparse.partitioning`).
+
 The lookup tables are numpy arrays cached on the layout; they enter the
 compiled program as constants, so they are uploaded once per executable and
 never rebuilt per call.
@@ -32,7 +36,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from . import _compat, ops, reference
+from . import _compat, ops, partitioning, reference
 from .conv import composite_conv, composite_conv_dw, composite_conv_dx
 from .shapes import HIGHEST
 
@@ -373,14 +377,17 @@ def _jax_has_cuda_plugin():
 
 
 def _register(platform, rules):
+    """Each primitive's platform rule lowers its shard-local twin (the kernel on one device's
+    part of the operands); the primitive itself lowers through its partitioning rule."""
     for primitive, rule in rules.items():
-        _compat.register_lowering(primitive, rule, platform=platform)
+        _compat.register_lowering(ops.SHARD_LOCAL[primitive], rule, platform=platform)
 
 
 def _install():
     status = {}
     for primitive, rule in _fallback_rules().items():
-        _compat.register_lowering(primitive, rule)
+        _compat.register_lowering(ops.SHARD_LOCAL[primitive], rule)
+        _compat.register_lowering(primitive, partitioning.partitioned_lowering(primitive))
 
     for module_name, ffi_platform, lowering_platform in (("_jbs_cpu", "cpu", "cpu"),
                                                          ("_jbs_cuda", "CUDA", "cuda")):

@@ -330,3 +330,24 @@ _define_transposes(conv_p, conv, conv_dx_p, conv_dx, conv_dw_p, conv_dw)
 _compat.register_batching(conv_p, _dense_times_weight_batcher(conv_p))
 _compat.register_batching(conv_dx_p, _dense_times_weight_batcher(conv_dx_p))
 _compat.register_batching(conv_dw_p, _reduction_batcher(conv_dw_p))
+
+
+# == shard-local twins ==========================================================================
+# Each primitive lowers through its partitioning rule (partitioning.py), which decides how the
+# operands are split over a device mesh and binds the primitive's twin on each device's part.
+# The twin has the same operands, params and abstract evaluation; it only ever appears inside a
+# lowering (after every transformation), so it needs no JVP, transpose or batching rule, and it
+# is what lowering.py lowers to the kernels. On a single device the rule binds the twin on the
+# whole operands, so the program is the twin's alone.
+def _shard_local_twin(primitive, abstract):
+    twin = _compat.Primitive(f"{primitive.name}_on_shard")
+    twin.def_abstract_eval(abstract)
+    return twin
+
+
+SHARD_LOCAL = {primitive: _shard_local_twin(primitive, abstract) for primitive, abstract in (
+    (bsmm_p, _bsmm_abstract), (bsmm_t_p, _bsmm_t_abstract), (sampled_p, _sampled_abstract),
+    (conv_p, _conv_abstract), (conv_dx_p, _conv_dx_abstract), (conv_dw_p, _conv_dw_abstract))}
+
+# The products whose result is weight-shaped: they reduce over the dense operands' batch axis.
+REDUCES_BATCH = frozenset({sampled_p, conv_dw_p})

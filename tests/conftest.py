@@ -1,9 +1,16 @@
 import os
 import zlib
 
-import jax
-import numpy as np
-import pytest
+# Several host devices, so that the partitioning tests (test_sharding.py) have a mesh on any
+# machine. Set before JAX starts a backend; it touches the CPU platform only.
+HOST_DEVICES = 4
+if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", ""):
+    os.environ["XLA_FLAGS"] = (os.environ.get("XLA_FLAGS", "")
+                               + f" --xla_force_host_platform_device_count={HOST_DEVICES}")
+
+import jax  # noqa: E402  (after XLA_FLAGS)
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 # float64 is a supported dtype (and check_grads needs it).
 jax.config.update("jax_enable_x64", True)
