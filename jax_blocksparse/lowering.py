@@ -387,7 +387,8 @@ def _install():
     status = {}
     for primitive, rule in _fallback_rules().items():
         _compat.register_lowering(ops.SHARD_LOCAL[primitive], rule)
-        _compat.register_lowering(primitive, partitioning.partitioned_lowering(primitive))
+        _compat.register_lowering(primitive, partitioning.partitioned_lowering(
+            primitive, ops.SHARD_LOCAL[primitive], primitive in ops.REDUCES_BATCH))
 
     for module_name, ffi_platform, lowering_platform in (("_jbs_cpu", "cpu", "cpu"),
                                                          ("_jbs_cuda", "CUDA", "cuda")):

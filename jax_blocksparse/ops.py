@@ -34,7 +34,7 @@ import numpy as np
 import jax
 import jax.numpy as jnp
 
-from . import _compat
+from . import _compat, partitioning
 
 bsmm_p = _compat.Primitive("blocksparse_matmul")
 bsmm_t_p = _compat.Primitive("blocksparse_matmul_t")
@@ -85,18 +85,27 @@ def _check_weight(name, operand, w, layout):
     _expect(operand.dtype == w.dtype, name, "operands must share a dtype", operand, w)
 
 
+def _result(shape, out_dtype, first, second, reduces=False):
+    """A product's abstract result. On a mesh whose axes are explicit (shardings in the types),
+    its sharding is what the partitioning rules keep of the operands'."""
+    sharding = partitioning.result_type_sharding(first, second, len(shape), reduces)
+    if sharding is None:
+        return _compat.ShapedArray(shape, out_dtype)
+    return _compat.ShapedArray(shape, out_dtype, sharding=sharding)
+
+
 def _bsmm_abstract(x, w, *, layout, precision, out_dtype):
     _check_weight("blocksparse_matmul", x, w, layout)
     rows, cols = layout.shape
     _expect(x.shape[2] == rows, "blocksparse_matmul", f"x features must be C = {rows}", x, w)
-    return _compat.ShapedArray((x.shape[0], x.shape[1], cols), out_dtype)
+    return _result((x.shape[0], x.shape[1], cols), out_dtype, x, w)
 
 
 def _bsmm_t_abstract(dy, w, *, layout, precision, out_dtype):
     _check_weight("blocksparse_matmul_t", dy, w, layout)
     rows, cols = layout.shape
     _expect(dy.shape[2] == cols, "blocksparse_matmul_t", f"dy features must be N = {cols}", dy, w)
-    return _compat.ShapedArray((dy.shape[0], dy.shape[1], rows), out_dtype)
+    return _result((dy.shape[0], dy.shape[1], rows), out_dtype, dy, w)
 
 
 def _sampled_abstract(x, dy, *, layout, precision, out_dtype):
@@ -107,7 +116,7 @@ def _sampled_abstract(x, dy, *, layout, precision, out_dtype):
     _expect(x.shape[2] == rows and dy.shape[2] == cols, name,
             f"features must be C = {rows} and N = {cols}", x, dy)
     _expect(x.dtype == dy.dtype, name, "operands must share a dtype", x, dy)
-    return _compat.ShapedArray((x.shape[0], *layout.w_shape), out_dtype)
+    return _result((x.shape[0], *layout.w_shape), out_dtype, x, dy, reduces=True)
 
 
 bsmm_p.def_abstract_eval(_bsmm_abstract)
@@ -292,8 +301,8 @@ def _conv_product_abstract(name, dense, what, w, layout, kernel, dense_dims, out
     _check_conv_dense(name, dense, *dense_dims, what, dense, w)
     _check_conv_weight(name, dense, w, layout, kernel)
     out_spatial, out_features = out_dims
-    return _compat.ShapedArray((dense.shape[0], dense.shape[1], *out_spatial, out_features),
-                               out_dtype)
+    return _result((dense.shape[0], dense.shape[1], *out_spatial, out_features), out_dtype,
+                   dense, w)
 
 
 def _conv_abstract(x, w, *, layout, kernel, in_spatial, out_spatial, out_dtype, **_):
@@ -316,7 +325,8 @@ def _conv_dw_abstract(x, dy, *, layout, kernel, in_spatial, out_spatial, out_dty
     _expect(x.shape[:2] == dy.shape[:2], name, "x and dy must have equal G and Nb", x, dy)
     _expect(x.dtype == dy.dtype, name, "operands must share a dtype", x, dy)
     bs = layout.block_size
-    return _compat.ShapedArray((x.shape[0], layout.nnz, int(np.prod(kernel)), bs, bs), out_dtype)
+    return _result((x.shape[0], layout.nnz, int(np.prod(kernel)), bs, bs), out_dtype, x, dy,
+                   reduces=True)
 
 
 conv_p.def_abstract_eval(_conv_abstract)

@@ -29,7 +29,10 @@ import jax
 from jax.experimental.custom_partitioning import custom_partitioning
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
-from . import _compat, ops
+from . import _compat
+
+
+_NO_MESH = jax.sharding.AbstractMesh((), ())
 
 
 class _Split(NamedTuple):
@@ -56,9 +59,28 @@ def _choose_split(first, second, reduces):
     return _Split(group, tuple(axis for axis in batch if axis not in group))
 
 
-def _sharding(mesh, rank, group, batch):
+def _spec(rank, group, batch):
     entries = [group or None, batch or None] + [None] * (rank - 2)
-    return NamedSharding(mesh, PartitionSpec(*entries[:rank]))
+    return PartitionSpec(*entries[:rank])
+
+
+def _sharding(mesh, rank, group, batch):
+    return NamedSharding(mesh, _spec(rank, group, batch))
+
+
+def result_type_sharding(first, second, result_rank, reduces):
+    """The result's sharding in its type, for meshes whose axes are explicit
+    (``jax.sharding.AxisType.Explicit``, where shardings are part of the types): the axes that
+    the rules keep, taken from the operands' types. None where those name no axis (Auto axes,
+    one device), which leaves the type as JAX makes it by default."""
+    if getattr(first, "sharding", None) is None or getattr(second, "sharding", None) is None:
+        return None
+    split = _choose_split(first.sharding, second.sharding, reduces)
+    batch = () if reduces else split.batch
+    if not (split.group or batch):
+        return None
+    mesh = first.sharding.mesh if not first.sharding.mesh.empty else second.sharding.mesh
+    return NamedSharding(mesh, _spec(result_rank, split.group, batch))
 
 
 def _shardings(mesh, split, arg_shapes, result_shape, reduces):
@@ -96,8 +118,12 @@ def _on_shard(twin, params, reduces, split):
     partial_params = {**params, "out_dtype": np.promote_types(out_dtype, np.float32)}
 
     def reduce_over_batch(a, b):
-        part = twin.bind(a, b, **partial_params)
-        return jax.lax.psum(part, split.batch).astype(out_dtype)
+        # Off any context mesh (jax.set_mesh): under one with explicit axes, jax 0.12 lowers
+        # the psum's scalar adder with sharding annotations that XLA rejects ("Unsupported
+        # reduction computation").
+        with jax.sharding.use_abstract_mesh(_NO_MESH):
+            part = twin.bind(a, b, **partial_params)
+            return jax.lax.psum(part, split.batch).astype(out_dtype)
     return reduce_over_batch
 
 
@@ -121,10 +147,9 @@ def _factor_rule(reduces):
     return rule
 
 
-def partitioned_lowering(primitive):
-    """The lowering rule of ``primitive``: its shard-local twin under the rules above."""
-    twin = ops.SHARD_LOCAL[primitive]
-    reduces = primitive in ops.REDUCES_BATCH
+def partitioned_lowering(primitive, twin, reduces):
+    """The lowering rule of ``primitive``: its shard-local twin ``twin`` under the rules above;
+    ``reduces``: the result is weight-shaped, a sum over the batch axis."""
 
     def whole(a, b, params):
         return twin.bind(a, b, **dict(params))

@@ -277,3 +277,62 @@ def test_under_pmap(rng):
                      axis_name="i", devices=cpu4)(x.reshape(4, 6, -1), dy.reshape(4, 6, -1))
     assert_close(y.reshape(24, -1), reference("matmul", mask, x, dy, w), np.float32)
     assert_close(dw[3], reference("sampled_matmul", mask, x, dy, w), np.float32)
+
+
+def test_explicit_axes_carry_the_sharding_in_the_types(rng):
+    """With explicit mesh axes, shardings are part of the types: a product's result type names
+    the axes the rules keep, so what follows it stays split too."""
+    mesh = cpu_mesh((4,), ("data",), AxisType.Explicit)
+    mask, layout, x, dy, w = problem(rng, np.float32)
+    set_mesh = getattr(jax, "set_mesh", None) or jax.sharding.use_mesh
+    types = {}
+
+    def step(x, dy, w, stack):
+        y = jbs.matmul(x, w, layout)
+        dw = jbs.sampled_matmul(x, dy, layout)
+        ys = jax.vmap(lambda w: jbs.matmul(x[:4], w, layout))(stack)
+        types.update(y=jax.typeof(y).sharding.spec, dw=jax.typeof(dw).sharding.spec,
+                     ys=jax.typeof(ys).sharding.spec)
+        return 2 * y + 1, dw, ys
+
+    stack = random_array(rng, (4, *layout.w_shape), np.float32)
+    with set_mesh(mesh):
+        args = (put(x, mesh, "data", None), put(dy, mesh, "data", None), put(w, mesh),
+                put(stack, mesh, "data"))
+        y, dw, ys = jax.jit(step)(*args)
+    assert types["y"] == P("data", None) and types["ys"] == P("data", None, None)
+    assert types["dw"] == P(None, None, None)
+    assert sharded_over(y, mesh, "data", None) and sharded_over(ys, mesh, "data", None, None)
+    y, dw, ys = (np.asarray(out) for out in (y, dw, ys))  # off the mesh, for plain indexing
+    assert_close(y, 2 * reference("matmul", mask, x, dy, w) + 1, np.float32)
+    assert_close(dw, reference("sampled_matmul", mask, x, dy, w), np.float32)
+    for k in range(4):
+        assert_close(ys[k], f64(x[:4]) @ dense_weight(mask, BS, stack[k]), np.float32)
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")
+def test_shardings_without_a_mesh_run_replicated(rng, gspmd_partitioner):
+    """Shardings that name no mesh (GSPMD's own, which only the GSPMD partitioner takes) give
+    the rules no axis names: the product then runs replicated, as before the rules, and right."""
+    try:
+        from jax._src.lib import xla_client
+        from jax._src.sharding_impls import GSPMDSharding
+    except ImportError:
+        pytest.skip("this jax has no GSPMDSharding")
+    devices = jax.devices("cpu")[:4]
+    if len(devices) < 4:
+        pytest.skip("needs 4 host devices")
+    rows = xla_client.OpSharding()
+    rows.type = xla_client.OpSharding.Type.OTHER
+    rows.tile_assignment_dimensions = [4, 1]
+    rows.tile_assignment_devices = [0, 1, 2, 3]
+    mask, layout, x, dy, w = problem(rng, np.float32)
+    x_rows = jax.device_put(x, GSPMDSharding(devices, rows))
+    try:
+        jax.jit(lambda v: v + 1)(x_rows)
+    except TypeError as err:  # jax 0.12 converts every sharding for Shardy, whatever the switch
+        pytest.skip(f"this jax runs no program on GSPMDSharding arrays: {err}")
+    out = jax.jit(lambda x, w: jbs.matmul(x, w, layout))(
+        x_rows, jax.device_put(w, GSPMDSharding.get_replicated(devices)))
+    assert out.sharding.is_fully_replicated
+    assert_close(out, reference("matmul", mask, x, dy, w), np.float32)
