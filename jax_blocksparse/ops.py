@@ -62,7 +62,10 @@ def _compiled(primitive, params):
 
 def _eager(primitive):
     def impl(*operands, **params):
-        return _compiled(primitive, tuple(sorted(params.items())))(*operands)
+        # A primitive has no eager form but its compiled one: under jax.disable_jit() the jit
+        # would call bind again, and bind this impl, without end.
+        with jax.disable_jit(False):
+            return _compiled(primitive, tuple(sorted(params.items())))(*operands)
     return impl
 
 

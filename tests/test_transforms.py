@@ -233,3 +233,19 @@ def test_jit_with_layout_as_static_argument(rng):
     same = jbs.Layout(layout.mask.copy(), 8)
     close(f(h0, w, layout), f(h0, w, same))
     close(f(h0, w, layout), f64(h0) @ W(layout, w))
+
+
+def test_under_disable_jit(rng, problem):
+    """jax.disable_jit() (op-by-op debugging): each product still runs its compiled kernel, and
+    its gradient is the float64 one."""
+    layout, x, w, dy = problem
+    r = random_array(rng, (5, 24), np.float64)
+    with jax.disable_jit():
+        y = jbs.matmul(x, w, layout)
+        dx = jbs.matmul_t(dy, w, layout)
+        dw = jbs.sampled_matmul(x, dy, layout)
+        gw = jax.grad(lambda w: jnp.sum(jbs.matmul(x, w, layout) * r))(w)
+    close(y, f64(x) @ W(layout, w))
+    close(dx, f64(dy) @ W(layout, w).T)
+    close(dw, blocks_of(layout.mask, 8, f64(x).T @ f64(dy)))
+    close(gw, blocks_of(layout.mask, 8, f64(x).T @ f64(r)))
